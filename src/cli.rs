@@ -1,0 +1,224 @@
+//! Command line: `serve`, `review`, `check`, `certs`.
+
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::admission::{self, Mode, ReviewParseError};
+use crate::certs::{CertDir, CertOutcome};
+use crate::policy;
+use crate::server::{self, ServeConfig};
+use crate::shutdown;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Admission, defaulting and conversion webhooks for Kubernetes custom resources"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /validate, /mutate and the probes over HTTPS.
+    Serve(ServeArgs),
+    /// Evaluate one AdmissionReview offline and print the response the server would send.
+    Review(ReviewArgs),
+    /// Check the policy files and report every problem with file and line.
+    Check(CheckArgs),
+    /// Generate the CA and serving certificate (only what is missing).
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of policy files (.yaml, .yml, .json).
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Directory holding tls.crt/tls.key (and ca.crt/ca.key); generated when missing.
+    #[arg(long, default_value = "certs")]
+    pub cert_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub addr: String,
+    /// Extra subject alternative name for a generated certificate (repeatable).
+    #[arg(long = "san", value_name = "NAME")]
+    pub sans: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 7 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds between checks for changed policy files and certificates.
+    #[arg(long, default_value_t = 10)]
+    pub reload_interval: u64,
+    /// Seconds in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Answer as the mutating webhook (defaults as a JSON Patch) instead of the validating one.
+    #[arg(long)]
+    pub mutate: bool,
+    /// AdmissionReview JSON file, or `-` for stdin.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, tls.crt and tls.key into.
+    #[arg(long, default_value = "certs")]
+    pub cert_dir: PathBuf,
+    /// Extra subject alternative name (repeatable).
+    #[arg(long = "san", value_name = "NAME")]
+    pub sans: Vec<String>,
+}
+
+/// A failure with the exit code it maps to: 2 for bad configuration or input, 1 otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Usage(_) => ExitCode::from(2),
+            Self::Runtime(_) => ExitCode::from(1),
+        }
+    }
+}
+
+pub fn execute(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Review(args) => review(&args),
+        Command::Check(args) => check(&args),
+        Command::Certs(args) => certs(&args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    telemetry::init(args.log_format);
+    let addr = resolve_addr(&args.addr)?;
+    let mut config = ServeConfig::new(args.policies, args.cert_dir, addr);
+    config.sans = args.sans;
+    config.http.max_body_bytes = args.max_body_bytes;
+    config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Runtime(format!("cannot start runtime: {e}")))?;
+    runtime
+        .block_on(server::run(config, shutdown::signal()))
+        .map_err(|e| {
+            if e.is_config_error() {
+                CliError::Usage(e.to_string())
+            } else {
+                CliError::Runtime(e.to_string())
+            }
+        })
+}
+
+fn resolve_addr(text: &str) -> Result<SocketAddr, CliError> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| CliError::Usage(format!("--addr {text:?} is not a HOST:PORT address")))
+}
+
+fn review(args: &ReviewArgs) -> Result<(), CliError> {
+    let store = policy::load_dir(&args.policies).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (label, body) = read_input(&args.file)?;
+    let mode = if args.mutate {
+        Mode::Mutate
+    } else {
+        Mode::Validate
+    };
+    let out = admission::review_body(&store, &body, mode).map_err(|e| match &e {
+        ReviewParseError::Json(json) if json.line() > 0 => {
+            CliError::Usage(format!("{label}:{}:{}: {e}", json.line(), json.column()))
+        }
+        _ => CliError::Usage(format!("{label}: {e}")),
+    })?;
+    let text = serde_json::to_string_pretty(&out).map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn read_input(file: &Path) -> Result<(String, Vec<u8>), CliError> {
+    if file == Path::new("-") {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        return Ok(("<stdin>".into(), body));
+    }
+    let body =
+        std::fs::read(file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    Ok((file.display().to_string(), body))
+}
+
+fn check(args: &CheckArgs) -> Result<(), CliError> {
+    let store = policy::load_dir(&args.policies).map_err(|e| CliError::Usage(e.to_string()))?;
+    for p in store.policies() {
+        println!(
+            "ok   {} ({}:{}) {}/{} {}",
+            p.name,
+            p.origin.file.display(),
+            p.origin.line,
+            p.matcher.group,
+            p.matcher.kind,
+            p.matcher.versions.join(",")
+        );
+    }
+    println!("{} policies valid", store.policies().len());
+    Ok(())
+}
+
+fn certs(args: &CertsArgs) -> Result<(), CliError> {
+    let dir = CertDir::new(&args.cert_dir);
+    match dir
+        .generate(&args.sans)
+        .map_err(|e| CliError::Usage(e.to_string()))?
+    {
+        CertOutcome::Generated { dir, ca_reused } => {
+            let ca_note = if ca_reused {
+                " (existing CA reused)"
+            } else {
+                ""
+            };
+            println!(
+                "wrote ca.crt, ca.key, tls.crt, tls.key to {}{ca_note}",
+                dir.display()
+            );
+        }
+        CertOutcome::Existing => println!(
+            "certificates already present in {}",
+            args.cert_dir.display()
+        ),
+    }
+    Ok(())
+}

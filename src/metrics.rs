@@ -1,0 +1,97 @@
+//! Prometheus metrics served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub policy_load_errors: Counter,
+    pub policies_loaded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 0.5 ms .. ~4 s: admission answers must stay far below the apiserver's 10 s default.
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        let in_flight = Gauge::default();
+        let policy_load_errors = Counter::default();
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests answered, by endpoint and decision",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request received to response ready",
+            latency.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests being processed",
+            in_flight.clone(),
+        );
+        registry.register(
+            "policy_load_errors",
+            "Problems found while loading policy files",
+            policy_load_errors.clone(),
+        );
+        registry.register(
+            "policies_loaded",
+            "Policies in the active set",
+            policies_loaded.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            policy_load_errors,
+            policies_loaded,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    pub fn record(&self, endpoint: &str, decision: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                decision: decision.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(seconds);
+    }
+}

@@ -1,0 +1,369 @@
+//! Reads a policy directory into a compiled `Store`, reporting every problem at once with file
+//! and line, so one run of `tollgate check` shows all that needs fixing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::defaults::Defaulter;
+use super::format::{POLICY_API_VERSION, POLICY_KIND, PolicyDocument};
+use super::path::FieldPath;
+use super::schema;
+use super::selector::LabelSelector;
+use super::store::{CompiledPolicy, Matcher, Origin, Store};
+use super::yaml::{self, SourceDocument};
+
+/// One problem in one policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory itself could not be listed.
+    #[error("cannot read policy directory {}: {source}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds no `.yaml`, `.yml` or `.json` file with a policy in it.
+    #[error("no policies found in {} (expected .yaml, .yml or .json files)", .0.display())]
+    Empty(PathBuf),
+    /// One or more files are invalid; every problem is listed.
+    #[error("{} invalid policy definition(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyError>),
+}
+
+impl LoadError {
+    pub fn problem_count(&self) -> usize {
+        match self {
+            Self::Invalid(errors) => errors.len(),
+            _ => 1,
+        }
+    }
+}
+
+pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
+    let files = policy_files(dir)?;
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => load_text(file, &text, &mut policies, &mut errors),
+            Err(e) => errors.push(PolicyError {
+                file: file.clone(),
+                line: 0,
+                message: format!("cannot read file: {e}"),
+            }),
+        }
+    }
+    report_duplicate_names(&policies, &mut errors);
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid(errors));
+    }
+    if policies.is_empty() {
+        return Err(LoadError::Empty(dir.to_path_buf()));
+    }
+    Ok(Store::new(policies))
+}
+
+/// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
+/// `..data` directories and exposes each key as a visible symlink.
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let visible = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'));
+            let wanted = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            visible && wanted && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub fn load_text(
+    file: &Path,
+    text: &str,
+    policies: &mut Vec<CompiledPolicy>,
+    errors: &mut Vec<PolicyError>,
+) {
+    let docs = match yaml::parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            errors.push(PolicyError {
+                file: file.to_path_buf(),
+                line: e.line,
+                message: format!("invalid YAML/JSON: {}", e.message),
+            });
+            return;
+        }
+    };
+    for doc in docs {
+        let mut report = |pointer: &str, message: String| {
+            errors.push(PolicyError {
+                file: file.to_path_buf(),
+                line: doc.line_of(pointer),
+                message,
+            })
+        };
+        if let Some(policy) = compile_document(&doc, file, &mut report) {
+            policies.push(policy);
+        }
+    }
+}
+
+fn compile_document(
+    doc: &SourceDocument,
+    file: &Path,
+    report: &mut dyn FnMut(&str, String),
+) -> Option<CompiledPolicy> {
+    let api_version = doc.value.get("apiVersion").and_then(Value::as_str);
+    let kind = doc.value.get("kind").and_then(Value::as_str);
+    if api_version != Some(POLICY_API_VERSION) || kind != Some(POLICY_KIND) {
+        report(
+            "",
+            format!(
+                "expected apiVersion {POLICY_API_VERSION:?} and kind {POLICY_KIND:?}, found {:?} / {:?}",
+                api_version.unwrap_or("<missing>"),
+                kind.unwrap_or("<missing>")
+            ),
+        );
+        return None;
+    }
+    let parsed: PolicyDocument = match serde_path_to_error::deserialize(&doc.value) {
+        Ok(p) => p,
+        Err(e) => {
+            let pointer = path_to_pointer(e.path());
+            let field = e.path().to_string();
+            report(&pointer, format!("{field}: {}", e.inner()));
+            return None;
+        }
+    };
+    let mut failed = 0usize;
+    let mut fail = |pointer: &str, message: String| {
+        failed += 1;
+        report(pointer, message);
+    };
+
+    let name = parsed.metadata.name.clone();
+    if name.is_empty() {
+        fail("/metadata/name", "metadata.name must not be empty".into());
+    }
+    let spec = parsed.spec;
+    check_match(&spec.match_, &mut fail);
+
+    let selector = match spec
+        .match_
+        .object_selector
+        .clone()
+        .map(LabelSelector::new)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(msg) => {
+            fail(
+                "/spec/match/objectSelector",
+                format!("spec.match.objectSelector: {msg}"),
+            );
+            None
+        }
+    };
+
+    let validator = spec.schema.as_ref().and_then(|s| match schema::compile(s) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            fail(
+                &format!("/spec/schema{}", e.pointer),
+                format!("spec.schema: {}", e.message),
+            );
+            None
+        }
+    });
+
+    let mut immutable = Vec::new();
+    for (idx, text) in spec.immutable.iter().enumerate() {
+        let pointer = format!("/spec/immutable/{idx}");
+        match FieldPath::parse(text) {
+            Ok(path) => {
+                if let Some(s) = &spec.schema
+                    && !schema::declares(s, &path)
+                {
+                    fail(
+                        &pointer,
+                        format!("spec.immutable[{idx}]: {path} is not declared in spec.schema"),
+                    );
+                }
+                immutable.push(path);
+            }
+            Err(e) => fail(&pointer, format!("spec.immutable[{idx}]: {e}")),
+        }
+    }
+    for (field, entries) in [
+        ("labels", &spec.defaults.labels),
+        ("annotations", &spec.defaults.annotations),
+    ] {
+        for (key, value) in entries {
+            if let Err(msg) = check_metadata_entry(field, key, value) {
+                fail(
+                    &format!("/spec/defaults/{field}"),
+                    format!("spec.defaults.{field}: {msg}"),
+                );
+            }
+        }
+    }
+
+    if failed > 0 {
+        return None;
+    }
+    let defaulter = spec
+        .schema
+        .as_ref()
+        .map(Defaulter::from_schema)
+        .unwrap_or_default();
+    Some(CompiledPolicy {
+        name,
+        origin: Origin {
+            file: file.to_path_buf(),
+            line: doc.start_line(),
+        },
+        matcher: Matcher::from_spec(spec.match_, selector),
+        enforcement: spec.enforcement,
+        schema: validator,
+        defaulter,
+        immutable,
+        labels: spec.defaults.labels,
+        annotations: spec.defaults.annotations,
+    })
+}
+
+fn check_match(m: &super::format::MatchSpec, fail: &mut dyn FnMut(&str, String)) {
+    for (field, value) in [("kind", &m.kind), ("resource", &m.resource)] {
+        if value.is_empty() {
+            fail(
+                &format!("/spec/match/{field}"),
+                format!("spec.match.{field} must not be empty"),
+            );
+        }
+    }
+    if m.resource
+        .chars()
+        .any(|c| c.is_ascii_uppercase() || c == '/')
+    {
+        fail(
+            "/spec/match/resource",
+            "spec.match.resource must be the lowercase plural resource name (e.g. \"paymentgateways\")".into(),
+        );
+    }
+    if m.versions.is_empty() || m.versions.iter().any(String::is_empty) {
+        fail(
+            "/spec/match/versions",
+            "spec.match.versions must list at least one version".into(),
+        );
+    }
+    if m.operations.is_empty() {
+        fail(
+            "/spec/match/operations",
+            "spec.match.operations must not be empty".into(),
+        );
+    }
+}
+
+/// Kubernetes' rules for label keys/values, enforced here so a bad default never reaches the apiserver.
+fn check_metadata_entry(field: &str, key: &str, value: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    if !name_ok || !prefix_ok {
+        return Err(format!("{key:?} is not a valid key"));
+    }
+    if field == "labels" {
+        let value_ok = value.is_empty()
+            || (value.len() <= 63
+                && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        if !value_ok {
+            return Err(format!(
+                "value {value:?} of label {key:?} is not a valid label value"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("/{index}")),
+            Segment::Map { key } => Some(format!("/{}", yaml::escape_pointer(key))),
+            Segment::Enum { variant } => Some(format!("/{}", yaml::escape_pointer(variant))),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Names must be unique across files: they key metrics, messages and manifests.
+fn report_duplicate_names(policies: &[CompiledPolicy], errors: &mut Vec<PolicyError>) {
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    for policy in policies {
+        if let Some(first) = seen.insert(&policy.name, &policy.origin) {
+            errors.push(PolicyError {
+                file: policy.origin.file.clone(),
+                line: policy.origin.line,
+                message: format!(
+                    "policy name {:?} is already used at {}:{}",
+                    policy.name,
+                    first.file.display(),
+                    first.line
+                ),
+            });
+        }
+    }
+}

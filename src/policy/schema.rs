@@ -1,0 +1,129 @@
+//! Compiling policy schemas (once, at load) and answering which fields a schema declares.
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use super::path::{FieldPath, Segment};
+
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// A schema compile error with the JSON pointer (inside the schema) where it was found.
+#[derive(Debug)]
+pub struct SchemaError {
+    pub pointer: String,
+    pub message: String,
+}
+
+pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
+    if let Some(declared) = schema.get("$schema").and_then(Value::as_str)
+        && declared.trim_end_matches('#') != DRAFT_2020_12
+    {
+        return Err(SchemaError {
+            pointer: "/$schema".into(),
+            message: format!("only JSON Schema draft 2020-12 is supported, not {declared:?}"),
+        });
+    }
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| SchemaError {
+            pointer: e.instance_path().as_str().to_string(),
+            message: e.masked().to_string(),
+        })
+}
+
+/// True when `path` names a field the schema describes through `properties`, `items`,
+/// `additionalProperties`, `allOf` or same-document `$ref`s. Array indexes match `items`.
+pub fn declares(schema: &Value, path: &FieldPath) -> bool {
+    declares_from(schema, schema, &path.0, 0)
+}
+
+fn declares_from(root: &Value, node: &Value, rest: &[Segment], depth: usize) -> bool {
+    let Some((first, tail)) = rest.split_first() else {
+        return true;
+    };
+    if depth > 64 {
+        return false;
+    }
+    let Some(obj) = node.as_object() else {
+        return false;
+    };
+    if let Some(target) = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+        && declares_from(root, target, rest, depth + 1)
+    {
+        return true;
+    }
+    if let Some(Value::Array(all_of)) = obj.get("allOf")
+        && all_of
+            .iter()
+            .any(|sub| declares_from(root, sub, rest, depth + 1))
+    {
+        return true;
+    }
+    match first {
+        Segment::Key(key) => {
+            if let Some(sub) = obj.get("properties").and_then(|p| p.get(key)) {
+                return declares_from(root, sub, tail, depth + 1);
+            }
+            match obj.get("additionalProperties") {
+                Some(Value::Object(_)) => obj
+                    .get("additionalProperties")
+                    .is_some_and(|sub| declares_from(root, sub, tail, depth + 1)),
+                _ => false,
+            }
+        }
+        Segment::Index(_) => obj
+            .get("items")
+            .is_some_and(|sub| declares_from(root, sub, tail, depth + 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(text: &str) -> FieldPath {
+        FieldPath::parse(text).unwrap_or_default()
+    }
+
+    #[test]
+    fn finds_declared_fields_through_refs_items_and_maps() {
+        let schema = json!({
+            "$defs": {"retry": {"properties": {"maxAttempts": {}}}},
+            "properties": {"spec": {"properties": {
+                "retry": {"$ref": "#/$defs/retry"},
+                "list": {"items": {"properties": {"x": {}}}},
+                "map": {"additionalProperties": {"properties": {"y": {}}}}
+            }}}
+        });
+        for ok in [
+            "spec",
+            "spec.retry.maxAttempts",
+            "spec.list[0].x",
+            "spec.map.any.y",
+        ] {
+            assert!(declares(&schema, &path(ok)), "{ok}");
+        }
+        for missing in [
+            "status",
+            "spec.retry.other",
+            "spec.list.x",
+            "spec.map.any.z",
+        ] {
+            assert!(!declares(&schema, &path(missing)), "{missing}");
+        }
+    }
+
+    #[test]
+    fn rejects_other_drafts_and_broken_schemas() {
+        assert!(compile(&json!({"$schema": "http://json-schema.org/draft-07/schema#"})).is_err());
+        let err = compile(&json!({"properties": {"a": {"type": "strin"}}})).err();
+        assert!(err.is_some_and(|e| e.pointer.contains("/properties/a")));
+        assert!(compile(&json!({"$schema": DRAFT_2020_12, "type": "object"})).is_ok());
+    }
+}

@@ -1,0 +1,110 @@
+//! Runs CPU-bound evaluation off the async workers, bounded in count and in time, so a huge
+//! object or a pathological schema cannot stall the accept loop or other clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkError {
+    /// The deadline (from the apiserver's `?timeout=` or the server default) passed first.
+    #[error("evaluation did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The evaluation panicked; the panic was logged and contained.
+    #[error("internal error while evaluating the request")]
+    Panicked,
+    /// The worker pool is shutting down.
+    #[error("the server is shutting down")]
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerPool {
+    permits: Arc<Semaphore>,
+}
+
+impl WorkerPool {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// Waiting for a slot counts against the same deadline as the work itself.
+    pub async fn run<T, F>(&self, deadline: Duration, work: F) -> Result<T, WorkError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let permits = Arc::clone(&self.permits);
+        let task = async move {
+            let permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| WorkError::Closed)?;
+            // The permit travels with the blocking task: a timed-out job keeps its slot until it
+            // really ends, so abandoned work cannot pile up beyond the limit.
+            let handle = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work()
+            });
+            handle.await.map_err(|e| {
+                if e.is_panic() {
+                    let payload = e.into_panic();
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %message, "evaluation panicked");
+                    WorkError::Panicked
+                } else {
+                    WorkError::Closed
+                }
+            })
+        };
+        tokio::time::timeout(deadline, task)
+            .await
+            .map_err(|_| WorkError::Timeout(deadline))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn returns_results_and_contains_panics() {
+        let pool = WorkerPool::new(1);
+        assert_eq!(pool.run(Duration::from_secs(5), || 7).await, Ok(7));
+        let panicked = pool
+            .run(Duration::from_secs(5), || -> u8 { panic!("boom") })
+            .await;
+        assert_eq!(panicked, Err(WorkError::Panicked));
+        assert_eq!(pool.run(Duration::from_secs(5), || 8).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn queued_work_times_out_while_slots_are_busy() {
+        let pool = WorkerPool::new(1);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let busy = pool.clone();
+        let holder = tokio::spawn(async move {
+            busy.run(Duration::from_secs(30), move || {
+                let _ = started_tx.send(());
+                release_rx.recv().is_ok()
+            })
+            .await
+        });
+        assert!(
+            started_rx.await.is_ok(),
+            "the holder must take the only slot"
+        );
+        let waited = pool.run(Duration::from_millis(100), || 1).await;
+        assert_eq!(waited, Err(WorkError::Timeout(Duration::from_millis(100))));
+        let _ = release_tx.send(());
+        assert!(matches!(holder.await, Ok(Ok(true))));
+    }
+}
