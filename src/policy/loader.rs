@@ -196,9 +196,15 @@ fn compile_document(
     let validator = spec.schema.as_ref().and_then(|s| match schema::compile(s) {
         Ok(v) => Some(v),
         Err(e) => {
+            let dotted: String = e
+                .pointer
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| format!(".{}", s.replace("~1", "/").replace("~0", "~")))
+                .collect();
             fail(
                 &format!("/spec/schema{}", e.pointer),
-                format!("spec.schema: {}", e.message),
+                format!("spec.schema{dotted}: {}", e.message),
             );
             None
         }

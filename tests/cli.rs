@@ -1,0 +1,353 @@
+//! The `tollgate` binary as users run it: review, check, certs and serve.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{fixture, repo_path};
+use serde_json::Value;
+
+fn tollgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+#[test]
+fn review_prints_exactly_what_the_server_sends_for_every_fixture() {
+    for (name, mutate) in [
+        ("validate-allow", false),
+        ("validate-deny", false),
+        ("validate-v1beta1", false),
+        ("update-immutable", false),
+        ("update-allowed", false),
+        ("delete", false),
+        ("mutate-defaults", true),
+    ] {
+        let mut cmd = tollgate();
+        cmd.args(["review", "--policies", "policies"]);
+        if mutate {
+            cmd.arg("--mutate");
+        }
+        let out = cmd
+            .arg(format!("tests/fixtures/{name}.json"))
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(printed, fixture(&format!("{name}.expected.json")), "{name}");
+    }
+}
+
+#[test]
+fn review_reads_stdin() {
+    let mut child = tollgate()
+        .args(["review", "--policies", "policies", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let body = std::fs::read(repo_path("tests/fixtures/validate-deny.json")).expect("fixture");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&body)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(printed, fixture("validate-deny.expected.json"));
+}
+
+#[test]
+fn review_reports_malformed_input_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("broken.json");
+    std::fs::write(
+        &file,
+        "{\n  \"apiVersion\": \"admission.k8s.io/v1\",\n  \"kind\": \n}\n",
+    )
+    .expect("write");
+    let out = tollgate()
+        .args(["review", "--policies", "policies"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:", file.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_policies() {
+    let out = tollgate()
+        .args(["check", "--policies", "policies"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 policies valid"));
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a-syntax.yaml"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: [\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b-many.yaml"),
+        r#"apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: many
+spec:
+  match:
+    group: example.com
+    kind: Widget
+    resource: widgets
+    versions: [v1]
+  immutable:
+    - spec.size
+    - spec..bad
+  defaults:
+    labels:
+      "bad key!": x
+  schema:
+    properties:
+      spec:
+        properties:
+          colour:
+            type: colour
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: typo
+spec:
+  match:
+    group: example.com
+    kind: Widget
+    resource: widgets
+    versions: [v1]
+  enforcment: warn
+"#,
+    )
+    .expect("write");
+    let out = tollgate()
+        .args(["check", "--policies"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let a = dir.path().join("a-syntax.yaml").display().to_string();
+    let b = dir.path().join("b-many.yaml").display().to_string();
+    for expected in [
+        format!("{a}:4: invalid YAML/JSON"),
+        format!("{b}:12: spec.immutable[0]: spec.size is not declared in spec.schema"),
+        format!("{b}:13: spec.immutable[1]: invalid field path"),
+        format!("{b}:15: spec.defaults.labels: \"bad key!\" is not a valid key"),
+        format!("{b}:22: spec.schema.properties.spec.properties.colour.type: "),
+        format!("{b}:34: spec.enforcment: unknown field `enforcment`"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn certs_writes_keys_privately_and_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let out = tollgate()
+        .args(["certs", "--san", "tollgate.tollgate.svc", "--cert-dir"])
+        .arg(&certs)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+        assert!(certs.join(file).exists(), "{file}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("tls.key"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let before = std::fs::read(certs.join("tls.key")).expect("key");
+    let again = tollgate()
+        .args(["certs", "--cert-dir"])
+        .arg(&certs)
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(std::fs::read(certs.join("tls.key")).expect("key"), before);
+}
+
+#[test]
+fn serve_refuses_invalid_policies_and_mismatched_certs_with_usage_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("mkdir");
+    std::fs::write(
+        policies.join("p.yaml"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: x}\nspec: {}\n",
+    )
+    .expect("write");
+    let out = tollgate()
+        .args(["serve", "--addr", "127.0.0.1:0", "--policies"])
+        .arg(&policies)
+        .arg("--cert-dir")
+        .arg(dir.path().join("certs"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p.yaml:4: spec: missing field `match`"),
+        "{stderr}"
+    );
+
+    let certs = dir.path().join("certs2");
+    assert!(
+        tollgate()
+            .args(["certs", "--cert-dir"])
+            .arg(&certs)
+            .status()
+            .expect("runs")
+            .success()
+    );
+    std::fs::copy(certs.join("ca.key"), certs.join("tls.key")).expect("swap key");
+    let out = tollgate()
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--policies",
+            "policies",
+            "--cert-dir",
+        ])
+        .arg(&certs)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("do not belong together"));
+}
+
+#[test]
+fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let mut child = tollgate()
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--policies",
+            "policies",
+            "--cert-dir",
+        ])
+        .arg(&certs)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut addr = None;
+    let mut generated_note = false;
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if event["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("generated serving certificate"))
+        {
+            generated_note = event["dir"].as_str().is_some_and(|d| d.ends_with("certs"));
+        }
+        if event["message"] == "listening (HTTPS)" {
+            addr = event["addr"].as_str().map(String::from);
+            break;
+        }
+    }
+    assert!(
+        generated_note,
+        "the server must say where it wrote the certificates"
+    );
+    let addr: std::net::SocketAddr = addr.expect("listening line").parse().expect("addr");
+    let ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt written");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let response: Value = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
+            .resolve("localhost", addr)
+            .build()
+            .expect("client");
+        client
+            .post(format!("https://localhost:{}/validate", addr.port()))
+            .json(&fixture("validate-deny.json"))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    });
+    assert_eq!(response, fixture("validate-deny.expected.json"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = exited.expect("tollgate must exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("review answered") && l.contains("\"decision\":\"denied\"")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("shutdown complete")),
+        "{rest:?}"
+    );
+}
