@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::admission::{self, Mode, ReviewParseError};
 use crate::certs::{CertDir, CertOutcome};
+use crate::conversion::{self, ConversionParseError};
 use crate::policy;
 use crate::server::{self, ServeConfig};
 use crate::shutdown;
@@ -30,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve /validate, /mutate and the probes over HTTPS.
     Serve(ServeArgs),
-    /// Evaluate one AdmissionReview offline and print the response the server would send.
+    /// Evaluate one AdmissionReview or ConversionReview offline and print the response the server would send.
     Review(ReviewArgs),
     /// Check the policy files and report every problem with file and line.
     Check(CheckArgs),
@@ -73,7 +74,7 @@ pub struct ReviewArgs {
     /// Answer as the mutating webhook (defaults as a JSON Patch) instead of the validating one.
     #[arg(long)]
     pub mutate: bool,
-    /// AdmissionReview JSON file, or `-` for stdin.
+    /// AdmissionReview or ConversionReview JSON file, or `-` for stdin.
     pub file: PathBuf,
 }
 
@@ -152,20 +153,42 @@ fn resolve_addr(text: &str) -> Result<SocketAddr, CliError> {
 fn review(args: &ReviewArgs) -> Result<(), CliError> {
     let store = policy::load_dir(&args.policies).map_err(|e| CliError::Usage(e.to_string()))?;
     let (label, body) = read_input(&args.file)?;
-    let mode = if args.mutate {
-        Mode::Mutate
-    } else {
-        Mode::Validate
-    };
-    let out = admission::review_body(&store, &body, mode).map_err(|e| match &e {
-        ReviewParseError::Json(json) if json.line() > 0 => {
+    let located = |e: &dyn std::fmt::Display, json: Option<&serde_json::Error>| match json {
+        Some(json) if json.line() > 0 => {
             CliError::Usage(format!("{label}:{}:{}: {e}", json.line(), json.column()))
         }
         _ => CliError::Usage(format!("{label}: {e}")),
-    })?;
-    let text = serde_json::to_string_pretty(&out).map_err(|e| CliError::Runtime(e.to_string()))?;
+    };
+    // The document's own kind says which webhook would have received it.
+    let is_conversion = serde_json::from_slice::<KindProbe>(&body)
+        .is_ok_and(|p| p.kind == conversion::review::CONVERSION_KIND);
+    let text = if is_conversion {
+        let out = conversion::review_body(&store, &body).map_err(|e| match &e {
+            ConversionParseError::Json(json) => located(&e, Some(json)),
+            _ => located(&e, None),
+        })?;
+        serde_json::to_string_pretty(&out)
+    } else {
+        let mode = if args.mutate {
+            Mode::Mutate
+        } else {
+            Mode::Validate
+        };
+        let out = admission::review_body(&store, &body, mode).map_err(|e| match &e {
+            ReviewParseError::Json(json) => located(&e, Some(json)),
+            _ => located(&e, None),
+        })?;
+        serde_json::to_string_pretty(&out)
+    }
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct KindProbe {
+    #[serde(default)]
+    kind: String,
 }
 
 fn read_input(file: &Path) -> Result<(String, Vec<u8>), CliError> {

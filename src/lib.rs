@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod conversion;
 pub mod http;
 pub mod metrics;
 pub mod policy;

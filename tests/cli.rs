@@ -27,6 +27,10 @@ fn review_prints_exactly_what_the_server_sends_for_every_fixture() {
         ("update-allowed", false),
         ("delete", false),
         ("mutate-defaults", true),
+        ("convert-down", false),
+        ("convert-up", false),
+        ("convert-mixed", false),
+        ("convert-unknown-version", false),
     ] {
         let mut cmd = tollgate();
         cmd.args(["review", "--policies", "policies"]);

@@ -12,6 +12,7 @@ use super::body::ReviewBody;
 use super::error::ApiError;
 use super::{AppState, DecisionTag, deadline};
 use crate::admission::{self, AdmissionResponseOut, AdmissionReviewIn, AdmissionReviewOut, Mode};
+use crate::conversion;
 
 pub async fn validate(state: State<AppState>, query: RawQuery, body: ReviewBody) -> Response {
     admit(state, query, body, Mode::Validate).await
@@ -58,6 +59,52 @@ async fn admit(
         outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&uid, 500, e.to_string()));
     let decision = response.decision().as_str();
     let mut http = Json(AdmissionReviewOut::new(&api_version, response)).into_response();
+    http.extensions_mut().insert(DecisionTag(decision));
+    http
+}
+
+pub async fn convert(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    ReviewBody(body): ReviewBody,
+) -> Response {
+    let (types, request) = match conversion::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let span = tracing::Span::current();
+    span.record("uid", request.uid.as_str());
+    span.record("kind", request.desired_api_version.as_str());
+    span.record("operation", "CONVERT");
+
+    let config = state.config();
+    let budget = deadline::budget(
+        query.as_deref(),
+        config.default_eval_timeout,
+        config.max_eval_timeout,
+    );
+    let uid = request.uid.clone();
+    let store = state.store().current();
+    // Thousands of objects in one review are CPU work: it runs on the bounded worker pool.
+    let outcome = state
+        .workers()
+        .run(budget, move || {
+            conversion::convert_request(&store, &request)
+        })
+        .await;
+    let response = outcome.unwrap_or_else(|e| {
+        let mut failed = kube::core::conversion::ConversionResponse::invalid(
+            kube::core::Status::failure(&e.to_string(), "InternalError"),
+        );
+        failed.uid = uid;
+        failed
+    });
+    let decision = if response.result.status == Some(kube::core::response::StatusSummary::Success) {
+        "converted"
+    } else {
+        "failed"
+    };
+    let mut http = Json(conversion::review::into_review(types, response)).into_response();
     http.extensions_mut().insert(DecisionTag(decision));
     http
 }

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/validate", post(handlers::validate))
         .route("/mutate", post(handlers::mutate))
+        .route("/convert", post(handlers::convert))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))

@@ -242,6 +242,16 @@ fn compile_document(
         }
     }
 
+    let conversion = spec.conversion.as_ref().and_then(|c| {
+        crate::conversion::rules::compile(
+            c,
+            &spec.match_.group,
+            &spec.match_.kind,
+            spec.schema.as_ref(),
+            &spec.match_.versions,
+            &mut fail,
+        )
+    });
     if failed > 0 {
         return None;
     }
@@ -263,6 +273,7 @@ fn compile_document(
         immutable,
         labels: spec.defaults.labels,
         annotations: spec.defaults.annotations,
+        conversion,
     })
 }
 
@@ -355,8 +366,28 @@ fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
         .collect()
 }
 
-/// Names must be unique across files: they key metrics, messages and manifests.
+/// Names must be unique across files: they key metrics, messages and manifests. A kind's
+/// versions can only be described once, so only one policy per kind may carry conversion rules.
 fn report_duplicate_names(policies: &[CompiledPolicy], errors: &mut Vec<PolicyError>) {
+    let mut converters: HashMap<(&str, &str), &CompiledPolicy> = HashMap::new();
+    for policy in policies.iter().filter(|p| p.conversion.is_some()) {
+        let key = (policy.matcher.group.as_str(), policy.matcher.kind.as_str());
+        if let Some(first) = converters.insert(key, policy) {
+            errors.push(PolicyError {
+                file: policy.origin.file.clone(),
+                line: policy.origin.line,
+                message: format!(
+                    "policy {:?}: conversion rules for {}/{} are already declared by policy {:?} at {}:{}",
+                    policy.name,
+                    key.0,
+                    key.1,
+                    first.name,
+                    first.origin.file.display(),
+                    first.origin.line
+                ),
+            });
+        }
+    }
     let mut seen: HashMap<&str, &Origin> = HashMap::new();
     for policy in policies {
         if let Some(first) = seen.insert(&policy.name, &policy.origin) {

@@ -35,51 +35,55 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
 /// True when `path` names a field the schema describes through `properties`, `items`,
 /// `additionalProperties`, `allOf` or same-document `$ref`s. Array indexes match `items`.
 pub fn declares(schema: &Value, path: &FieldPath) -> bool {
-    declares_from(schema, schema, &path.0, 0)
+    subschema(schema, path).is_some()
 }
 
-fn declares_from(root: &Value, node: &Value, rest: &[Segment], depth: usize) -> bool {
+/// The schema that describes the field at `path`, if the schema declares it.
+pub fn subschema<'s>(schema: &'s Value, path: &FieldPath) -> Option<&'s Value> {
+    subschema_from(schema, schema, &path.0, 0)
+}
+
+fn subschema_from<'s>(
+    root: &'s Value,
+    node: &'s Value,
+    rest: &[Segment],
+    depth: usize,
+) -> Option<&'s Value> {
     let Some((first, tail)) = rest.split_first() else {
-        return true;
+        return Some(node);
     };
     if depth > 64 {
-        return false;
+        return None;
     }
-    let Some(obj) = node.as_object() else {
-        return false;
-    };
-    if let Some(target) = obj
+    let obj = node.as_object()?;
+    if let Some(found) = obj
         .get("$ref")
         .and_then(Value::as_str)
         .and_then(|r| r.strip_prefix('#'))
         .and_then(|p| root.pointer(p))
-        && declares_from(root, target, rest, depth + 1)
+        .and_then(|target| subschema_from(root, target, rest, depth + 1))
     {
-        return true;
+        return Some(found);
     }
-    if let Some(Value::Array(all_of)) = obj.get("allOf")
-        && all_of
-            .iter()
-            .any(|sub| declares_from(root, sub, rest, depth + 1))
+    if let Some(found) = obj
+        .get("allOf")
+        .and_then(Value::as_array)
+        .and_then(|all_of| {
+            all_of
+                .iter()
+                .find_map(|sub| subschema_from(root, sub, rest, depth + 1))
+        })
     {
-        return true;
+        return Some(found);
     }
-    match first {
-        Segment::Key(key) => {
-            if let Some(sub) = obj.get("properties").and_then(|p| p.get(key)) {
-                return declares_from(root, sub, tail, depth + 1);
-            }
-            match obj.get("additionalProperties") {
-                Some(Value::Object(_)) => obj
-                    .get("additionalProperties")
-                    .is_some_and(|sub| declares_from(root, sub, tail, depth + 1)),
-                _ => false,
-            }
-        }
-        Segment::Index(_) => obj
-            .get("items")
-            .is_some_and(|sub| declares_from(root, sub, tail, depth + 1)),
-    }
+    let child = match first {
+        Segment::Key(key) => obj
+            .get("properties")
+            .and_then(|p| p.get(key))
+            .or_else(|| obj.get("additionalProperties").filter(|a| a.is_object())),
+        Segment::Index(_) => obj.get("items"),
+    }?;
+    subschema_from(root, child, tail, depth + 1)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::format::{Enforcement, MatchSpec, OperationName, Scope};
 use super::path::FieldPath;
 use super::selector::LabelSelector;
 use super::violation::{self, Violation};
+use crate::conversion::KindConversion;
 
 /// Where a policy came from, for messages and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,7 @@ pub struct CompiledPolicy {
     pub immutable: Vec<FieldPath>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    pub conversion: Option<KindConversion>,
 }
 
 #[derive(Debug)]
@@ -194,6 +196,15 @@ impl Store {
             policies: policies.into_iter().map(Arc::new).collect(),
             by_group_kind,
         }
+    }
+
+    /// The conversion rules for a kind (the loader allows one policy per kind to declare them).
+    pub fn conversion_for(&self, group: &str, kind: &str) -> Option<&KindConversion> {
+        self.by_group_kind
+            .get(&(group.to_string(), kind.to_string()))?
+            .iter()
+            .filter_map(|idx| self.policies.get(*idx))
+            .find_map(|p| p.conversion.as_ref())
     }
 
     pub fn policies(&self) -> &[Arc<CompiledPolicy>] {
