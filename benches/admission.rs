@@ -12,8 +12,12 @@ use tollgate::admission::{Mode, review_body};
 use tollgate::policy::Store;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name))
-        .expect("fixture")
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("fixture")
 }
 
 /// Warms up, then runs for a fixed wall-clock budget and reports the mean and the slowest run.
@@ -68,18 +72,48 @@ fn main() {
     let store = tollgate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
         .expect("policies");
     println!("tollgate benchmark (one thread; parse + evaluate + encode)");
-    admission("validate: allowed", &fixture("validate-allow.json"), Mode::Validate, &store);
-    admission("validate: denied (10 violations)", &fixture("validate-deny.json"), Mode::Validate, &store);
-    admission("validate: immutable update", &fixture("update-immutable.json"), Mode::Validate, &store);
-    admission("mutate: defaults patch", &fixture("mutate-defaults.json"), Mode::Mutate, &store);
+    admission(
+        "validate: allowed",
+        &fixture("validate-allow.json"),
+        Mode::Validate,
+        &store,
+    );
+    admission(
+        "validate: denied (10 violations)",
+        &fixture("validate-deny.json"),
+        Mode::Validate,
+        &store,
+    );
+    admission(
+        "validate: immutable update",
+        &fixture("update-immutable.json"),
+        Mode::Validate,
+        &store,
+    );
+    admission(
+        "mutate: defaults patch",
+        &fixture("mutate-defaults.json"),
+        Mode::Mutate,
+        &store,
+    );
 
     let mut big: Value = serde_json::from_slice(&fixture("update-allowed.json")).expect("json");
     let blob = "x".repeat(3 * 1024 * 1024);
     big["request"]["object"]["metadata"]["annotations"] = json!({"example.com/blob": blob});
     big["request"]["oldObject"]["metadata"]["annotations"] = json!({"example.com/blob": blob});
     let big = serde_json::to_vec(&big).expect("json");
-    admission("validate: UPDATE with 2 x 3 MiB objects", &big, Mode::Validate, &store);
-    admission("mutate: UPDATE with 2 x 3 MiB objects", &big, Mode::Mutate, &store);
+    admission(
+        "validate: UPDATE with 2 x 3 MiB objects",
+        &big,
+        Mode::Validate,
+        &store,
+    );
+    admission(
+        "mutate: UPDATE with 2 x 3 MiB objects",
+        &big,
+        Mode::Mutate,
+        &store,
+    );
 
     let review: Value = serde_json::from_slice(&fixture("convert-down.json")).expect("json");
     let v1 = review["request"]["objects"][0].clone();

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod cli;
 pub mod conversion;
 pub mod http;
+pub mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod server;

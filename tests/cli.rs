@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{fixture, repo_path};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn tollgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -354,4 +354,214 @@ fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
         rest.iter().any(|l| l.contains("shutdown complete")),
         "{rest:?}"
     );
+}
+
+fn manifests(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tollgate()
+        .arg("manifests")
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    tollgate::policy::yaml::parse_documents(text)
+        .expect("manifests are valid YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+fn by_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in manifests"))
+}
+
+#[test]
+fn manifests_for_a_url_register_both_webhooks_and_conversion_with_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    assert!(
+        tollgate()
+            .args(["certs", "--cert-dir"])
+            .arg(&certs)
+            .status()
+            .expect("certs")
+            .success()
+    );
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("ca");
+    let ca_bundle = tollgate::manifests::ca_bundle_from(&ca);
+    let certs_arg = certs.display().to_string();
+    let (code, stdout, stderr) =
+        manifests(&["--url", "https://127.0.0.1:9443", "--cert-dir", &certs_arg]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = documents(&stdout);
+    for (kind, path) in [
+        ("ValidatingWebhookConfiguration", "/validate"),
+        ("MutatingWebhookConfiguration", "/mutate"),
+    ] {
+        let webhook = &by_kind(&docs, kind)["webhooks"][0];
+        assert_eq!(
+            webhook["clientConfig"]["url"],
+            format!("https://127.0.0.1:9443{path}")
+        );
+        assert_eq!(webhook["clientConfig"]["caBundle"], ca_bundle.as_str());
+        assert_eq!(webhook["sideEffects"], "None");
+        assert_eq!(webhook["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(webhook["matchPolicy"], "Equivalent");
+        assert_eq!(webhook["failurePolicy"], "Fail");
+        assert_eq!(webhook["timeoutSeconds"], 10);
+        assert_eq!(
+            webhook["namespaceSelector"]["matchExpressions"][0],
+            json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "tollgate"]})
+        );
+        assert_eq!(
+            webhook["rules"],
+            json!([{"apiGroups": ["payments.example.com"], "apiVersions": ["v1"], "resources": ["paymentgateways"],
+                    "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}])
+        );
+    }
+    let crd = by_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(
+        crd["metadata"]["name"],
+        "paymentgateways.payments.example.com"
+    );
+    assert_eq!(crd["spec"]["conversion"]["strategy"], "Webhook");
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["conversionReviewVersions"],
+        json!(["v1"])
+    );
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["clientConfig"]["url"],
+        "https://127.0.0.1:9443/convert"
+    );
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
+        ca_bundle.as_str()
+    );
+    assert!(!stdout.contains("service:"));
+}
+
+#[test]
+fn manifests_for_a_service_describe_the_whole_installation() {
+    let (code, stdout, stderr) = manifests(&[
+        "--service",
+        "gate/tollgate",
+        "--crd",
+        "deploy/crd-paymentgateway.yaml",
+        "--no-ca-bundle",
+        "--replicas",
+        "3",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = documents(&stdout);
+    let deployment = by_kind(&docs, "Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], "gate");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        by_kind(&docs, "PodDisruptionBudget")["spec"]["minAvailable"],
+        1
+    );
+    assert_eq!(by_kind(&docs, "Service")["spec"]["ports"][0]["port"], 443);
+    let rules = by_kind(&docs, "ClusterRole")["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["apiGroups"] == json!(["payments.example.com"])),
+        "{rules:?}"
+    );
+    let policy_text =
+        std::fs::read_to_string(repo_path("policies/paymentgateway.yaml")).expect("policy");
+    assert_eq!(
+        by_kind(&docs, "ConfigMap")["data"]["paymentgateway.yaml"],
+        policy_text.as_str()
+    );
+    let webhook = &by_kind(&docs, "ValidatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(
+        webhook["clientConfig"],
+        json!({"service": {"namespace": "gate", "name": "tollgate", "path": "/validate", "port": 443}})
+    );
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["gate", "kube-system"])
+    );
+    let crd = by_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(
+        crd["spec"]["versions"].as_array().map(Vec::len),
+        Some(2),
+        "the full CRD is kept"
+    );
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["path"],
+        "/convert"
+    );
+}
+
+#[test]
+fn committed_deploy_manifests_match_the_generator() {
+    let (code, stdout, stderr) = manifests(&[
+        "--service",
+        "tollgate/tollgate",
+        "--crd",
+        "deploy/crd-paymentgateway.yaml",
+        "--no-ca-bundle",
+        "--image",
+        "tollgate:0.1.0",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let committed =
+        std::fs::read_to_string(repo_path("deploy/tollgate.yaml")).expect("deploy/tollgate.yaml");
+    assert!(
+        committed == stdout,
+        "deploy/tollgate.yaml is stale: regenerate it as deploy/README.md says"
+    );
+}
+
+#[test]
+fn manifests_refuse_missing_ca_bad_targets_and_crds_the_rules_cannot_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().display().to_string();
+    let (code, _, stderr) = manifests(&["--url", "https://127.0.0.1:9443", "--cert-dir", &empty]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("ca.crt") && stderr.contains("tollgate certs"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = manifests(&["--url", "http://127.0.0.1:9443", "--no-ca-bundle"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("must start with https://"), "{stderr}");
+    let (code, _, _) = manifests(&["--no-ca-bundle"]);
+    assert_eq!(code, Some(2), "a target is required");
+
+    let crd = std::fs::read_to_string(repo_path("deploy/crd-paymentgateway.yaml")).expect("crd");
+    let widened = crd.replacen("    - name: v1alpha1\n", "    - name: v2\n      served: true\n      storage: false\n      schema: {openAPIV3Schema: {type: object}}\n    - name: v1alpha1\n", 1);
+    let file = dir.path().join("crd.yaml");
+    std::fs::write(&file, widened).expect("write");
+    let file_arg = file.display().to_string();
+    let (code, _, stderr) = manifests(&[
+        "--url",
+        "https://127.0.0.1:9443",
+        "--no-ca-bundle",
+        "--crd",
+        &file_arg,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("serves version \"v2\""), "{stderr}");
 }

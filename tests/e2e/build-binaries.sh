@@ -22,7 +22,7 @@ export CGO_ENABLED=0
 stamp_ok() { [[ -x "${bin}/$1" && -f "${bin}/$1.version" && "$(cat "${bin}/$1.version")" == "$2" ]]; }
 
 build_kube_apiserver() {
-  if stamp_ok kube-apiserver "${KUBERNETES_VERSION}"; then return; fi
+  if stamp_ok kube-apiserver "${KUBERNETES_VERSION}+stamped"; then return; fi
   local mod="${out}/kube-module"
   rm -rf "${mod}" && mkdir -p "${mod}"
   local staging_minor="v0.${KUBERNETES_VERSION#v1.}"
@@ -49,8 +49,12 @@ package tools
 
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
-  (cd "${mod}" && go mod tidy && go build -o "${bin}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-  echo "${KUBERNETES_VERSION}" > "${bin}/kube-apiserver.version"
+  # Stamp the real version: the apiserver derives its emulation/compatibility version from it.
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  local pkg="k8s.io/component-base/version"
+  local ldflags="-s -w -X ${pkg}.gitVersion=${KUBERNETES_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+  (cd "${mod}" && go mod tidy && go build -ldflags "${ldflags}" -o "${bin}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  echo "${KUBERNETES_VERSION}+stamped" > "${bin}/kube-apiserver.version"
 }
 
 build_etcd() {
@@ -76,7 +80,7 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-  (cd "${mod}" && go mod tidy && go build -o "${bin}/etcd" .)
+  (cd "${mod}" && go mod tidy && go build -ldflags "-s -w" -o "${bin}/etcd" .)
   echo "${ETCD_VERSION}" > "${bin}/etcd.version"
 }
 
