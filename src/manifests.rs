@@ -297,26 +297,8 @@ fn in_cluster(
     let selector = json!({APP_LABEL: "tollgate"});
     let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
     let mut policy_files = Map::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&options.policies_dir)
-        .map_err(|source| ManifestError::Io {
-            path: options.policies_dir.clone(),
-            source,
-        })?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let visible = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'));
-            let wanted = p
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
-            visible && wanted
-        })
-        .collect();
-    entries.sort();
+    let entries = crate::policy::loader::policy_files(&options.policies_dir)
+        .map_err(|e| ManifestError::Usage(e.to_string()))?;
     for path in entries {
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
             path: path.clone(),

@@ -19,6 +19,15 @@ pub enum WorkError {
     Closed,
 }
 
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
     permits: Arc<Semaphore>,
@@ -51,12 +60,7 @@ impl WorkerPool {
             });
             handle.await.map_err(|e| {
                 if e.is_panic() {
-                    let payload = e.into_panic();
-                    let message = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let message = panic_message(e.into_panic().as_ref());
                     tracing::error!(panic = %message, "evaluation panicked");
                     WorkError::Panicked
                 } else {

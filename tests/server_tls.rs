@@ -294,6 +294,36 @@ async fn bad_input_gets_a_status_and_a_json_reason_and_the_server_keeps_serving(
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_body_gets_408_and_others_are_served() {
+    let server = TestServer::start_with(common::repo_path("policies"), |c| {
+        c.http.body_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let mut stream = tls_client(&server, &[b"http/1.1"]).await;
+    stream
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiV")
+        .await
+        .expect("partial request");
+    stream.flush().await.expect("flush");
+    let health = server
+        .client()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz while one client stalls");
+    assert_eq!(health.status().as_u16(), 200);
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut response))
+        .await
+        .expect("the server answers the stalled client")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response[..read]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request body not received within"), "{text}");
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn an_update_carrying_two_large_objects_fits_the_default_limit() {
     let server = TestServer::start().await;
     let mut review = fixture("update-allowed.json");

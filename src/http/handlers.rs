@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::body::ReviewBody;
 use super::error::ApiError;
-use super::{AppState, DecisionTag, deadline};
+use super::{AppState, DecisionTag};
 use crate::admission::{self, AdmissionResponseOut, AdmissionReviewIn, AdmissionReviewOut, Mode};
 use crate::conversion;
 
@@ -43,17 +43,11 @@ async fn admit(
         format!("{:?}", request.operation).to_uppercase().as_str(),
     );
 
-    let config = state.config();
-    let budget = deadline::budget(
-        query.as_deref(),
-        config.default_eval_timeout,
-        config.max_eval_timeout,
-    );
     let uid = request.uid.clone();
-    let store = state.store().current();
     let outcome = state
-        .workers()
-        .run(budget, move || admission::evaluate(&store, &request, mode))
+        .run_bounded(query.as_deref(), move |store| {
+            admission::evaluate(store, &request, mode)
+        })
         .await;
     let response =
         outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&uid, 500, e.to_string()));
@@ -77,19 +71,11 @@ pub async fn convert(
     span.record("kind", request.desired_api_version.as_str());
     span.record("operation", "CONVERT");
 
-    let config = state.config();
-    let budget = deadline::budget(
-        query.as_deref(),
-        config.default_eval_timeout,
-        config.max_eval_timeout,
-    );
     let uid = request.uid.clone();
-    let store = state.store().current();
     // Thousands of objects in one review are CPU work: it runs on the bounded worker pool.
     let outcome = state
-        .workers()
-        .run(budget, move || {
-            conversion::convert_request(&store, &request)
+        .run_bounded(query.as_deref(), move |store| {
+            conversion::convert_request(store, &request)
         })
         .await;
     let response = outcome.unwrap_or_else(|e| {
@@ -155,11 +141,7 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 }
 
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let detail = crate::worker::panic_message(panic.as_ref());
     tracing::error!(panic = %detail, "request handler panicked");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error").into_response()
 }

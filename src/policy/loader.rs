@@ -81,7 +81,7 @@ pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
 
 /// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
 /// `..data` directories and exposes each key as a visible symlink.
-fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
         dir: dir.to_path_buf(),
         source,
