@@ -458,6 +458,14 @@ async fn tls_client(
     server: &TestServer,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_client_with(server, alpn, rustls::DEFAULT_VERSIONS).await
+}
+
+async fn tls_client_with(
+    server: &TestServer,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(server.ca_pem.as_bytes()) {
         roots.add(cert.expect("ca pem")).expect("root");
@@ -465,7 +473,7 @@ async fn tls_client(
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
+    .with_protocol_versions(versions)
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
@@ -485,6 +493,16 @@ async fn negotiates_http1_for_the_apiserver_and_h2_when_offered() {
     let server = TestServer::start().await;
     let h1 = tls_client(&server, &[b"http/1.1"]).await;
     assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let tls12 = tls_client_with(&server, &[b"http/1.1"], &[&rustls::version::TLS12]).await;
+    assert_eq!(
+        tls12.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let tls13 = tls_client(&server, &[b"http/1.1"]).await;
+    assert_eq!(
+        tls13.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let h2 = tls_client(&server, &[b"h2", b"http/1.1"]).await;
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // An h2 client gets real answers too.
