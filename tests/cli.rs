@@ -310,13 +310,7 @@ fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let response: Value = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
-            .resolve("localhost", addr)
-            .build()
-            .expect("client");
+        let client = common::https_client(&ca, addr).build().expect("client");
         client
             .post(format!("https://localhost:{}/validate", addr.port()))
             .json(&fixture("validate-deny.json"))

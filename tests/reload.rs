@@ -85,11 +85,7 @@ async fn renewed_certificates_are_served_without_a_restart() {
         std::fs::copy(fresh.path().join(file), server.cert_dir.path().join(file)).expect("copy");
     }
     let new_ca = std::fs::read(fresh.path().join("ca.crt")).expect("ca");
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&new_ca).expect("ca"))
-        .resolve("localhost", server.addr)
+    let client = common::https_client(&new_ca, server.addr)
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");

@@ -506,11 +506,7 @@ async fn negotiates_http1_for_the_apiserver_and_h2_when_offered() {
     let h2 = tls_client(&server, &[b"h2", b"http/1.1"]).await;
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // An h2 client gets real answers too.
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).expect("ca"))
-        .resolve("localhost", server.addr)
+    let client = common::https_client(server.ca_pem.as_bytes(), server.addr)
         .http2_prior_knowledge()
         .build()
         .expect("client");

@@ -66,14 +66,7 @@ impl TestServer {
     }
 
     pub fn client(&self) -> reqwest::Client {
-        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes())
-            .unwrap_or_else(|e| panic!("ca: {e}"));
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .resolve("localhost", self.addr)
-            .timeout(Duration::from_secs(30))
+        https_client(self.ca_pem.as_bytes(), self.addr)
             .build()
             .unwrap_or_else(|e| panic!("client: {e}"))
     }
@@ -104,6 +97,17 @@ impl TestServer {
             let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
         }
     }
+}
+
+/// A client that trusts only `ca_pem` and reaches `localhost` at `addr` (the certificate's SAN).
+pub fn https_client(ca_pem: &[u8], addr: SocketAddr) -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(ca_pem).unwrap_or_else(|e| panic!("ca: {e}"));
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(30))
 }
 
 /// Decodes a response's base64 JSON Patch.
