@@ -38,8 +38,6 @@ pub struct AdmissionRequestIn {
     pub object: Option<Value>,
     #[serde(default)]
     pub old_object: Option<Value>,
-    #[serde(default)]
-    pub dry_run: Option<bool>,
 }
 
 /// Why a body is not an AdmissionReview we can answer; the HTTP layer turns it into a 400.

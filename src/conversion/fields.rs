@@ -92,23 +92,10 @@ pub fn merge_absent(object: &mut Map<String, Value>, pointer_keys: &[String], va
     }
 }
 
-pub fn to_pointer(path: &[String]) -> String {
-    path.iter()
-        .map(|k| format!("/{}", crate::policy::yaml::escape_pointer(k)))
-        .collect()
-}
-
-pub fn from_pointer(pointer: &str) -> Vec<String> {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::yaml::{keys_from_pointer, pointer_from_keys};
     use serde_json::json;
 
     fn path(text: &str) -> FieldPath {
@@ -145,7 +132,7 @@ mod tests {
         let mut o = obj(json!({"spec": {"retry": {"max": 3}}}));
         merge_absent(
             &mut o,
-            &from_pointer("/spec/retry"),
+            &keys_from_pointer("/spec/retry"),
             json!({"max": 9, "backoff": 1}),
         );
         assert_eq!(
@@ -157,6 +144,6 @@ mod tests {
     #[test]
     fn pointers_round_trip_odd_keys() {
         let keys = vec!["a/b".to_string(), "c~d".to_string(), String::new()];
-        assert_eq!(from_pointer(&to_pointer(&keys)), keys);
+        assert_eq!(keys_from_pointer(&pointer_from_keys(&keys)), keys);
     }
 }

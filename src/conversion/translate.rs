@@ -11,6 +11,7 @@ use super::preserved;
 use super::rules::KindConversion;
 use crate::policy::path::{FieldPath, Segment};
 use crate::policy::schema;
+use crate::policy::yaml::{keys_from_pointer, pointer_from_keys};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -133,7 +134,7 @@ fn step(
         if let Some(value) = fields::take(&mut object, from_path)
             && let Err(value) = fields::put(&mut out, to_path, value)
         {
-            stash.insert(fields::to_pointer(&key_segments(from_path)), value);
+            stash.insert(pointer_from_keys(&key_segments(from_path)), value);
         }
     }
     let kept_parents = parents_that_survived_moves(&object, moves);
@@ -143,7 +144,7 @@ fn step(
 
     if let Some(restore) = preserved.fields.remove(to.version) {
         for (pointer, value) in restore {
-            fields::merge_absent(&mut out, &fields::from_pointer(&pointer), value);
+            fields::merge_absent(&mut out, &keys_from_pointer(&pointer), value);
         }
     }
     if !stash.is_empty() {
@@ -180,7 +181,7 @@ fn carry(
         let same_standing =
             schema::declares(to.schema, &path) == schema::declares(from.schema, &path);
         if !same_standing {
-            stash.insert(fields::to_pointer(prefix), value);
+            stash.insert(pointer_from_keys(prefix), value);
         } else {
             match (value, out.get_mut(&key)) {
                 (Value::Object(child), None) => {
@@ -195,7 +196,7 @@ fn carry(
                     out.insert(key, value);
                 }
                 (value, Some(_)) => {
-                    stash.insert(fields::to_pointer(prefix), value);
+                    stash.insert(pointer_from_keys(prefix), value);
                 }
             }
         }
@@ -247,7 +248,7 @@ fn mark_parents_the_way_back_would_drop(
             .is_some()
     };
     for ancestor in candidates {
-        let pointer = fields::to_pointer(&ancestor);
+        let pointer = pointer_from_keys(&ancestor);
         if exists(out, &ancestor) && !exists(&way_back, &ancestor) && !stash.contains_key(&pointer)
         {
             stash.insert(pointer, Value::Object(Map::new()));

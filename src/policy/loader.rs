@@ -196,11 +196,9 @@ fn compile_document(
     let validator = spec.schema.as_ref().and_then(|s| match schema::compile(s) {
         Ok(v) => Some(v),
         Err(e) => {
-            let dotted: String = e
-                .pointer
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(|s| format!(".{}", s.replace("~1", "/").replace("~0", "~")))
+            let dotted: String = yaml::keys_from_pointer(&e.pointer)
+                .iter()
+                .map(|key| format!(".{key}"))
                 .collect();
             fail(
                 &format!("/spec/schema{}", e.pointer),

@@ -178,17 +178,20 @@ pub fn labels_of(object: &Value) -> BTreeMap<String, String> {
 #[derive(Debug, Default)]
 pub struct Store {
     policies: Vec<Arc<CompiledPolicy>>,
-    by_group_kind: HashMap<(String, String), Vec<usize>>,
+    /// group -> kind -> indexes into `policies`; looked up by `&str` on every request.
+    by_group_kind: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
 impl Store {
     pub fn new(mut policies: Vec<CompiledPolicy>) -> Self {
         // A stable order makes defaulting and messages deterministic across reloads.
         policies.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut by_group_kind: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut by_group_kind: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
         for (idx, policy) in policies.iter().enumerate() {
             by_group_kind
-                .entry((policy.matcher.group.clone(), policy.matcher.kind.clone()))
+                .entry(policy.matcher.group.clone())
+                .or_default()
+                .entry(policy.matcher.kind.clone())
                 .or_default()
                 .push(idx);
         }
@@ -200,10 +203,7 @@ impl Store {
 
     /// The conversion rules for a kind (the loader allows one policy per kind to declare them).
     pub fn conversion_for(&self, group: &str, kind: &str) -> Option<&KindConversion> {
-        self.by_group_kind
-            .get(&(group.to_string(), kind.to_string()))?
-            .iter()
-            .filter_map(|idx| self.policies.get(*idx))
+        self.for_kind(group, kind)
             .find_map(|p| p.conversion.as_ref())
     }
 
@@ -215,12 +215,21 @@ impl Store {
         &'s self,
         target: &'s Target<'_>,
     ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
+        self.for_kind(target.group, target.kind)
+            .filter(move |p| p.applies_to(target))
+    }
+
+    fn for_kind<'s>(
+        &'s self,
+        group: &str,
+        kind: &str,
+    ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
         self.by_group_kind
-            .get(&(target.group.to_string(), target.kind.to_string()))
+            .get(group)
+            .and_then(|kinds| kinds.get(kind))
             .into_iter()
             .flatten()
             .filter_map(|idx| self.policies.get(*idx))
             .map(Arc::as_ref)
-            .filter(move |p| p.applies_to(target))
     }
 }

@@ -138,6 +138,22 @@ pub fn escape_pointer(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// The RFC 6901 pointer naming the field reached through `keys`.
+pub fn pointer_from_keys(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("/{}", escape_pointer(k)))
+        .collect()
+}
+
+/// The unescaped keys of an RFC 6901 pointer (`""` is the root, with no keys).
+pub fn keys_from_pointer(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
