@@ -17,6 +17,19 @@ fn tollgate() -> Command {
     cmd
 }
 
+fn generate_certs(dir: &std::path::Path) {
+    let status = tollgate()
+        .args(["certs", "--cert-dir"])
+        .arg(dir)
+        .status()
+        .expect("runs");
+    assert!(
+        status.success(),
+        "tollgate certs failed for {}",
+        dir.display()
+    );
+}
+
 #[test]
 fn review_prints_exactly_what_the_server_sends_for_every_fixture() {
     for (name, mutate) in [
@@ -240,14 +253,7 @@ fn serve_refuses_invalid_policies_and_mismatched_certs_with_usage_code() {
     );
 
     let certs = dir.path().join("certs2");
-    assert!(
-        tollgate()
-            .args(["certs", "--cert-dir"])
-            .arg(&certs)
-            .status()
-            .expect("runs")
-            .success()
-    );
+    generate_certs(&certs);
     std::fs::copy(certs.join("ca.key"), certs.join("tls.key")).expect("swap key");
     let out = tollgate()
         .args([
@@ -391,14 +397,7 @@ fn by_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 fn manifests_for_a_url_register_both_webhooks_and_conversion_with_the_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
-    assert!(
-        tollgate()
-            .args(["certs", "--cert-dir"])
-            .arg(&certs)
-            .status()
-            .expect("certs")
-            .success()
-    );
+    generate_certs(&certs);
     let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("ca");
     let ca_bundle = tollgate::manifests::ca_bundle_from(&ca);
     let certs_arg = certs.display().to_string();
