@@ -4,6 +4,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY src ./src
+COPY engine ./engine
 COPY reconciler ./reconciler
 COPY benches ./benches
 RUN cargo build --release --locked --bin tollgate

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tollgate::admission::{Mode, review_body};
-use tollgate::policy::Store;
+use tollgate::http::{Mode, admission_review as review_body};
+use tollgate_engine::Store;
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -60,7 +60,7 @@ fn conversion_review(objects: Vec<Value>, desired: &str) -> Vec<u8> {
 }
 
 fn converted(store: &Store, body: &[u8]) -> Vec<Value> {
-    let out = tollgate::conversion::review_body(store, body).expect("review");
+    let out = tollgate::http::conversion_review(store, body).expect("review");
     let value = serde_json::to_value(out).expect("json");
     value["response"]["convertedObjects"]
         .as_array()
@@ -69,7 +69,7 @@ fn converted(store: &Store, body: &[u8]) -> Vec<Value> {
 }
 
 fn main() {
-    let store = tollgate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+    let store = tollgate_engine::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
         .expect("policies");
     println!("tollgate benchmark (one thread; parse + evaluate + encode)");
     admission(
@@ -126,10 +126,10 @@ fn main() {
         .collect();
     let down = conversion_review(v1_objects, "payments.example.com/v1alpha1");
     time("convert: 2000 objects v1 -> v1alpha1", down.len(), || {
-        black_box(tollgate::conversion::review_body(&store, &down).expect("review"));
+        black_box(tollgate::http::conversion_review(&store, &down).expect("review"));
     });
     let up = conversion_review(converted(&store, &down), "payments.example.com/v1");
     time("convert: 2000 objects v1alpha1 -> v1", up.len(), || {
-        black_box(tollgate::conversion::review_body(&store, &up).expect("review"));
+        black_box(tollgate::http::conversion_review(&store, &up).expect("review"));
     });
 }

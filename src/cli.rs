@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::admission::{self, Mode, ReviewParseError};
+use tollgate_engine::policy;
+
 use crate::certs::{CertDir, CertOutcome};
-use crate::conversion::{self, ConversionParseError};
-use crate::policy;
+use crate::http::{self, ConversionParseError, Mode, ReviewParseError};
 use crate::server::{self, ServeConfig};
 use crate::shutdown;
 use crate::telemetry::{self, LogFormat};
@@ -203,10 +203,10 @@ fn review(args: &ReviewArgs) -> Result<(), CliError> {
         _ => CliError::Usage(format!("{label}: {e}")),
     };
     // The document's own kind says which webhook would have received it.
-    let is_conversion = serde_json::from_slice::<KindProbe>(&body)
-        .is_ok_and(|p| p.kind == conversion::review::CONVERSION_KIND);
+    let is_conversion =
+        serde_json::from_slice::<KindProbe>(&body).is_ok_and(|p| p.kind == http::CONVERSION_KIND);
     let text = if is_conversion {
-        let out = conversion::review_body(&store, &body).map_err(|e| match &e {
+        let out = http::conversion_review(&store, &body).map_err(|e| match &e {
             ConversionParseError::Json(json) => located(&e, Some(json)),
             _ => located(&e, None),
         })?;
@@ -217,7 +217,7 @@ fn review(args: &ReviewArgs) -> Result<(), CliError> {
         } else {
             Mode::Validate
         };
-        let out = admission::review_body(&store, &body, mode).map_err(|e| match &e {
+        let out = http::admission_review(&store, &body, mode).map_err(|e| match &e {
             ReviewParseError::Json(json) => located(&e, Some(json)),
             _ => located(&e, None),
         })?;

@@ -1,23 +1,19 @@
 //! tollgate: an admission webhook server for Kubernetes custom resources.
 //!
-//! `server::run(config, shutdown)` is the entry point; `http::router(state)` is the whole HTTP
-//! surface and can be driven without a socket.
+//! The policy core is the `tollgate-engine` crate; this crate is the webhook server and the
+//! command line. `server::run(config, shutdown)` is the entry point; `http::router(state)` is the
+//! whole HTTP surface and can be driven without a socket.
 
 #![forbid(unsafe_code)]
 
-pub mod admission;
 pub mod certs;
 pub mod cli;
-pub mod conversion;
 pub mod http;
 pub mod manifests;
 pub mod metrics;
-pub mod policy;
 pub mod server;
-pub mod shutdown;
-pub mod telemetry;
-pub mod tls;
-pub mod worker;
+mod shutdown;
+mod telemetry;
 
 pub use http::router;
 pub use server::{ServeConfig, run};

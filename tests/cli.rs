@@ -2,14 +2,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{fixture, repo_path};
 use serde_json::{Value, json};
+use support::{fixture, repo_path};
 
 fn tollgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -316,7 +316,9 @@ fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let response: Value = runtime.block_on(async {
-        let client = common::https_client(&ca, addr).build().expect("client");
+        let client = support::server::https_client(&ca, addr)
+            .build()
+            .expect("client");
         client
             .post(format!("https://localhost:{}/validate", addr.port()))
             .json(&fixture("validate-deny.json"))
@@ -380,7 +382,7 @@ fn manifests(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn documents(text: &str) -> Vec<Value> {
-    tollgate::policy::yaml::parse_documents(text)
+    tollgate_engine::policy::yaml::parse_documents(text)
         .expect("manifests are valid YAML")
         .into_iter()
         .map(|d| d.value)

@@ -3,15 +3,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
-use common::{TestServer, fixture, repo_path};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use tollgate::conversion::preserved::PRESERVED_ANNOTATION;
-use tollgate::policy::{self, Store};
+use support::{fixture, repo_path, server::TestServer};
+use tollgate_engine::conversion::PRESERVED_ANNOTATION;
+use tollgate_engine::{Store, policy};
 
 fn shipped() -> Store {
     policy::load_dir(&repo_path("policies")).expect("shipped policies")
@@ -114,7 +114,7 @@ fn review_keeps_count_order_and_objects_already_in_the_desired_version() {
     let store = shipped();
     let body = serde_json::to_vec(&fixture("convert-mixed.json")).expect("json");
     let out =
-        serde_json::to_value(tollgate::conversion::review_body(&store, &body).expect("review"))
+        serde_json::to_value(tollgate::http::conversion_review(&store, &body).expect("review"))
             .expect("json");
     let objects = out["response"]["convertedObjects"]
         .as_array()

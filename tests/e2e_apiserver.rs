@@ -4,14 +4,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-#[path = "e2e/cluster.rs"]
-mod cluster;
+mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
 use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{
@@ -21,43 +19,10 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Error};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::cluster::Cluster;
+use support::server::RestartableServer as Tollgate;
 
 const NS: &str = "payments";
-
-fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-/// tollgate in-process, restartable on the same port with the same (or new) certificates.
-struct Tollgate {
-    addr: SocketAddr,
-    cert_dir: PathBuf,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Tollgate {
-    async fn start(&mut self) {
-        let mut config = tollgate::ServeConfig::new(repo("policies"), &self.cert_dir, self.addr);
-        config.shutdown_grace = Duration::from_secs(5);
-        let server = tollgate::server::bind(config)
-            .await
-            .expect("tollgate binds");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server.serve(async {
-            let _ = rx.await;
-        }));
-        self.running = Some((tx, handle));
-    }
-
-    async fn stop(&mut self) {
-        if let Some((tx, handle)) = self.running.take() {
-            let _ = tx.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(20), handle).await;
-        }
-    }
-}
 
 fn manifests(tollgate: &Tollgate) -> Vec<Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -85,7 +50,7 @@ fn manifests(tollgate: &Tollgate) -> Vec<Value> {
         !text.contains("service:"),
         "local registration must use url, never a service reference"
     );
-    tollgate::policy::yaml::parse_documents(&text)
+    tollgate_engine::policy::yaml::parse_documents(&text)
         .expect("manifests parse")
         .into_iter()
         .map(|d| d.value)
@@ -212,11 +177,10 @@ async fn real_apiserver_scenarios() {
             .expect("namespace created");
     }
 
-    let mut tollgate = Tollgate {
-        addr: SocketAddr::from(([127, 0, 0, 1], cluster::free_port())),
-        cert_dir: cluster.dir.path().join("tollgate-certs"),
-        running: None,
-    };
+    let mut tollgate = Tollgate::new(
+        SocketAddr::from(([127, 0, 0, 1], support::cluster::free_port())),
+        cluster.dir.path().join("tollgate-certs"),
+    );
     tollgate.start().await;
     apply_all(&client, &manifests(&tollgate)).await;
     wait_until_served(&client).await;

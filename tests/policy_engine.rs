@@ -2,11 +2,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-mod common;
+mod support;
 
 use serde_json::{Value, json};
-use tollgate::admission::{Mode, review_body};
-use tollgate::policy::{self, Store};
+use tollgate::http::{Mode, admission_review as review_body};
+use tollgate_engine::{Store, policy};
 
 fn store_from(yaml: &str) -> Store {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -181,8 +181,8 @@ fn defaults_from_every_matching_policy_are_combined_without_overwriting() {
         &review("CREATE", "prod", object.clone(), Value::Null),
         Mode::Mutate,
     );
-    let patch = common::decode_patch(&json!({"response": response})).expect("patch");
-    let patched = common::apply_strictly(&object, &patch).expect("applies");
+    let patch = support::server::decode_patch(&json!({"response": response})).expect("patch");
+    let patched = support::server::apply_strictly(&object, &patch).expect("applies");
     assert_eq!(patched["spec"], json!({"size": 1, "colour": "red"}));
     assert_eq!(
         patched["metadata"]["annotations"]["example.com/reviewed"],

@@ -3,11 +3,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{TestServer, fixture, repo_path};
+use support::{fixture, repo_path, server::TestServer};
 
 async fn eventually<F, Fut>(mut check: F) -> bool
 where
@@ -85,7 +85,7 @@ async fn renewed_certificates_are_served_without_a_restart() {
         std::fs::copy(fresh.path().join(file), server.cert_dir.path().join(file)).expect("copy");
     }
     let new_ca = std::fs::read(fresh.path().join("ca.crt")).expect("ca");
-    let client = common::https_client(&new_ca, server.addr)
+    let client = support::server::https_client(&new_ca, server.addr)
         .pool_max_idle_per_host(0)
         .build()
         .expect("client");

@@ -11,7 +11,7 @@ use tollgate::metrics::Metrics;
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    let store = tollgate::policy::load_dir(std::path::Path::new(concat!(
+    let store = tollgate_engine::load_dir(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies"
     )))

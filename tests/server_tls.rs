@@ -3,13 +3,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, apply_strictly, decode_patch, fixture};
 use serde_json::{Value, json};
+use support::{fixture, server::TestServer, server::apply_strictly, server::decode_patch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn response_of(review: &Value) -> &Value {
@@ -212,7 +212,7 @@ async fn raw_post(
 
 #[tokio::test]
 async fn bad_input_gets_a_status_and_a_json_reason_and_the_server_keeps_serving() {
-    let server = TestServer::start_with(common::repo_path("policies"), |c| {
+    let server = TestServer::start_with(support::repo_path("policies"), |c| {
         c.http.max_body_bytes = 64 * 1024
     })
     .await;
@@ -295,7 +295,7 @@ async fn bad_input_gets_a_status_and_a_json_reason_and_the_server_keeps_serving(
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_body_gets_408_and_others_are_served() {
-    let server = TestServer::start_with(common::repo_path("policies"), |c| {
+    let server = TestServer::start_with(support::repo_path("policies"), |c| {
         c.http.body_read_timeout = Duration::from_millis(300)
     })
     .await;
@@ -506,7 +506,7 @@ async fn negotiates_http1_for_the_apiserver_and_h2_when_offered() {
     let h2 = tls_client(&server, &[b"h2", b"http/1.1"]).await;
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // An h2 client gets real answers too.
-    let client = common::https_client(server.ca_pem.as_bytes(), server.addr)
+    let client = support::server::https_client(server.ca_pem.as_bytes(), server.addr)
         .http2_prior_knowledge()
         .build()
         .expect("client");

@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 
-use super::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 
 pub struct ReviewBody(pub Bytes);
 

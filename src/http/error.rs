@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::DecisionTag;
+use super::observe::DecisionTag;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

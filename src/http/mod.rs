@@ -1,156 +1,54 @@
-//! HTTP layer: routes, body extraction, handlers and per-request observation. No policy logic.
+//! HTTP layer. `routes` lists every endpoint once. A request travels through `observe` (span and
+//! metrics), `body` (extract the review), then the handlers in `admission` and `conversion`
+//! (decode, evaluate on the bounded `worker` pool, encode) or `probes`. No policy logic here.
 
+mod admission;
 mod body;
-pub mod deadline;
+mod conversion;
+mod deadline;
 mod error;
-mod handlers;
 mod observe;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+mod probes;
+mod routes;
+mod state;
+mod worker;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::ApiError;
+pub use admission::{AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review};
+pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
+pub use routes::Endpoint;
+pub use state::{AppState, HttpConfig, SharedStore};
 
-use crate::metrics::Metrics;
-use crate::policy::Store;
-use crate::worker::WorkerPool;
-
-/// Tagged onto responses so the observation layer can count decisions without parsing bodies.
-#[derive(Debug, Clone, Copy)]
-pub struct DecisionTag(pub &'static str);
-
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// How long a client may take to send its body.
-    pub body_read_timeout: Duration,
-    /// Evaluation budget when the caller gives no `?timeout=`.
-    pub default_eval_timeout: Duration,
-    /// Upper bound on any evaluation budget.
-    pub max_eval_timeout: Duration,
-    /// Evaluations running at once; further ones queue (within their deadline).
-    pub eval_concurrency: usize,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 7 * 1024 * 1024,
-            body_read_timeout: Duration::from_secs(10),
-            default_eval_timeout: Duration::from_secs(9),
-            max_eval_timeout: Duration::from_secs(30),
-            eval_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
-        }
-    }
-}
-
-/// The active policy set; a reload builds a whole new `Store` and swaps the pointer.
-#[derive(Debug, Default)]
-pub struct SharedStore(RwLock<Arc<Store>>);
-
-impl SharedStore {
-    pub fn new(store: Store) -> Self {
-        Self(RwLock::new(Arc::new(store)))
-    }
-
-    pub fn current(&self) -> Arc<Store> {
-        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn replace(&self, store: Store) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
-    }
-}
-
-struct Inner {
-    config: HttpConfig,
-    store: SharedStore,
-    metrics: Metrics,
-    ready: AtomicBool,
-    workers: WorkerPool,
-}
-
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl AppState {
-    pub fn new(config: HttpConfig, store: Store, metrics: Metrics) -> Self {
-        metrics.policies_loaded.set(store.policies().len() as i64);
-        let workers = WorkerPool::new(config.eval_concurrency);
-        Self(Arc::new(Inner {
-            config,
-            store: SharedStore::new(store),
-            metrics,
-            ready: AtomicBool::new(false),
-            workers,
-        }))
-    }
-
-    pub fn config(&self) -> &HttpConfig {
-        &self.0.config
-    }
-
-    pub fn store(&self) -> &SharedStore {
-        &self.0.store
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
-
-    pub fn workers(&self) -> &WorkerPool {
-        &self.0.workers
-    }
-
-    /// Runs `work` against the current policy set on the worker pool, within the budget the
-    /// caller's `?timeout=` (or the server default) allows.
-    pub async fn run_bounded<T, F>(
-        &self,
-        query: Option<&str>,
-        work: F,
-    ) -> Result<T, crate::worker::WorkError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> T + Send + 'static,
-    {
-        let config = self.config();
-        let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
-        let store = self.store().current();
-        self.workers().run(budget, move || work(&store)).await
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.0.ready.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.ready.load(Ordering::SeqCst)
+/// The handler behind each endpoint of the table.
+fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+    match endpoint {
+        Endpoint::Validate => post(admission::validate),
+        Endpoint::Mutate => post(admission::mutate),
+        Endpoint::Convert => post(conversion::convert),
+        Endpoint::Healthz => get(probes::healthz),
+        Endpoint::Readyz => get(probes::readyz),
+        Endpoint::Metrics => get(probes::metrics),
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/validate", post(handlers::validate))
-        .route("/mutate", post(handlers::mutate))
-        .route("/convert", post(handlers::convert))
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
+    Endpoint::ALL
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path(), handler(endpoint))
+        })
+        .fallback(probes::not_found)
+        .method_not_allowed_fallback(probes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
         ))
         // Last resort: a panic outside evaluation still yields a JSON answer, never a dropped connection.
-        .layer(CatchPanicLayer::custom(handlers::panic_response))
+        .layer(CatchPanicLayer::custom(probes::panic_response))
         // The body limit is enforced (with a JSON reason) by the review extractor.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

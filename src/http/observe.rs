@@ -7,16 +7,24 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use super::{AppState, DecisionTag};
+use super::routes::Endpoint;
+use super::state::AppState;
 
-const REVIEW_ENDPOINTS: [&str; 3] = ["/validate", "/mutate", "/convert"];
+/// Tagged onto responses so the observation layer can count decisions without parsing bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionTag(pub &'static str);
+
+/// Fills the request span (opened by `observe`) with what only the decoded review knows.
+pub fn record_review(uid: &str, kind: impl std::fmt::Display, operation: &str) {
+    let span = tracing::Span::current();
+    span.record("uid", uid);
+    span.record("kind", tracing::field::display(kind));
+    span.record("operation", operation);
+}
 
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    let endpoint = REVIEW_ENDPOINTS
-        .iter()
-        .find(|e| **e == path)
-        .map(|e| &e[1..]);
+    let endpoint = Endpoint::from_path(&path).and_then(Endpoint::review_label);
     let span = tracing::info_span!(
         "request",
         method = %request.method(),

@@ -1,0 +1,406 @@
+//! Defaulting: static labels and annotations from `spec.defaults`, and a JSON Schema's `default`
+//! keywords. Defaults never overwrite a value that is present.
+//!
+//! Schema defaults: jsonschema only validates, jsonschema only validates, so the walk is
+//! ours: compiled once per policy into a plan that only holds the branches that carry defaults.
+//! `$ref`s become indexes into a table, so recursive schemas cost one plan per definition.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+/// `spec.defaults.labels` / `.annotations`: added to an object's metadata when absent.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataDefaults {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl MetadataDefaults {
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+
+    pub fn apply(&self, object: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        let Some(map) = object.as_object_mut() else {
+            return;
+        };
+        let metadata = map
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(metadata) = metadata.as_object_mut() {
+            insert_missing(metadata, "labels", &self.labels);
+            insert_missing(metadata, "annotations", &self.annotations);
+        }
+    }
+
+    /// Every entry Kubernetes would reject, as `(field, message)`, so a bad default is reported
+    /// at load time and never reaches the apiserver.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut found = Vec::new();
+        for (field, entries) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            for (key, value) in entries {
+                if !is_qualified_name(key) {
+                    found.push((field, format!("{key:?} is not a valid key")));
+                } else if field == "labels" && !is_label_value(value) {
+                    found.push((
+                        field,
+                        format!("value {value:?} of label {key:?} is not a valid label value"),
+                    ));
+                }
+            }
+        }
+        found
+    }
+}
+
+fn insert_missing(
+    metadata: &mut Map<String, Value>,
+    field: &str,
+    entries: &BTreeMap<String, String>,
+) {
+    if entries.is_empty() {
+        return;
+    }
+    let target = metadata
+        .entry(field)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if target.is_null() {
+        *target = Value::Object(Map::new());
+    }
+    if let Some(target) = target.as_object_mut() {
+        for (key, value) in entries {
+            target
+                .entry(key.clone())
+                .or_insert_with(|| Value::String(value.clone()));
+        }
+    }
+}
+
+/// Kubernetes' qualified names: an optional DNS-subdomain prefix, `/`, and a name of at most 63
+/// alphanumerics, `-`, `_` or `.`, starting and ending alphanumeric.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    !name.is_empty() && is_label_value(name) && prefix_ok
+}
+
+/// Empty, or at most 63 alphanumerics, `-`, `_` or `.`, starting and ending alphanumeric.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Defaulter {
+    root: DefaultPlan,
+    refs: Vec<DefaultPlan>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct DefaultPlan {
+    properties: Vec<PropertyPlan>,
+    items: Option<Box<DefaultPlan>>,
+    additional: Option<Box<DefaultPlan>>,
+    /// Property names the schema declares, so `additionalProperties` applies only to the rest.
+    declared: Vec<String>,
+    /// Plans of `$ref` targets that apply at this same node.
+    refs: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct PropertyPlan {
+    name: String,
+    default: Option<Value>,
+    nested: DefaultPlan,
+}
+
+impl Defaulter {
+    pub fn from_schema(schema: &Value) -> Self {
+        let mut builder = Builder {
+            root: schema,
+            table: Vec::new(),
+            by_ref: HashMap::new(),
+        };
+        let root = builder.build(schema);
+        Self {
+            root,
+            refs: builder.table,
+        }
+    }
+
+    pub fn has_defaults(&self) -> bool {
+        !self.root.is_empty()
+    }
+
+    /// Fills in every absent field that has a default, then descends into it, so an object
+    /// defaulted to `{}` also receives its own nested defaults.
+    pub fn apply(&self, value: &mut Value) {
+        self.root.apply(value, &self.refs);
+    }
+}
+
+impl DefaultPlan {
+    fn is_empty(&self) -> bool {
+        self.properties.is_empty()
+            && self.items.is_none()
+            && self.additional.is_none()
+            && self.refs.is_empty()
+    }
+
+    fn apply(&self, value: &mut Value, table: &[DefaultPlan]) {
+        for idx in &self.refs {
+            if let Some(plan) = table.get(*idx) {
+                plan.apply(value, table);
+            }
+        }
+        match value {
+            Value::Object(map) => {
+                for prop in &self.properties {
+                    if !map.contains_key(&prop.name)
+                        && let Some(default) = &prop.default
+                    {
+                        map.insert(prop.name.clone(), default.clone());
+                    }
+                    if let Some(child) = map.get_mut(&prop.name) {
+                        prop.nested.apply(child, table);
+                    }
+                }
+                if let Some(additional) = &self.additional {
+                    for (key, child) in map.iter_mut() {
+                        if !self.declared.iter().any(|d| d == key) {
+                            additional.apply(child, table);
+                        }
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(plan) = &self.items {
+                    items.iter_mut().for_each(|item| plan.apply(item, table));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn merge(&mut self, other: DefaultPlan) {
+        for prop in other.properties {
+            match self.properties.iter_mut().find(|p| p.name == prop.name) {
+                Some(existing) => {
+                    if existing.default.is_none() {
+                        existing.default = prop.default;
+                    }
+                    existing.nested.merge(prop.nested);
+                }
+                None => self.properties.push(prop),
+            }
+        }
+        merge_boxed(&mut self.items, other.items);
+        merge_boxed(&mut self.additional, other.additional);
+        for name in other.declared {
+            if !self.declared.contains(&name) {
+                self.declared.push(name);
+            }
+        }
+        for idx in other.refs {
+            if !self.refs.contains(&idx) {
+                self.refs.push(idx);
+            }
+        }
+    }
+}
+
+fn merge_boxed(target: &mut Option<Box<DefaultPlan>>, source: Option<Box<DefaultPlan>>) {
+    match (target.as_mut(), source) {
+        (Some(t), Some(s)) => t.merge(*s),
+        (None, Some(s)) => *target = Some(s),
+        _ => {}
+    }
+}
+
+struct Builder<'s> {
+    root: &'s Value,
+    table: Vec<DefaultPlan>,
+    by_ref: HashMap<String, usize>,
+}
+
+impl Builder<'_> {
+    fn build(&mut self, node: &Value) -> DefaultPlan {
+        let mut plan = DefaultPlan::default();
+        let Some(schema) = node.as_object() else {
+            return plan;
+        };
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str)
+            && let Some(idx) = self.plan_for_ref(reference)
+        {
+            plan.refs.push(idx);
+        }
+        if let Some(Value::Array(all_of)) = schema.get("allOf") {
+            for sub in all_of {
+                let sub_plan = self.build(sub);
+                plan.merge(sub_plan);
+            }
+        }
+        if let Some(Value::Object(properties)) = schema.get("properties") {
+            let props = self.properties_plan(properties);
+            plan.merge(props);
+        }
+        if let Some(items) = schema.get("items") {
+            let items_plan = self.build(items);
+            if !items_plan.is_empty() {
+                merge_boxed(&mut plan.items, Some(Box::new(items_plan)));
+            }
+        }
+        if let Some(additional) = schema.get("additionalProperties") {
+            let additional_plan = self.build(additional);
+            if !additional_plan.is_empty() {
+                merge_boxed(&mut plan.additional, Some(Box::new(additional_plan)));
+            }
+        }
+        plan
+    }
+
+    fn properties_plan(&mut self, properties: &Map<String, Value>) -> DefaultPlan {
+        let mut plan = DefaultPlan {
+            declared: properties.keys().cloned().collect(),
+            ..DefaultPlan::default()
+        };
+        for (name, sub) in properties {
+            let default = sub.get("default").cloned();
+            let nested = self.build(sub);
+            if default.is_some() || !nested.is_empty() {
+                plan.properties.push(PropertyPlan {
+                    name: name.clone(),
+                    default,
+                    nested,
+                });
+            }
+        }
+        plan
+    }
+
+    /// Only same-document references (`#/$defs/...`); remote references are never fetched.
+    fn plan_for_ref(&mut self, reference: &str) -> Option<usize> {
+        if let Some(idx) = self.by_ref.get(reference) {
+            return Some(*idx);
+        }
+        let root = self.root;
+        let target = root.pointer(reference.strip_prefix('#')?)?;
+        let idx = self.table.len();
+        // Reserved before building so a recursive reference finds itself instead of looping.
+        self.table.push(DefaultPlan::default());
+        self.by_ref.insert(reference.to_string(), idx);
+        let plan = self.build(target);
+        self.table[idx] = plan;
+        Some(idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn defaulted(schema: Value, mut object: Value) -> Value {
+        Defaulter::from_schema(&schema).apply(&mut object);
+        object
+    }
+
+    #[test]
+    fn fills_absent_fields_recursively_into_defaulted_objects() {
+        let schema = json!({"properties": {"spec": {"type": "object", "properties": {
+            "retry": {"type": "object", "default": {}, "properties": {
+                "maxAttempts": {"default": 3}, "backoffSeconds": {"default": 1}}},
+            "replicas": {"default": 2}
+        }}}});
+        assert_eq!(
+            defaulted(schema, json!({"spec": {"replicas": 5}})),
+            json!({"spec": {"replicas": 5, "retry": {"maxAttempts": 3, "backoffSeconds": 1}}})
+        );
+    }
+
+    #[test]
+    fn never_overwrites_present_values_even_null_or_falsy() {
+        let schema = json!({"properties": {"a": {"default": 1}, "b": {"default": true}, "c": {"default": "x"}}});
+        assert_eq!(
+            defaulted(schema, json!({"a": 0, "b": false, "c": null})),
+            json!({"a": 0, "b": false, "c": null})
+        );
+    }
+
+    #[test]
+    fn does_not_create_parents_without_defaults() {
+        let schema = json!({"properties": {"spec": {"properties": {"x": {"default": 1}}}}});
+        assert_eq!(
+            defaulted(schema, json!({"metadata": {}})),
+            json!({"metadata": {}})
+        );
+    }
+
+    #[test]
+    fn follows_items_additional_properties_refs_and_all_of() {
+        let schema = json!({
+            "$defs": {"port": {"properties": {"protocol": {"default": "TCP"}}}},
+            "properties": {
+                "ports": {"items": {"$ref": "#/$defs/port"}},
+                "byName": {"properties": {"fixed": {}}, "additionalProperties": {"properties": {"weight": {"default": 1}}}},
+            },
+            "allOf": [{"properties": {"extra": {"default": "e"}}}]
+        });
+        assert_eq!(
+            defaulted(
+                schema,
+                json!({"ports": [{}, {"protocol": "UDP"}], "byName": {"fixed": {}, "a": {}}})
+            ),
+            json!({
+                "ports": [{"protocol": "TCP"}, {"protocol": "UDP"}],
+                "byName": {"fixed": {}, "a": {"weight": 1}},
+                "extra": "e"
+            })
+        );
+    }
+
+    #[test]
+    fn plans_branching_recursive_refs_once() {
+        let schema = json!({"$defs": {"tree": {"properties": {
+            "v": {"default": 0}, "left": {"$ref": "#/$defs/tree"}, "right": {"$ref": "#/$defs/tree"}}}},
+            "$ref": "#/$defs/tree"});
+        let defaulter = Defaulter::from_schema(&schema);
+        assert_eq!(defaulter.refs.len(), 1);
+        let mut object = json!({"left": {"right": {}}});
+        defaulter.apply(&mut object);
+        assert_eq!(object, json!({"v": 0, "left": {"v": 0, "right": {"v": 0}}}));
+    }
+
+    #[test]
+    fn survives_recursive_refs() {
+        let schema = json!({"$defs": {"node": {"properties": {"v": {"default": 0}, "child": {"$ref": "#/$defs/node"}}}},
+                            "$ref": "#/$defs/node"});
+        assert_eq!(
+            defaulted(schema, json!({"child": {"child": {}}})),
+            json!({"v": 0, "child": {"v": 0, "child": {"v": 0}}})
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! The three questions the webhooks ask of a policy set, answered without any wire format:
+//! is this object valid, which defaults does it lack, and what is it in another version.
+
+use serde_json::Value;
+
+use crate::conversion::{ConvertError, split_api_version};
+use crate::policy::{Enforcement, Store, Target};
+use crate::validate::Violation;
+
+/// The outcome of validating one object against every policy that applies to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Violations of enforcing policies, sorted by field path, without repeats.
+    pub denials: Vec<Violation>,
+    /// Violations of `warn` policies, phrased with the policy's name.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    pub fn is_allowed(&self) -> bool {
+        self.denials.is_empty()
+    }
+
+    /// One message naming every violated field: `PaymentGateway "x" is invalid: a: ...; b: ...`.
+    pub fn denial_message(&self, kind: &str, name: &str) -> String {
+        let listed: Vec<String> = self.denials.iter().map(ToString::to_string).collect();
+        let subject = if name.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind} {name:?}")
+        };
+        format!("{subject} is invalid: {}", listed.join("; "))
+    }
+}
+
+pub fn validate(store: &Store, target: &Target<'_>) -> Verdict {
+    let mut verdict = Verdict::default();
+    for policy in store.matching(target) {
+        let violations = policy.violations(target);
+        match policy.enforcement {
+            Enforcement::Enforce => verdict.denials.extend(violations),
+            Enforcement::Warn => verdict.warnings.extend(
+                violations
+                    .into_iter()
+                    .map(|v| format!("policy {:?} (warn): {v}", policy.name)),
+            ),
+        }
+    }
+    verdict.denials.sort();
+    verdict.denials.dedup();
+    verdict
+}
+
+/// The RFC 6902 patch that adds every missing default; empty when nothing is missing.
+pub fn default_patch(store: &Store, target: &Target<'_>) -> json_patch::Patch {
+    let Some(object) = target.object else {
+        return json_patch::Patch(Vec::new());
+    };
+    let mut defaulted = object.clone();
+    for policy in store.matching(target) {
+        policy.apply_defaults(&mut defaulted);
+    }
+    json_patch::diff(object, &defaulted)
+}
+
+/// Converts one object to `desired_api_version` (`group/version`) by its kind's rules. An object
+/// already in that version is returned unchanged.
+pub fn convert(
+    store: &Store,
+    object: &Value,
+    desired_api_version: &str,
+) -> Result<Value, ConvertError> {
+    let map = object.as_object().ok_or(ConvertError::NotAnObject)?;
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or(ConvertError::MissingApiVersion)?;
+    if api_version == desired_api_version {
+        return Ok(object.clone());
+    }
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or(ConvertError::MissingKind)?;
+    if map.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ConvertError::Metadata);
+    }
+    let (group, from) = split_api_version(api_version);
+    let (desired_group, target) = split_api_version(desired_api_version);
+    if group != desired_group {
+        return Err(ConvertError::WrongGroup {
+            found: api_version.to_string(),
+            expected: desired_group.to_string(),
+        });
+    }
+    let rules = store
+        .conversion_for(group, kind)
+        .ok_or_else(|| ConvertError::NoRules {
+            group: group.to_string(),
+            kind: kind.to_string(),
+        })?;
+    rules.convert(map.clone(), from, target).map(Value::Object)
+}

@@ -1,0 +1,25 @@
+//! tollgate-engine: the policy core of tollgate, with no web, TLS, CLI or Kubernetes client.
+//!
+//! `policy::load_dir` reads a directory of policy files into a compiled, immutable `Store`;
+//! `evaluate` answers validation, defaulting and conversion questions against it.
+//!
+//! Modules depend only downwards: `path` and `schema` at the bottom; `validate`, `immutable`,
+//! `defaults`, `selector` and `conversion` on those; `policy` (format, loader, store) on all of
+//! them; `evaluate` on `policy`.
+
+#![forbid(unsafe_code)]
+
+pub mod conversion;
+pub mod defaults;
+pub mod evaluate;
+pub mod immutable;
+pub mod path;
+pub mod policy;
+pub mod schema;
+pub mod selector;
+pub mod validate;
+
+pub use evaluate::Verdict;
+pub use path::FieldPath;
+pub use policy::{CompiledPolicy, LoadError, PolicyError, Store, Target, load_dir};
+pub use validate::Violation;

@@ -1,0 +1,117 @@
+//! The policy file format: Kubernetes-style documents, so the same files could later be
+//! served from the cluster as a custom resource.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::conversion::ConversionSpec;
+use crate::selector::LabelSelectorSpec;
+
+pub const POLICY_API_VERSION: &str = "tollgate.dev/v1alpha1";
+pub const POLICY_KIND: &str = "Policy";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: PolicyMetadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMetadata {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(rename = "match")]
+    pub match_: MatchSpec,
+    #[serde(default)]
+    pub enforcement: Enforcement,
+    /// JSON Schema (draft 2020-12) for the whole object; `default` keywords drive defaulting.
+    #[serde(default)]
+    pub schema: Option<Value>,
+    /// Field paths that may not change once set (checked on UPDATE).
+    #[serde(default)]
+    pub immutable: Vec<String>,
+    #[serde(default)]
+    pub defaults: StaticDefaults,
+    /// How objects move between the versions of this kind (CRD conversion webhook).
+    #[serde(default)]
+    pub conversion: Option<ConversionSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchSpec {
+    pub group: String,
+    pub kind: String,
+    /// Plural resource name, used when registering the webhooks.
+    pub resource: String,
+    pub versions: Vec<String>,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default = "default_operations")]
+    pub operations: Vec<OperationName>,
+    /// Only objects in these namespaces; empty means every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub object_selector: Option<LabelSelectorSpec>,
+}
+
+fn default_operations() -> Vec<OperationName> {
+    vec![OperationName::Create, OperationName::Update]
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    Namespaced,
+    Cluster,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationName {
+    Create,
+    Update,
+}
+
+impl OperationName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Violations deny the request.
+    #[default]
+    Enforce,
+    /// Violations are returned as admission warnings; the request is allowed.
+    Warn,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticDefaults {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}

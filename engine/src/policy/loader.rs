@@ -1,0 +1,376 @@
+//! Reads a policy directory into a compiled `Store`, reporting every problem at once with file
+//! and line, so one run of `tollgate check` shows all that needs fixing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::format::{MatchSpec, POLICY_API_VERSION, POLICY_KIND, PolicyDocument, PolicySpec};
+use super::store::{CompiledPolicy, Matcher, Origin, Store};
+use super::yaml::{self, SourceDocument};
+use crate::conversion;
+use crate::defaults::{Defaulter, MetadataDefaults};
+use crate::path::{FieldPath, escape_pointer, keys_from_pointer};
+use crate::schema;
+use crate::selector::LabelSelector;
+
+/// One problem in one policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The directory itself could not be listed.
+    #[error("cannot read policy directory {}: {source}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory holds no `.yaml`, `.yml` or `.json` file with a policy in it.
+    #[error("no policies found in {} (expected .yaml, .yml or .json files)", .0.display())]
+    Empty(PathBuf),
+    /// One or more files are invalid; every problem is listed.
+    #[error("{} invalid policy definition(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyError>),
+}
+
+impl LoadError {
+    pub fn problem_count(&self) -> usize {
+        match self {
+            Self::Invalid(errors) => errors.len(),
+            _ => 1,
+        }
+    }
+}
+
+pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
+    let files = policy_files(dir)?;
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+    for file in &files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => load_text(file, &text, &mut policies, &mut errors),
+            Err(e) => errors.push(PolicyError {
+                file: file.clone(),
+                line: 0,
+                message: format!("cannot read file: {e}"),
+            }),
+        }
+    }
+    report_duplicate_names(&policies, &mut errors);
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid(errors));
+    }
+    if policies.is_empty() {
+        return Err(LoadError::Empty(dir.to_path_buf()));
+    }
+    Ok(Store::new(policies))
+}
+
+/// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
+/// `..data` directories and exposes each key as a visible symlink.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let visible = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'));
+            let wanted = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+            visible && wanted && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub fn load_text(
+    file: &Path,
+    text: &str,
+    policies: &mut Vec<CompiledPolicy>,
+    errors: &mut Vec<PolicyError>,
+) {
+    let docs = match yaml::parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            errors.push(PolicyError {
+                file: file.to_path_buf(),
+                line: e.line,
+                message: format!("invalid YAML/JSON: {}", e.message),
+            });
+            return;
+        }
+    };
+    for doc in docs {
+        let mut report = |pointer: &str, message: String| {
+            errors.push(PolicyError {
+                file: file.to_path_buf(),
+                line: doc.line_of(pointer),
+                message,
+            })
+        };
+        if let Some(policy) = compile_document(&doc, file, &mut report) {
+            policies.push(policy);
+        }
+    }
+}
+
+fn compile_document(
+    doc: &SourceDocument,
+    file: &Path,
+    report: &mut dyn FnMut(&str, String),
+) -> Option<CompiledPolicy> {
+    let parsed = parse_document(doc, report)?;
+    let mut failed = 0usize;
+    let mut fail = |pointer: &str, message: String| {
+        failed += 1;
+        report(pointer, message);
+    };
+
+    let name = parsed.metadata.name;
+    if name.is_empty() {
+        fail("/metadata/name", "metadata.name must not be empty".into());
+    }
+    let spec = parsed.spec;
+    check_match(&spec.match_, &mut fail);
+    let selector = compile_selector(&spec.match_, &mut fail);
+    let validator = compile_schema(spec.schema.as_ref(), &mut fail);
+    let immutable = compile_immutable(&spec, &mut fail);
+    let metadata_defaults = MetadataDefaults {
+        labels: spec.defaults.labels,
+        annotations: spec.defaults.annotations,
+    };
+    for (field, message) in metadata_defaults.problems() {
+        fail(
+            &format!("/spec/defaults/{field}"),
+            format!("spec.defaults.{field}: {message}"),
+        );
+    }
+    let conversion = spec.conversion.as_ref().and_then(|c| {
+        conversion::compile(
+            c,
+            &spec.match_.group,
+            &spec.match_.kind,
+            spec.schema.as_ref(),
+            &spec.match_.versions,
+            &mut fail,
+        )
+    });
+    if failed > 0 {
+        return None;
+    }
+    let defaulter = spec
+        .schema
+        .as_ref()
+        .map(Defaulter::from_schema)
+        .unwrap_or_default();
+    Some(CompiledPolicy {
+        name,
+        origin: Origin {
+            file: file.to_path_buf(),
+            line: doc.start_line(),
+        },
+        matcher: Matcher::from_spec(spec.match_, selector),
+        enforcement: spec.enforcement,
+        schema: validator,
+        defaulter,
+        metadata_defaults,
+        immutable,
+        conversion,
+    })
+}
+
+/// The document as a typed policy, or `None` after reporting why it is not one.
+fn parse_document(
+    doc: &SourceDocument,
+    report: &mut dyn FnMut(&str, String),
+) -> Option<PolicyDocument> {
+    let api_version = doc.value.get("apiVersion").and_then(Value::as_str);
+    let kind = doc.value.get("kind").and_then(Value::as_str);
+    if api_version != Some(POLICY_API_VERSION) || kind != Some(POLICY_KIND) {
+        report(
+            "",
+            format!(
+                "expected apiVersion {POLICY_API_VERSION:?} and kind {POLICY_KIND:?}, found {:?} / {:?}",
+                api_version.unwrap_or("<missing>"),
+                kind.unwrap_or("<missing>")
+            ),
+        );
+        return None;
+    }
+    match serde_path_to_error::deserialize(&doc.value) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            let pointer = path_to_pointer(e.path());
+            let field = e.path().to_string();
+            report(&pointer, format!("{field}: {}", e.inner()));
+            None
+        }
+    }
+}
+
+fn compile_selector(m: &MatchSpec, fail: &mut dyn FnMut(&str, String)) -> Option<LabelSelector> {
+    match m
+        .object_selector
+        .clone()
+        .map(LabelSelector::new)
+        .transpose()
+    {
+        Ok(selector) => selector,
+        Err(msg) => {
+            fail(
+                "/spec/match/objectSelector",
+                format!("spec.match.objectSelector: {msg}"),
+            );
+            None
+        }
+    }
+}
+
+fn compile_schema(
+    schema: Option<&Value>,
+    fail: &mut dyn FnMut(&str, String),
+) -> Option<jsonschema::Validator> {
+    match schema::compile(schema?) {
+        Ok(validator) => Some(validator),
+        Err(e) => {
+            let dotted: String = keys_from_pointer(&e.pointer)
+                .iter()
+                .map(|key| format!(".{key}"))
+                .collect();
+            fail(
+                &format!("/spec/schema{}", e.pointer),
+                format!("spec.schema{dotted}: {}", e.message),
+            );
+            None
+        }
+    }
+}
+
+/// Each immutable path must parse and, when there is a schema, be declared by it.
+fn compile_immutable(spec: &PolicySpec, fail: &mut dyn FnMut(&str, String)) -> Vec<FieldPath> {
+    let mut immutable = Vec::new();
+    for (idx, text) in spec.immutable.iter().enumerate() {
+        let pointer = format!("/spec/immutable/{idx}");
+        match FieldPath::parse(text) {
+            Ok(path) => {
+                if let Some(s) = &spec.schema
+                    && !schema::declares(s, &path)
+                {
+                    fail(
+                        &pointer,
+                        format!("spec.immutable[{idx}]: {path} is not declared in spec.schema"),
+                    );
+                }
+                immutable.push(path);
+            }
+            Err(e) => fail(&pointer, format!("spec.immutable[{idx}]: {e}")),
+        }
+    }
+    immutable
+}
+
+fn check_match(m: &MatchSpec, fail: &mut dyn FnMut(&str, String)) {
+    for (field, value) in [("kind", &m.kind), ("resource", &m.resource)] {
+        if value.is_empty() {
+            fail(
+                &format!("/spec/match/{field}"),
+                format!("spec.match.{field} must not be empty"),
+            );
+        }
+    }
+    if m.resource
+        .chars()
+        .any(|c| c.is_ascii_uppercase() || c == '/')
+    {
+        fail(
+            "/spec/match/resource",
+            "spec.match.resource must be the lowercase plural resource name (e.g. \"paymentgateways\")".into(),
+        );
+    }
+    if m.versions.is_empty() || m.versions.iter().any(String::is_empty) {
+        fail(
+            "/spec/match/versions",
+            "spec.match.versions must list at least one version".into(),
+        );
+    }
+    if m.operations.is_empty() {
+        fail(
+            "/spec/match/operations",
+            "spec.match.operations must not be empty".into(),
+        );
+    }
+}
+
+fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("/{index}")),
+            Segment::Map { key } => Some(format!("/{}", escape_pointer(key))),
+            Segment::Enum { variant } => Some(format!("/{}", escape_pointer(variant))),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Names must be unique across files: they key metrics, messages and manifests. A kind's
+/// versions can only be described once, so only one policy per kind may carry conversion rules.
+fn report_duplicate_names(policies: &[CompiledPolicy], errors: &mut Vec<PolicyError>) {
+    let mut converters: HashMap<(&str, &str), &CompiledPolicy> = HashMap::new();
+    for policy in policies.iter().filter(|p| p.conversion.is_some()) {
+        let key = (policy.matcher.group.as_str(), policy.matcher.kind.as_str());
+        if let Some(first) = converters.insert(key, policy) {
+            errors.push(PolicyError {
+                file: policy.origin.file.clone(),
+                line: policy.origin.line,
+                message: format!(
+                    "policy {:?}: conversion rules for {}/{} are already declared by policy {:?} at {}:{}",
+                    policy.name,
+                    key.0,
+                    key.1,
+                    first.name,
+                    first.origin.file.display(),
+                    first.origin.line
+                ),
+            });
+        }
+    }
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    for policy in policies {
+        if let Some(first) = seen.insert(&policy.name, &policy.origin) {
+            errors.push(PolicyError {
+                file: policy.origin.file.clone(),
+                line: policy.origin.line,
+                message: format!(
+                    "policy name {:?} is already used at {}:{}",
+                    policy.name,
+                    first.file.display(),
+                    first.line
+                ),
+            });
+        }
+    }
+}

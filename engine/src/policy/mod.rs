@@ -1,0 +1,10 @@
+//! Policy files: their format, loading with line-accurate errors, and the compiled store.
+
+pub mod format;
+mod loader;
+mod store;
+pub mod yaml;
+
+pub use format::{Enforcement, OperationName, Scope};
+pub use loader::{LoadError, PolicyError, load_dir, load_text, policy_files};
+pub use store::{CompiledPolicy, Matcher, Origin, Store, Target};

@@ -1,0 +1,196 @@
+//! The compiled, immutable policy set that requests are evaluated against.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use super::format::{Enforcement, MatchSpec, OperationName, Scope};
+use crate::conversion::KindConversion;
+use crate::defaults::{Defaulter, MetadataDefaults};
+use crate::immutable;
+use crate::path::FieldPath;
+use crate::selector::LabelSelector;
+use crate::validate::{self, Violation};
+
+/// Where a policy came from, for messages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    pub name: String,
+    pub origin: Origin,
+    pub matcher: Matcher,
+    pub enforcement: Enforcement,
+    pub(crate) schema: Option<Validator>,
+    pub(crate) defaulter: Defaulter,
+    pub(crate) metadata_defaults: MetadataDefaults,
+    pub(crate) immutable: Vec<FieldPath>,
+    pub conversion: Option<KindConversion>,
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    pub group: String,
+    pub kind: String,
+    pub resource: String,
+    pub versions: Vec<String>,
+    pub scope: Scope,
+    pub operations: Vec<OperationName>,
+    pub namespaces: Vec<String>,
+    pub(crate) selector: Option<LabelSelector>,
+}
+
+impl Matcher {
+    pub(crate) fn from_spec(spec: MatchSpec, selector: Option<LabelSelector>) -> Self {
+        Self {
+            group: spec.group,
+            kind: spec.kind,
+            resource: spec.resource,
+            versions: spec.versions,
+            scope: spec.scope,
+            operations: spec.operations,
+            namespaces: spec.namespaces,
+            selector,
+        }
+    }
+}
+
+/// What a policy needs to know about a request to decide whether it applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub group: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+    pub operation: OperationName,
+    pub namespace: Option<&'a str>,
+    pub object: Option<&'a Value>,
+    pub old_object: Option<&'a Value>,
+}
+
+impl CompiledPolicy {
+    pub fn applies_to(&self, target: &Target<'_>) -> bool {
+        let m = &self.matcher;
+        m.versions.iter().any(|v| v == target.version)
+            && m.operations.contains(&target.operation)
+            && (m.namespaces.is_empty()
+                || target
+                    .namespace
+                    .is_some_and(|ns| m.namespaces.iter().any(|n| n == ns)))
+            && m.selector.as_ref().is_none_or(|selector| {
+                // As in Kubernetes, an UPDATE matches if either the old or the new object does.
+                [target.object, target.old_object]
+                    .into_iter()
+                    .flatten()
+                    .any(|obj| selector.matches(&labels_of(obj)))
+            })
+    }
+
+    /// Everything this policy finds wrong with the target: schema violations, and on UPDATE
+    /// changed immutable fields.
+    pub fn violations(&self, target: &Target<'_>) -> Vec<Violation> {
+        let Some(object) = target.object else {
+            return Vec::new();
+        };
+        let mut found = self
+            .schema
+            .as_ref()
+            .map(|validator| validate::schema_violations(validator, object))
+            .unwrap_or_default();
+        if let Some(old) = target.old_object
+            && target.operation == OperationName::Update
+        {
+            found.extend(immutable::immutable_violations(
+                &self.immutable,
+                object,
+                old,
+            ));
+        }
+        found
+    }
+
+    /// Applies the static labels/annotations and the schema defaults, never overwriting a value.
+    pub fn apply_defaults(&self, object: &mut Value) {
+        self.metadata_defaults.apply(object);
+        self.defaulter.apply(object);
+    }
+}
+
+fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Immutable after construction; reloads build a new `Store` and swap it in whole.
+#[derive(Debug, Default)]
+pub struct Store {
+    policies: Vec<Arc<CompiledPolicy>>,
+    /// group -> kind -> indexes into `policies`; looked up by `&str` on every request.
+    by_group_kind: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl Store {
+    pub(crate) fn new(mut policies: Vec<CompiledPolicy>) -> Self {
+        // A stable order makes defaulting and messages deterministic across reloads.
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut by_group_kind: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        for (idx, policy) in policies.iter().enumerate() {
+            by_group_kind
+                .entry(policy.matcher.group.clone())
+                .or_default()
+                .entry(policy.matcher.kind.clone())
+                .or_default()
+                .push(idx);
+        }
+        Self {
+            policies: policies.into_iter().map(Arc::new).collect(),
+            by_group_kind,
+        }
+    }
+
+    /// The conversion rules for a kind (the loader allows one policy per kind to declare them).
+    pub fn conversion_for(&self, group: &str, kind: &str) -> Option<&KindConversion> {
+        self.for_kind(group, kind)
+            .find_map(|p| p.conversion.as_ref())
+    }
+
+    pub fn policies(&self) -> &[Arc<CompiledPolicy>] {
+        &self.policies
+    }
+
+    pub fn matching<'s>(
+        &'s self,
+        target: &'s Target<'_>,
+    ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
+        self.for_kind(target.group, target.kind)
+            .filter(move |p| p.applies_to(target))
+    }
+
+    fn for_kind<'s>(
+        &'s self,
+        group: &str,
+        kind: &str,
+    ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
+        self.by_group_kind
+            .get(group)
+            .and_then(|kinds| kinds.get(kind))
+            .into_iter()
+            .flatten()
+            .filter_map(|idx| self.policies.get(*idx))
+            .map(Arc::as_ref)
+    }
+}

@@ -1,0 +1,133 @@
+//! Compiling policy schemas (once, at load) and answering which fields a schema declares.
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use crate::path::{FieldPath, Segment};
+
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// A schema compile error with the JSON pointer (inside the schema) where it was found.
+#[derive(Debug)]
+pub struct SchemaError {
+    pub pointer: String,
+    pub message: String,
+}
+
+pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
+    if let Some(declared) = schema.get("$schema").and_then(Value::as_str)
+        && declared.trim_end_matches('#') != DRAFT_2020_12
+    {
+        return Err(SchemaError {
+            pointer: "/$schema".into(),
+            message: format!("only JSON Schema draft 2020-12 is supported, not {declared:?}"),
+        });
+    }
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| SchemaError {
+            pointer: e.instance_path().as_str().to_string(),
+            message: e.masked().to_string(),
+        })
+}
+
+/// True when `path` names a field the schema describes through `properties`, `items`,
+/// `additionalProperties`, `allOf` or same-document `$ref`s. Array indexes match `items`.
+pub fn declares(schema: &Value, path: &FieldPath) -> bool {
+    subschema(schema, path).is_some()
+}
+
+/// The schema that describes the field at `path`, if the schema declares it.
+pub fn subschema<'s>(schema: &'s Value, path: &FieldPath) -> Option<&'s Value> {
+    subschema_from(schema, schema, &path.0, 0)
+}
+
+fn subschema_from<'s>(
+    root: &'s Value,
+    node: &'s Value,
+    rest: &[Segment],
+    depth: usize,
+) -> Option<&'s Value> {
+    let Some((first, tail)) = rest.split_first() else {
+        return Some(node);
+    };
+    if depth > 64 {
+        return None;
+    }
+    let obj = node.as_object()?;
+    if let Some(found) = obj
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+        .and_then(|target| subschema_from(root, target, rest, depth + 1))
+    {
+        return Some(found);
+    }
+    if let Some(found) = obj
+        .get("allOf")
+        .and_then(Value::as_array)
+        .and_then(|all_of| {
+            all_of
+                .iter()
+                .find_map(|sub| subschema_from(root, sub, rest, depth + 1))
+        })
+    {
+        return Some(found);
+    }
+    let child = match first {
+        Segment::Key(key) => obj
+            .get("properties")
+            .and_then(|p| p.get(key))
+            .or_else(|| obj.get("additionalProperties").filter(|a| a.is_object())),
+        Segment::Index(_) => obj.get("items"),
+    }?;
+    subschema_from(root, child, tail, depth + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(text: &str) -> FieldPath {
+        FieldPath::parse(text).unwrap_or_default()
+    }
+
+    #[test]
+    fn finds_declared_fields_through_refs_items_and_maps() {
+        let schema = json!({
+            "$defs": {"retry": {"properties": {"maxAttempts": {}}}},
+            "properties": {"spec": {"properties": {
+                "retry": {"$ref": "#/$defs/retry"},
+                "list": {"items": {"properties": {"x": {}}}},
+                "map": {"additionalProperties": {"properties": {"y": {}}}}
+            }}}
+        });
+        for ok in [
+            "spec",
+            "spec.retry.maxAttempts",
+            "spec.list[0].x",
+            "spec.map.any.y",
+        ] {
+            assert!(declares(&schema, &path(ok)), "{ok}");
+        }
+        for missing in [
+            "status",
+            "spec.retry.other",
+            "spec.list.x",
+            "spec.map.any.z",
+        ] {
+            assert!(!declares(&schema, &path(missing)), "{missing}");
+        }
+    }
+
+    #[test]
+    fn rejects_other_drafts_and_broken_schemas() {
+        assert!(compile(&json!({"$schema": "http://json-schema.org/draft-07/schema#"})).is_err());
+        let err = compile(&json!({"properties": {"a": {"type": "strin"}}})).err();
+        assert!(err.is_some_and(|e| e.pointer.contains("/properties/a")));
+        assert!(compile(&json!({"$schema": DRAFT_2020_12, "type": "object"})).is_ok());
+    }
+}

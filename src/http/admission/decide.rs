@@ -1,0 +1,77 @@
+//! From one AdmissionRequest to one answer: which requests the engine judges at all, and how
+//! its verdict or patch becomes a response. Pure and synchronous: the handler decides where it
+//! runs and for how long.
+
+use kube::core::admission::Operation;
+use tollgate_engine::Store;
+use tollgate_engine::evaluate;
+use tollgate_engine::policy::{OperationName, Target};
+
+use super::wire::{AdmissionRequestIn, AdmissionResponseOut};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Validate,
+    Mutate,
+}
+
+pub fn evaluate(store: &Store, request: &AdmissionRequestIn, mode: Mode) -> AdmissionResponseOut {
+    let uid = request.uid.as_str();
+    let Some(target) = target_of(request) else {
+        return AdmissionResponseOut::allowed(uid);
+    };
+    match mode {
+        Mode::Validate => {
+            let verdict = evaluate::validate(store, &target);
+            let response = if verdict.is_allowed() {
+                AdmissionResponseOut::allowed(uid)
+            } else {
+                AdmissionResponseOut::denied(
+                    uid,
+                    verdict.denial_message(target.kind, &request.name),
+                )
+            };
+            response.with_warnings(verdict.warnings)
+        }
+        Mode::Mutate => {
+            let patch = evaluate::default_patch(store, &target);
+            if patch.0.is_empty() {
+                return AdmissionResponseOut::allowed(uid);
+            }
+            AdmissionResponseOut::patched(uid, &patch).unwrap_or_else(|e| {
+                AdmissionResponseOut::errored(
+                    uid,
+                    500,
+                    format!("cannot encode the JSON patch: {e}"),
+                )
+            })
+        }
+    }
+}
+
+/// What the policies judge, or `None` for requests they never concern: subresources (status,
+/// scale), DELETE and CONNECT, and requests without an object.
+fn target_of(request: &AdmissionRequestIn) -> Option<Target<'_>> {
+    if request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return None;
+    }
+    let operation = match request.operation {
+        Operation::Create => OperationName::Create,
+        Operation::Update => OperationName::Update,
+        _ => return None,
+    };
+    let object = request.object.as_ref().filter(|o| !o.is_null())?;
+    Some(Target {
+        group: &request.kind.group,
+        version: &request.kind.version,
+        kind: &request.kind.kind,
+        operation,
+        namespace: request.namespace.as_deref().filter(|ns| !ns.is_empty()),
+        object: Some(object),
+        old_object: request.old_object.as_ref().filter(|o| !o.is_null()),
+    })
+}

@@ -1,0 +1,83 @@
+//! ConversionReview in and out (kube's types fit: objects stay raw JSON), all or nothing.
+
+use kube::core::conversion::{ConversionRequest, ConversionResponse, ConversionReview};
+use kube::core::{Status, TypeMeta};
+use serde_json::Value;
+
+use tollgate_engine::Store;
+use tollgate_engine::evaluate;
+
+pub const CONVERSION_V1: &str = "apiextensions.k8s.io/v1";
+pub const CONVERSION_V1BETA1: &str = "apiextensions.k8s.io/v1beta1";
+pub const CONVERSION_KIND: &str = "ConversionReview";
+
+/// Why a body is not a ConversionReview we can answer; the HTTP layer turns it into a 400.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversionParseError {
+    /// The body is not JSON, or not shaped like a ConversionReview.
+    #[error("request body is not a valid ConversionReview: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("unsupported apiVersion {0:?}: expected {CONVERSION_V1:?} or {CONVERSION_V1BETA1:?}")]
+    ApiVersion(String),
+    #[error("unsupported kind {0:?}: expected {CONVERSION_KIND:?}")]
+    Kind(String),
+    #[error("ConversionReview has no request")]
+    MissingRequest,
+    #[error("ConversionReview request has an empty uid")]
+    EmptyUid,
+}
+
+pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionParseError> {
+    let review: ConversionReview =
+        serde_json::from_slice(body).map_err(ConversionParseError::Json)?;
+    if review.types.api_version != CONVERSION_V1 && review.types.api_version != CONVERSION_V1BETA1 {
+        return Err(ConversionParseError::ApiVersion(review.types.api_version));
+    }
+    if review.types.kind != CONVERSION_KIND {
+        return Err(ConversionParseError::Kind(review.types.kind));
+    }
+    let types = review.types.clone();
+    let request = review.request.ok_or(ConversionParseError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(ConversionParseError::EmptyUid);
+    }
+    Ok((types, request))
+}
+
+/// Converts every object or none: one failure fails the review, naming the object.
+pub fn convert_request(store: &Store, request: &ConversionRequest) -> ConversionResponse {
+    let mut response = ConversionResponse::invalid(Status::success());
+    response.uid = request.uid.clone();
+    let mut converted = Vec::with_capacity(request.objects.len());
+    for (index, object) in request.objects.iter().enumerate() {
+        match evaluate::convert(store, object, &request.desired_api_version) {
+            Ok(value) => converted.push(value),
+            Err(e) => {
+                let name = object
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<unnamed>");
+                let message = format!(
+                    "cannot convert object {index} ({name:?}) to {}: {e}",
+                    request.desired_api_version
+                );
+                return response.failure(Status::failure(&message, "ConversionFailed"));
+            }
+        }
+    }
+    response.success(converted)
+}
+
+/// The whole answer document, in the apiVersion the caller used.
+pub fn into_review(types: TypeMeta, response: ConversionResponse) -> ConversionReview {
+    ConversionReview {
+        types,
+        request: None,
+        response: Some(response),
+    }
+}
+
+pub fn review_body(store: &Store, body: &[u8]) -> Result<ConversionReview, ConversionParseError> {
+    let (types, request) = parse(body)?;
+    Ok(into_review(types, convert_request(store, &request)))
+}

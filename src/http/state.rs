@@ -1,0 +1,118 @@
+//! What every handler shares: the configuration, the live policy set, metrics, readiness and the
+//! bounded evaluation pool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tollgate_engine::Store;
+
+use super::deadline;
+use super::worker::{WorkError, WorkerPool};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its body.
+    pub body_read_timeout: Duration,
+    /// Evaluation budget when the caller gives no `?timeout=`.
+    pub default_eval_timeout: Duration,
+    /// Upper bound on any evaluation budget.
+    pub max_eval_timeout: Duration,
+    /// Evaluations running at once; further ones queue (within their deadline).
+    pub eval_concurrency: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 7 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            default_eval_timeout: Duration::from_secs(9),
+            max_eval_timeout: Duration::from_secs(30),
+            eval_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        }
+    }
+}
+
+/// The active policy set; a reload builds a whole new `Store` and swaps the pointer.
+#[derive(Debug, Default)]
+pub struct SharedStore(RwLock<Arc<Store>>);
+
+impl SharedStore {
+    pub fn new(store: Store) -> Self {
+        Self(RwLock::new(Arc::new(store)))
+    }
+
+    pub fn current(&self) -> Arc<Store> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn replace(&self, store: Store) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
+    }
+}
+
+struct Inner {
+    config: HttpConfig,
+    store: SharedStore,
+    metrics: Metrics,
+    ready: AtomicBool,
+    workers: WorkerPool,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn new(config: HttpConfig, store: Store, metrics: Metrics) -> Self {
+        metrics.policies_loaded.set(store.policies().len() as i64);
+        let workers = WorkerPool::new(config.eval_concurrency);
+        Self(Arc::new(Inner {
+            config,
+            store: SharedStore::new(store),
+            metrics,
+            ready: AtomicBool::new(false),
+            workers,
+        }))
+    }
+
+    pub fn config(&self) -> &HttpConfig {
+        &self.0.config
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.0.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn workers(&self) -> &WorkerPool {
+        &self.0.workers
+    }
+
+    /// Runs `work` against the current policy set on the worker pool, within the budget the
+    /// caller's `?timeout=` (or the server default) allows.
+    pub async fn run_bounded<T, F>(&self, query: Option<&str>, work: F) -> Result<T, WorkError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let config = self.config();
+        let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
+        let store = self.store().current();
+        self.workers().run(budget, move || work(&store)).await
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+}

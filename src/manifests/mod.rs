@@ -1,0 +1,144 @@
+//! Registration manifests rendered from the policy files: the webhook configurations
+//! (`webhooks`), the CRD conversion stanzas (`crd`) and, for an in-cluster target, everything
+//! needed to run tollgate there (`install`), printed as YAML (`output`).
+
+mod crd;
+mod install;
+mod output;
+mod webhooks;
+
+pub use output::to_yaml;
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tollgate_engine::Store;
+
+const MANAGED_BY: &str = "tollgate";
+const APP_LABEL: &str = "app.kubernetes.io/name";
+
+/// Where the apiserver sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `https://HOST:PORT` — local development, tests against a local apiserver.
+    Url(String),
+    /// A Service in the cluster.
+    Service { namespace: String, name: String },
+}
+
+impl Target {
+    pub fn parse_service(text: &str) -> Result<Self, ManifestError> {
+        match text.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self::Service {
+                    namespace: ns.into(),
+                    name: name.into(),
+                })
+            }
+            _ => Err(ManifestError::Usage(format!(
+                "--service {text:?} must be NAMESPACE/NAME"
+            ))),
+        }
+    }
+
+    pub fn parse_url(text: &str) -> Result<Self, ManifestError> {
+        let rest = text.strip_prefix("https://").ok_or_else(|| {
+            ManifestError::Usage(format!("--url {text:?} must start with https://"))
+        })?;
+        if rest.is_empty() || rest.contains('?') || rest.contains('#') {
+            return Err(ManifestError::Usage(format!(
+                "--url {text:?} must be https://HOST[:PORT]"
+            )));
+        }
+        Ok(Self::Url(text.trim_end_matches('/').to_string()))
+    }
+
+    pub(crate) fn client_config(&self, path: &str, ca_bundle: Option<&str>) -> Value {
+        let mut config = match self {
+            Self::Url(base) => json!({"url": format!("{base}{path}")}),
+            Self::Service { namespace, name } => {
+                json!({"service": {"namespace": namespace, "name": name, "path": path, "port": 443}})
+            }
+        };
+        if let Some(ca) = ca_bundle {
+            config["caBundle"] = json!(ca);
+        }
+        config
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    /// Base64 of the CA PEM; `None` renders no caBundle (to be added at install time).
+    pub ca_bundle: Option<String>,
+    /// tollgate's own namespace, never sent to the webhooks (nor is kube-system).
+    pub namespace: String,
+    pub timeout_seconds: u8,
+    /// Full CRD documents to complete with the conversion stanza.
+    pub crd_files: Vec<PathBuf>,
+    pub image: String,
+    pub replicas: u16,
+    /// The policy files, embedded as a ConfigMap for an in-cluster target.
+    pub policies_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// A flag value is not usable.
+    #[error("{0}")]
+    Usage(String),
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CRD file does not fit the conversion rules.
+    #[error("{}: {message}", path.display())]
+    Crd { path: PathBuf, message: String },
+    #[error("cannot write YAML: {0}")]
+    Emit(String),
+}
+
+pub fn ca_bundle_from(ca_pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes())
+}
+
+pub fn render(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestError> {
+    let mut docs = Vec::new();
+    if let Target::Service { namespace, name } = &options.target {
+        docs.extend(install::in_cluster(store, options, namespace, name)?);
+    }
+    docs.extend(crd::conversion_documents(store, options)?);
+    docs.push(webhooks::configuration(
+        store,
+        options,
+        webhooks::Flavour::Validating,
+    ));
+    docs.push(webhooks::configuration(
+        store,
+        options,
+        webhooks::Flavour::Mutating,
+    ));
+    Ok(docs)
+}
+
+fn labels() -> Value {
+    json!({APP_LABEL: "tollgate", "app.kubernetes.io/managed-by": MANAGED_BY})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_strictly() {
+        assert!(Target::parse_service("ns/name").is_ok());
+        assert!(Target::parse_service("name").is_err());
+        assert!(Target::parse_url("https://127.0.0.1:8443").is_ok());
+        assert!(Target::parse_url("http://127.0.0.1:8443").is_err());
+    }
+}
