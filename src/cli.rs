@@ -1,4 +1,5 @@
-//! Command line: `serve`, `review`, `check`, `certs`, `manifests`.
+//! Command line: `serve`, `review`, `check`, `certs`, `manifests`, `reconcile`,
+//! `release-finalizers`.
 
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -40,6 +41,68 @@ pub enum Command {
     /// Render webhook configurations and CRD conversion stanzas (and, with --service, the
     /// whole in-cluster installation) from the policy files and the CA.
     Manifests(ManifestsArgs),
+    /// Keep status, revision history and automatic rollback for every kind whose policy has a
+    /// `rollout` section (kube config from KUBECONFIG, ~/.kube/config or in-cluster).
+    Reconcile(ReconcileArgs),
+    /// Remove tollgate's finalizer from every managed object (before uninstalling the reconciler).
+    ReleaseFinalizers(ReleaseArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseArgs {
+    /// Name of the coordination.k8s.io/v1 Lease the replicas compete for.
+    #[arg(long, default_value = "tollgate-reconciler")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: $POD_NAME or the host name, plus the pid).
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+impl LeaseArgs {
+    fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "tollgate".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    fn config(&self, identity: &str) -> tollgate_reconciler::leader::LeaseConfig {
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        tollgate_reconciler::leader::LeaseConfig::new(&self.lease_name, &namespace, identity)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Directory of policy files; kinds with a `rollout` section are reconciled.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Plain-HTTP address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    /// Run without leader election (only when exactly one replica runs).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +169,12 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value_t = 25)]
     pub shutdown_grace: u64,
+    /// Also run the reconciler in this process (leader-elected; webhook serving never waits
+    /// for leadership).
+    #[arg(long)]
+    pub reconcile: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +231,8 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Check(args) => check(&args),
         Command::Certs(args) => certs(&args),
         Command::Manifests(args) => manifests(&args),
+        Command::Reconcile(args) => reconcile(&args),
+        Command::ReleaseFinalizers(args) => release_finalizers(&args),
     }
 }
 
@@ -173,17 +244,87 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     config.http.max_body_bytes = args.max_body_bytes;
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| CliError::Runtime(format!("cannot start runtime: {e}")))?;
-    runtime
-        .block_on(server::run(config, shutdown::signal()))
+    let runtime = runtime()?;
+    let reconciler = args.reconcile.then(|| {
+        let identity = args.lease.identity();
+        tollgate_reconciler::ReconcilerConfig {
+            policies_dir: config.policies_dir.clone(),
+            metrics_addr: None,
+            lease: Some(args.lease.config(&identity)),
+            identity,
+        }
+    });
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let reconciling = reconciler.map(|r| tokio::spawn(tollgate_reconciler::run(r, stopped())));
+        let served = server::run(config, async move {
+            shutdown::signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
         .map_err(|e| {
             if e.is_config_error() {
                 CliError::Usage(e.to_string())
             } else {
                 CliError::Runtime(e.to_string())
             }
-        })
+        });
+        if let Some(task) = reconciling {
+            if served.is_err() {
+                task.abort();
+            } else if let Ok(Err(e)) = task.await {
+                return Err(reconcile_error(e));
+            }
+        }
+        served
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Runtime(format!("cannot start runtime: {e}")))
+}
+
+fn reconcile_error(e: tollgate_reconciler::RunError) -> CliError {
+    if e.is_config_error() {
+        CliError::Usage(e.to_string())
+    } else {
+        CliError::Runtime(e.to_string())
+    }
+}
+
+fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {
+    telemetry::init(args.log_format);
+    let metrics_addr = resolve_addr(&args.metrics_addr)?;
+    let identity = args.lease.identity();
+    let config = tollgate_reconciler::ReconcilerConfig {
+        policies_dir: args.policies.clone(),
+        metrics_addr: Some(metrics_addr),
+        lease: (!args.no_leader_election).then(|| args.lease.config(&identity)),
+        identity,
+    };
+    // Bad policies are a usage error before anything connects to a cluster.
+    tollgate_reconciler::runner::load_kinds(&config.policies_dir).map_err(reconcile_error)?;
+    runtime()?
+        .block_on(tollgate_reconciler::run(config, shutdown::signal()))
+        .map_err(reconcile_error)
+}
+
+fn release_finalizers(args: &ReleaseArgs) -> Result<(), CliError> {
+    let released = runtime()?
+        .block_on(tollgate_reconciler::release_finalizers(&args.policies))
+        .map_err(reconcile_error)?;
+    println!(
+        "removed the {} finalizer from {released} object(s)",
+        tollgate_reconciler::controller::FINALIZER
+    );
+    Ok(())
 }
 
 fn resolve_addr(text: &str) -> Result<SocketAddr, CliError> {

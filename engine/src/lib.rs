@@ -4,7 +4,7 @@
 //! `evaluate` answers validation, defaulting and conversion questions against it.
 //!
 //! Modules depend only downwards: `path` and `schema` at the bottom; `validate`, `immutable`,
-//! `defaults`, `selector` and `conversion` on those; `policy` (format, loader, store) on all of
+//! `defaults`, `selector`, `conversion` and `rollout` on those; `policy` (format, loader, store) on all of
 //! them; `evaluate` on `policy`.
 
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod immutable;
 pub mod path;
 pub mod policy;
+pub mod rollout;
 pub mod schema;
 pub mod selector;
 pub mod validate;

@@ -115,6 +115,14 @@ impl FieldPath {
             })
     }
 
+    /// The first key, e.g. `"spec"` for `spec.replicas`.
+    pub fn first_key(&self) -> Option<&str> {
+        match self.0.first() {
+            Some(Segment::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

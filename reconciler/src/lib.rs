@@ -1,9 +1,20 @@
-//! tollgate-reconciler: owns the status of tollgate-managed custom resources.
+//! tollgate-reconciler: owns the status of tollgate-managed custom resources, records each spec
+//! as a revision, and rolls a resource back to its last healthy spec when a change fails.
 //!
-//! This first piece is the condition bookkeeping every status writer needs: conditions are
-//! keyed by type, and `lastTransitionTime` moves only when the status really changes, so
-//! watchers are not woken by rewrites that change nothing.
+//! `decide` is the whole rule set as a pure function; `controller` runs it per object with
+//! kube-runtime and carries out its actions; `leader` makes sure only one replica writes.
 
 #![forbid(unsafe_code)]
 
-pub mod conditions;
+pub mod controller;
+pub mod decide;
+pub mod health;
+pub mod kinds;
+pub mod leader;
+pub mod metrics;
+pub mod patch;
+pub mod revisions;
+pub mod runner;
+pub mod status;
+
+pub use runner::{ReconcilerConfig, RunError, release_finalizers, run};

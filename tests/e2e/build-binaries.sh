@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd from source (Go module proxy only) for the end-to-end
+# Builds the real kube-apiserver, kube-controller-manager and etcd from source (Go module proxy only) for the end-to-end
 # tests, and caches them under target/e2e/bin so a re-run on the same machine is quick.
 #
 #   tests/e2e/build-binaries.sh          # build what is missing, print the bin directory
@@ -21,9 +21,13 @@ export CGO_ENABLED=0
 
 stamp_ok() { [[ -x "${bin}/$1" && -f "${bin}/$1.version" && "$(cat "${bin}/$1.version")" == "$2" ]]; }
 
-build_kube_apiserver() {
-  if stamp_ok kube-apiserver "${KUBERNETES_VERSION}+stamped"; then return; fi
+# kube-apiserver, and kube-controller-manager so Deployments, ReplicaSets and garbage collection
+# are real in the reconciler tests. Both come from one module of k8s.io/kubernetes.
+kube_module() {
   local mod="${out}/kube-module"
+  if [[ -f "${mod}/go.sum" && "$(cat "${mod}/version" 2>/dev/null)" == "${KUBERNETES_VERSION}" ]]; then
+    echo "${mod}"; return
+  fi
   rm -rf "${mod}" && mkdir -p "${mod}"
   local staging_minor="v0.${KUBERNETES_VERSION#v1.}"
   # k8s.io/kubernetes points its k8s.io/* staging modules at ./staging; a consumer module has to
@@ -47,14 +51,27 @@ build_kube_apiserver() {
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+)
 GO
+  (cd "${mod}" && go mod tidy >&2)
+  echo "${KUBERNETES_VERSION}" > "${mod}/version"
+  echo "${mod}"
+}
+
+build_kube_binary() {
+  local name="$1"
+  if stamp_ok "${name}" "${KUBERNETES_VERSION}+stamped"; then return; fi
+  local mod
+  mod="$(kube_module)"
   # Stamp the real version: the apiserver derives its emulation/compatibility version from it.
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local pkg="k8s.io/component-base/version"
   local ldflags="-s -w -X ${pkg}.gitVersion=${KUBERNETES_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
-  (cd "${mod}" && go mod tidy && go build -ldflags "${ldflags}" -o "${bin}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-  echo "${KUBERNETES_VERSION}+stamped" > "${bin}/kube-apiserver.version"
+  (cd "${mod}" && go build -ldflags "${ldflags}" -o "${bin}/${name}" "k8s.io/kubernetes/cmd/${name}")
+  echo "${KUBERNETES_VERSION}+stamped" > "${bin}/${name}.version"
 }
 
 build_etcd() {
@@ -86,6 +103,7 @@ GO
 
 started=$(date +%s)
 build_etcd
-build_kube_apiserver
+build_kube_binary kube-apiserver
+build_kube_binary kube-controller-manager
 echo "e2e binaries ready in ${bin} ($(( $(date +%s) - started ))s)" >&2
 echo "${bin}"

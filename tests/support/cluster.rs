@@ -1,4 +1,4 @@
-//! A real etcd + kube-apiserver on loopback for end-to-end tests, built from source by
+//! A real etcd + kube-apiserver (and, on request, kube-controller-manager) on loopback for end-to-end tests, built from source by
 //! `tests/e2e/build-binaries.sh` (cached in `target/e2e/bin`). Every flag is here, once.
 //!
 //! When the binaries are missing the tests skip with a printed reason, unless
@@ -21,6 +21,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     etcd: Child,
     apiserver: Child,
+    controller_manager: Option<Child>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -221,6 +222,7 @@ impl Cluster {
             kubeconfig,
             etcd,
             apiserver,
+            controller_manager: None,
         };
         cluster.wait_ready(Duration::from_secs(120)).await;
         Some(cluster)
@@ -257,6 +259,40 @@ impl Cluster {
         }
     }
 
+    /// Starts kube-controller-manager with the controllers the reconciler tests need
+    /// (Deployments, ReplicaSets, garbage collection, default ServiceAccounts), loopback only.
+    /// Returns false, with the reason printed, when its binary is not built.
+    pub fn start_controller_manager(&mut self) -> bool {
+        let binary = bin_dir().join("kube-controller-manager");
+        if !binary.exists() {
+            let reason = format!(
+                "{} not built (run tests/e2e/build-binaries.sh)",
+                binary.display()
+            );
+            if std::env::var("TOLLGATE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+                panic!("{reason}, and TOLLGATE_E2E_REQUIRED=1");
+            }
+            eprintln!("SKIPPED: {reason}");
+            return false;
+        }
+        let path = |name: &str| self.dir.path().join(name);
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()),
+            format!("--cert-dir={}", path("kcm-certs").display()),
+            "--leader-elect=false".into(),
+            "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,serviceaccount-controller".into(),
+            // Tests change things every few seconds; react at once.
+            "--concurrent-deployment-syncs=5".into(),
+            "--v=1".into(),
+        ];
+        self.controller_manager = Some(spawn_logged(&binary, &args, &path("kcm.log")));
+        true
+    }
+
     pub fn log_tail(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -266,6 +302,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(child) = self.controller_manager.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for child in [&mut self.apiserver, &mut self.etcd] {
             let _ = child.kill();
             let _ = child.wait();

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::conversion::ConversionSpec;
+use crate::rollout::RolloutSpec;
 use crate::selector::LabelSelectorSpec;
 
 pub const POLICY_API_VERSION: &str = "tollgate.dev/v1alpha1";
@@ -49,6 +50,9 @@ pub struct PolicySpec {
     /// How objects move between the versions of this kind (CRD conversion webhook).
     #[serde(default)]
     pub conversion: Option<ConversionSpec>,
+    /// Status, revision history and rollback by the reconciler.
+    #[serde(default)]
+    pub rollout: Option<RolloutSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,6 +13,7 @@ use super::yaml::{self, SourceDocument};
 use crate::conversion;
 use crate::defaults::{Defaulter, MetadataDefaults};
 use crate::path::{FieldPath, escape_pointer, keys_from_pointer};
+use crate::rollout;
 use crate::schema;
 use crate::selector::LabelSelector;
 
@@ -178,6 +179,10 @@ fn compile_document(
             &mut fail,
         )
     });
+    let rollout = spec
+        .rollout
+        .as_ref()
+        .and_then(|r| rollout::compile(r, spec.schema.as_ref(), &mut fail));
     if failed > 0 {
         return None;
     }
@@ -199,6 +204,7 @@ fn compile_document(
         metadata_defaults,
         immutable,
         conversion,
+        rollout,
     })
 }
 
@@ -337,25 +343,32 @@ fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Names must be unique across files: they key metrics, messages and manifests. A kind's
-/// versions can only be described once, so only one policy per kind may carry conversion rules.
+/// versions and its rollout can each be described once, so only one policy per kind may carry
+/// conversion rules, and only one a rollout section.
 fn report_duplicate_names(policies: &[CompiledPolicy], errors: &mut Vec<PolicyError>) {
-    let mut converters: HashMap<(&str, &str), &CompiledPolicy> = HashMap::new();
-    for policy in policies.iter().filter(|p| p.conversion.is_some()) {
-        let key = (policy.matcher.group.as_str(), policy.matcher.kind.as_str());
-        if let Some(first) = converters.insert(key, policy) {
-            errors.push(PolicyError {
-                file: policy.origin.file.clone(),
-                line: policy.origin.line,
-                message: format!(
-                    "policy {:?}: conversion rules for {}/{} are already declared by policy {:?} at {}:{}",
-                    policy.name,
-                    key.0,
-                    key.1,
-                    first.name,
-                    first.origin.file.display(),
-                    first.origin.line
-                ),
-            });
+    type Declares = fn(&CompiledPolicy) -> bool;
+    let sections: [(&str, Declares); 2] = [
+        ("conversion rules for {} are", |p| p.conversion.is_some()),
+        ("a rollout section for {} is", |p| p.rollout.is_some()),
+    ];
+    for (what, declares) in sections {
+        let mut first_by_kind: HashMap<(&str, &str), &CompiledPolicy> = HashMap::new();
+        for policy in policies.iter().filter(|p| declares(p)) {
+            let key = (policy.matcher.group.as_str(), policy.matcher.kind.as_str());
+            if let Some(first) = first_by_kind.insert(key, policy) {
+                errors.push(PolicyError {
+                    file: policy.origin.file.clone(),
+                    line: policy.origin.line,
+                    message: format!(
+                        "policy {:?}: {} already declared by policy {:?} at {}:{}",
+                        policy.name,
+                        what.replace("{}", &format!("{}/{}", key.0, key.1)),
+                        first.name,
+                        first.origin.file.display(),
+                        first.origin.line
+                    ),
+                });
+            }
         }
     }
     let mut seen: HashMap<&str, &Origin> = HashMap::new();

@@ -12,6 +12,7 @@ use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, MetadataDefaults};
 use crate::immutable;
 use crate::path::FieldPath;
+use crate::rollout::Rollout;
 use crate::selector::LabelSelector;
 use crate::validate::{self, Violation};
 
@@ -33,6 +34,7 @@ pub struct CompiledPolicy {
     pub(crate) metadata_defaults: MetadataDefaults,
     pub(crate) immutable: Vec<FieldPath>,
     pub conversion: Option<KindConversion>,
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug)]

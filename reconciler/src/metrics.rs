@@ -1,0 +1,150 @@
+//! Reconciler metrics (Prometheus text on `/metrics`) and the readiness report per kind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::status::Phase;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub kind: String,
+    pub decision: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub kind: String,
+    pub phase: String,
+}
+
+/// How a managed kind is doing, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "state", content = "detail")]
+pub enum KindState {
+    /// Waiting for the CRD to be served (retried).
+    Missing(String),
+    Running,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub errors: Family<KindLabels, Counter>,
+    pub rollbacks: Family<KindLabels, Counter>,
+    pub objects: Family<PhaseLabels, Gauge>,
+    pub kind_missing: Family<KindLabels, Gauge>,
+    pub leader: Gauge,
+    phases: Mutex<HashMap<(String, String), Phase>>,
+    kinds: Mutex<BTreeMap<String, KindState>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate_reconciler");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<KindLabels, Counter>::default();
+        let rollbacks = Family::<KindLabels, Counter>::default();
+        let objects = Family::<PhaseLabels, Gauge>::default();
+        let kind_missing = Family::<KindLabels, Gauge>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and decision",
+            reconciles.clone(),
+        );
+        registry.register("errors", "Failed reconciles by kind", errors.clone());
+        registry.register(
+            "rollbacks",
+            "Rollbacks carried out, by kind",
+            rollbacks.clone(),
+        );
+        registry.register(
+            "objects",
+            "Managed objects by kind and phase",
+            objects.clone(),
+        );
+        registry.register(
+            "kind_missing",
+            "1 while a kind's CRD is not served (retried)",
+            kind_missing.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            rollbacks,
+            objects,
+            kind_missing,
+            leader,
+            phases: Mutex::default(),
+            kinds: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Records an object's phase (`None` once it is gone) and refreshes the per-phase gauges.
+    pub fn set_phase(&self, kind: &str, key: &str, phase: Option<Phase>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (kind.to_string(), key.to_string());
+        match phase {
+            Some(p) => {
+                phases.insert(id, p);
+            }
+            None => {
+                phases.remove(&id);
+            }
+        }
+        for p in Phase::ALL {
+            let count = phases
+                .iter()
+                .filter(|((k, _), v)| k == kind && **v == p)
+                .count();
+            self.objects
+                .get_or_create(&PhaseLabels {
+                    kind: kind.to_string(),
+                    phase: p.as_str().to_string(),
+                })
+                .set(count as i64);
+        }
+    }
+
+    pub fn set_kind_state(&self, kind: &str, state: KindState) {
+        let missing = matches!(state, KindState::Missing(_));
+        self.kind_missing
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .set(i64::from(missing));
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind.to_string(), state);
+    }
+
+    pub fn kind_states(&self) -> BTreeMap<String, KindState> {
+        self.kinds.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

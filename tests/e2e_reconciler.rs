@@ -1,0 +1,851 @@
+//! The reconciler against a real kube-apiserver and kube-controller-manager (built from source,
+//! on loopback): status, revisions, automatic and manual rollback, the rules that stop it, the
+//! finalizer, and leader election between two `tollgate reconcile` processes.
+//!
+//! The test plays the two parts a cluster would otherwise need: the PaymentGateway operator (a
+//! Deployment per gateway, its template following the gateway's spec) and the kubelet (Pods of
+//! a healthy template are marked Ready; Pods of a "broken" one never are).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
+
+mod support;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::cluster::Cluster;
+
+const NS: &str = "gateways";
+/// The test policy's progress deadline (the shipped one allows 600 s).
+const DEADLINE_SECONDS: u64 = 12;
+const WAIT: Duration = Duration::from_secs(90);
+
+fn gateways(client: &Client) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("payments.example.com", "v1", "PaymentGateway"),
+        "paymentgateways",
+    );
+    Api::namespaced_with(client.clone(), NS, &resource)
+}
+
+fn gateway(name: &str, endpoint: &str, annotations: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "payments.example.com/v1",
+        "kind": "PaymentGateway",
+        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+        "spec": {
+            "provider": "stripe",
+            "endpoint": endpoint,
+            "credentialsSecretRef": {"name": "stripe-keys"},
+            "timeoutSeconds": 30,
+            "replicas": 2
+        }
+    }))
+    .expect("gateway")
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// Polls `probe` until it yields a value, failing with `what` (and the reconciler's log) after `WAIT`.
+async fn eventually<T, F, Fut>(what: &str, log: &Path, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if started.elapsed() > WAIT {
+            panic!(
+                "timed out waiting for {what}\n--- reconciler log ---\n{}",
+                log_tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn get(client: &Client, name: &str) -> Value {
+    serde_json::to_value(gateways(client).get(name).await.expect("get gateway")).expect("json")
+}
+
+fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn phase(object: &Value) -> &str {
+    object
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+async fn wait_phase(client: &Client, log: &Path, name: &str, wanted: &str) -> Value {
+    eventually(&format!("{name} phase {wanted}"), log, || async {
+        let object = get(client, name).await;
+        (phase(&object) == wanted
+            && object["status"]["observedGeneration"] == object["metadata"]["generation"])
+            .then_some(object)
+    })
+    .await
+}
+
+async fn revisions(client: &Client, object: &Value) -> Vec<ControllerRevision> {
+    let uid = object["metadata"]["uid"].as_str().expect("uid");
+    let mut list = Api::<ControllerRevision>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("tollgate.dev/owner-uid={uid}")))
+        .await
+        .expect("list revisions")
+        .items;
+    list.sort_by_key(|r| r.revision);
+    list
+}
+
+async fn events(client: &Client, name: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// How many times an event happened (the recorder folds repeats into a series).
+fn occurrences(events: &[Event]) -> i32 {
+    events
+        .iter()
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
+}
+
+async fn patch_spec(client: &Client, name: &str, spec: Value) {
+    gateways(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("patch spec");
+}
+
+async fn annotate(client: &Client, name: &str, annotations: Value) {
+    gateways(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .expect("annotate");
+}
+
+/// The PaymentGateway operator, as the test plays it: one Deployment per gateway, named after
+/// it; its Pods are "bad" (never Ready) while the endpoint says `broken` or the gateway carries
+/// the `e2e/sick` annotation.
+async fn operate(client: Client) {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    loop {
+        if let Ok(list) = gateways(&client).list(&ListParams::default()).await {
+            for gw in list.items {
+                if gw.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let value = serde_json::to_value(&gw).unwrap_or_default();
+                let name = gw.name_any();
+                let annotations = gw.annotations();
+                let bad = value
+                    .pointer("/spec/endpoint")
+                    .and_then(Value::as_str)
+                    .is_some_and(|e| e.contains("broken"))
+                    || annotations.contains_key("e2e/sick");
+                let deadline: i64 = annotations
+                    .get("e2e/deployment-deadline")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(600);
+                let spec_text = value["spec"].to_string();
+                let deployment = json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": NS, "ownerReferences": [{
+                        "apiVersion": "payments.example.com/v1", "kind": "PaymentGateway",
+                        "name": name, "uid": gw.uid(), "controller": true}]},
+                    "spec": {
+                        "replicas": value.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1),
+                        "progressDeadlineSeconds": deadline,
+                        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": {
+                            "metadata": {
+                                "labels": {"app": name, "health": if bad { "bad" } else { "good" }},
+                                "annotations": {"e2e/spec": spec_text, "e2e/sick": annotations.get("e2e/sick").cloned().unwrap_or_default()}
+                            },
+                            "spec": {"automountServiceAccountToken": false,
+                                     "containers": [{"name": "gateway", "image": "example.invalid/gateway:1"}]}
+                        }
+                    }
+                });
+                let _ = deployments
+                    .patch(
+                        &name,
+                        &PatchParams::apply("e2e-operator").force(),
+                        &Patch::Apply(&deployment),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The kubelet, as the test plays it: Pods labelled `health: good` become Ready.
+async fn kubelet(client: Client) {
+    let pods = Api::<Pod>::namespaced(client, NS);
+    loop {
+        if let Ok(list) = pods
+            .list(&ListParams::default().labels("health=good"))
+            .await
+        {
+            for pod in list.items {
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready || pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let status = json!({"status": {"phase": "Running", "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+                let _ = pods
+                    .patch_status(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `tollgate reconcile` as a child process; killed on drop.
+struct Reconciler {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Reconciler {
+    fn start(cluster: &Cluster, policies: &Path, identity: &str, lease: &str) -> Self {
+        let log = cluster
+            .dir
+            .path()
+            .join(format!("reconciler-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["reconcile", "--policies"])
+            .arg(policies)
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{}", support::cluster::free_port()),
+            ])
+            .args([
+                "--lease-name",
+                lease,
+                "--lease-namespace",
+                NS,
+                "--identity",
+                identity,
+            ])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,tollgate_reconciler=debug")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("tollgate reconcile starts");
+        Self { child, log }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The shipped policy with a deadline of a few seconds.
+fn test_policies(dir: &Path) -> PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).expect("policies dir");
+    let text = std::fs::read_to_string(support::repo_path("policies/paymentgateway.yaml"))
+        .expect("policy");
+    assert!(text.contains("progressDeadlineSeconds: 600"));
+    let text = text.replace(
+        "progressDeadlineSeconds: 600",
+        &format!("progressDeadlineSeconds: {DEADLINE_SECONDS}"),
+    );
+    std::fs::write(policies.join("paymentgateway.yaml"), text).expect("write policy");
+    policies
+}
+
+async fn install(client: &Client) {
+    let text =
+        std::fs::read_to_string(support::repo_path("deploy/crd-paymentgateway.yaml")).expect("crd");
+    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text).expect("crd parses")[0]
+        .value
+        .clone();
+    // No conversion webhook in these tests: only v1 is used.
+    crd["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("conversion");
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).expect("crd type"),
+    )
+    .await
+    .expect("crd created");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"),
+        )
+        .await
+        .expect("namespace");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa"),
+        )
+        .await;
+    // The CRD is served a moment after it is created.
+    let started = Instant::now();
+    while gateways(client).list(&ListParams::default()).await.is_err() {
+        assert!(started.elapsed() < WAIT, "CRD never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    if !cluster.start_controller_manager() {
+        return;
+    }
+    let client = cluster.client.clone();
+    install(&client).await;
+    let operator = tokio::spawn(operate(client.clone()));
+    let pods = tokio::spawn(kubelet(client.clone()));
+    let policies = test_policies(cluster.dir.path());
+
+    let mut single = Reconciler::start(&cluster, &policies, "solo", "tollgate-reconciler");
+    let log = single.log.clone();
+    let started = Instant::now();
+    tokio::join!(
+        healthy_create_then_rollback_after_the_deadline(&client, &log),
+        failed_health_rolls_back_before_the_deadline(&client, &log),
+        manual_rollback_by_annotation(&client, &log),
+        auto_rollback_disabled_by_annotation(&client, &log),
+        restored_spec_failing_again_is_failed_without_a_loop(&client, &log),
+        refused_restore_is_failed_with_the_apiservers_reason(&client, &log),
+    );
+    eprintln!(
+        "single-reconciler scenarios passed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    single.kill();
+
+    leader_dies_and_the_follower_finishes_the_rollback_once(&cluster, &client, &policies).await;
+    operator.abort();
+    pods.abort();
+}
+
+async fn healthy_create_then_rollback_after_the_deadline(client: &Client, log: &Path) {
+    let name = "gw-deadline";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(name, "https://pay.example.com", json!({})),
+        )
+        .await
+        .expect("create");
+    let ready = wait_phase(client, log, name, "Ready").await;
+    assert_eq!(ready["status"]["currentRevision"], 1);
+    assert_eq!(ready["status"]["lastHealthyRevision"], 1);
+    assert_eq!(condition(&ready, "Ready").expect("Ready")["status"], "True");
+    assert_eq!(
+        condition(&ready, "Progressing").expect("Progressing")["reason"],
+        "Complete"
+    );
+    assert_eq!(
+        condition(&ready, "RolledBack").expect("RolledBack")["status"],
+        "False"
+    );
+    assert!(
+        ready["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("tollgate.dev/revisions")))
+    );
+    let history = revisions(client, &ready).await;
+    assert_eq!(history.len(), 1, "one revision after a healthy create");
+    let first = &history[0];
+    assert_eq!(first.revision, Some(1));
+    assert_eq!(first.data.0, ready["spec"]);
+    assert!(
+        first
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("controller-revision-hash"))
+    );
+    let owner = &first.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("PaymentGateway", Some(true))
+    );
+
+    // A change whose Pods never become Ready: rolled back once the deadline passes.
+    let changed_at = Instant::now();
+    patch_spec(
+        client,
+        name,
+        json!({"endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    let rolled = eventually("gw-deadline rolled back", log, || async {
+        let o = get(client, name).await;
+        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
+    })
+    .await;
+    let waited = changed_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(DEADLINE_SECONDS - 1),
+        "rolled back after {waited:?}, before the deadline"
+    );
+    assert_eq!(rolled["spec"]["endpoint"], "https://pay.example.com");
+    let message = condition(&rolled, "RolledBack").expect("RolledBack")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("from revision 2 to revision 1"),
+        "{message}"
+    );
+    let ready = wait_phase(client, log, name, "Ready").await;
+    assert_eq!(ready["status"]["currentRevision"], 3);
+    let history = revisions(client, &ready).await;
+    let numbers: Vec<Option<i64>> = history.iter().map(|r| r.revision).collect();
+    assert_eq!(
+        numbers,
+        [Some(2), Some(3)],
+        "the restored revision is renumbered, the failed one kept"
+    );
+    let failed = &history[0];
+    assert_eq!(
+        failed
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("tollgate.dev/outcome"))
+            .map(String::as_str),
+        Some("failed")
+    );
+    assert!(
+        !ready["metadata"]["annotations"]
+            .as_object()
+            .is_some_and(|a| a.contains_key("tollgate.dev/restored"))
+    );
+    let rolled_back = events(client, name, "RolledBack").await;
+    assert_eq!(occurrences(&rolled_back), 1, "{rolled_back:?}");
+    let note = rolled_back[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("from revision 2 to revision 1") && note.contains("did not become healthy"),
+        "{note}"
+    );
+
+    // Deleting the object removes its revisions (the finalizer does it; GC may be absent).
+    gateways(client)
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let uid = ready["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eventually("gw-deadline and its revisions gone", log, || async {
+        let gone = gateways(client).get_opt(name).await.expect("get").is_none();
+        let left = Api::<ControllerRevision>::namespaced(client.clone(), NS)
+            .list(&ListParams::default().labels(&format!("tollgate.dev/owner-uid={uid}")))
+            .await
+            .expect("list")
+            .items
+            .len();
+        (gone && left == 0).then_some(())
+    })
+    .await;
+}
+
+async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Path) {
+    let name = "gw-health";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(name, "https://pay.example.com", json!({})),
+        )
+        .await
+        .expect("create");
+    wait_phase(client, log, name, "Ready").await;
+    // From now on the Deployment gives up after 2 s without progress: its
+    // ProgressDeadlineExceeded is the health check failing.
+    annotate(client, name, json!({"e2e/deployment-deadline": "2"})).await;
+    eventually("the Deployment's deadline lowered", log, || async {
+        let d = Api::<Deployment>::namespaced(client.clone(), NS)
+            .get(name)
+            .await
+            .ok()?;
+        (d.spec.progress_deadline_seconds == Some(2)).then_some(())
+    })
+    .await;
+    let changed_at = Instant::now();
+    patch_spec(
+        client,
+        name,
+        json!({"endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    let rolled = eventually("gw-health rolled back", log, || async {
+        let o = get(client, name).await;
+        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
+    })
+    .await;
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(DEADLINE_SECONDS),
+        "a failed health check must not wait for the deadline ({:?})\n{}",
+        changed_at.elapsed(),
+        log_tail(log)
+    );
+    assert_eq!(rolled["spec"]["endpoint"], "https://pay.example.com");
+    let history = revisions(client, &rolled).await;
+    let failure = history[0]
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("tollgate.dev/failure"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        failure.contains("failed its health check") && failure.contains("progress deadline"),
+        "{failure}"
+    );
+}
+
+async fn manual_rollback_by_annotation(client: &Client, log: &Path) {
+    let name = "gw-manual";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(name, "https://pay.example.com", json!({})),
+        )
+        .await
+        .expect("create");
+    wait_phase(client, log, name, "Ready").await;
+    patch_spec(client, name, json!({"timeoutSeconds": 45})).await;
+    let second = eventually("gw-manual revision 2 Ready", log, || async {
+        let o = wait_phase(client, log, name, "Ready").await;
+        (o["status"]["currentRevision"] == 2).then_some(o)
+    })
+    .await;
+    assert_eq!(second["status"]["lastHealthyRevision"], 2);
+    annotate(client, name, json!({"tollgate.dev/rollback-to": "1"})).await;
+    let back = eventually("gw-manual rolled back by hand", log, || async {
+        let o = get(client, name).await;
+        (o["spec"]["timeoutSeconds"] == 30
+            && phase(&o) == "Ready"
+            && o["status"]["currentRevision"] == 3)
+            .then_some(o)
+    })
+    .await;
+    let rolled = condition(&back, "RolledBack").expect("RolledBack");
+    assert_eq!(
+        (rolled["status"].as_str(), rolled["reason"].as_str()),
+        (Some("True"), Some("ManualRollback"))
+    );
+    assert!(
+        !back["metadata"]["annotations"]
+            .as_object()
+            .is_some_and(|a| a.contains_key("tollgate.dev/rollback-to"))
+    );
+    assert_eq!(occurrences(&events(client, name, "RolledBack").await), 1);
+}
+
+async fn auto_rollback_disabled_by_annotation(client: &Client, log: &Path) {
+    let name = "gw-manual-only";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(
+                name,
+                "https://pay.example.com",
+                json!({"tollgate.dev/auto-rollback": "false"}),
+            ),
+        )
+        .await
+        .expect("create");
+    wait_phase(client, log, name, "Ready").await;
+    patch_spec(
+        client,
+        name,
+        json!({"endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    let failed = wait_phase(client, log, name, "Failed").await;
+    assert_eq!(
+        failed["spec"]["endpoint"], "https://broken.example.com",
+        "no rollback when disabled"
+    );
+    let ready = condition(&failed, "Ready").expect("Ready");
+    assert_eq!(ready["reason"], "ProgressDeadlineExceeded");
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tollgate.dev/auto-rollback")),
+        "{ready}"
+    );
+    assert!(events(client, name, "RolledBack").await.is_empty());
+}
+
+async fn restored_spec_failing_again_is_failed_without_a_loop(client: &Client, log: &Path) {
+    let name = "gw-sick";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(name, "https://pay.example.com", json!({})),
+        )
+        .await
+        .expect("create");
+    wait_phase(client, log, name, "Ready").await;
+    // The environment breaks (every new Pod stays unready) and a change arrives at the same time:
+    // the rollback restores the old spec, which cannot become healthy either.
+    annotate(client, name, json!({"e2e/sick": "yes"})).await;
+    patch_spec(client, name, json!({"timeoutSeconds": 50})).await;
+    let failed = wait_phase(client, log, name, "Failed").await;
+    assert_eq!(
+        failed["spec"]["timeoutSeconds"], 30,
+        "the old spec was restored once"
+    );
+    assert_eq!(
+        condition(&failed, "RolledBack").expect("RolledBack")["status"],
+        "True"
+    );
+    let message = condition(&failed, "Ready").expect("Ready")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("does not roll back again"), "{message}");
+    // Give a looping reconciler time to misbehave, then check it did not.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = get(client, name).await;
+    assert_eq!(
+        (phase(&after), &after["spec"]["timeoutSeconds"]),
+        ("Failed", &json!(30))
+    );
+    assert_eq!(occurrences(&events(client, name, "RolledBack").await), 1);
+    assert_eq!(revisions(client, &after).await.len(), 2);
+}
+
+async fn refused_restore_is_failed_with_the_apiservers_reason(client: &Client, log: &Path) {
+    let name = "gw-denied";
+    let mut object = gateway(name, "https://pay.example.com", json!({}));
+    object.data["spec"]["timeoutSeconds"] = json!(31);
+    gateways(client)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+    wait_phase(client, log, name, "Ready").await;
+    // Policies tighten after revision 1 was healthy: its spec may no longer be written.
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "e2e-no-31"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["payments.example.com"], "apiVersions": ["*"],
+                                       "operations": ["UPDATE"], "resources": ["paymentgateways"]}]},
+                 "validations": [{"expression": "object.metadata.name != 'gw-denied' || object.spec.timeoutSeconds != 31",
+                                  "message": "timeoutSeconds 31 is no longer allowed"}]}
+    }))
+    .expect("policy");
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "e2e-no-31"},
+        "spec": {"policyName": "e2e-no-31", "validationActions": ["Deny"]}
+    }))
+    .expect("binding");
+    for (object, kind, plural) in [
+        (
+            policy,
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+        ),
+        (
+            binding,
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+        ),
+    ] {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+            plural,
+        );
+        Api::<DynamicObject>::all_with(client.clone(), &resource)
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("admission policy");
+    }
+    // The policy is enforced once the apiserver has compiled it: wait until it refuses.
+    eventually("the admission policy enforced", log, || async {
+        let attempt = gateways(client)
+            .patch(
+                name,
+                &PatchParams {
+                    dry_run: true,
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({"metadata": {"labels": {"probe": "x"}}})),
+            )
+            .await;
+        attempt.is_err().then_some(())
+    })
+    .await;
+    patch_spec(
+        client,
+        name,
+        json!({"timeoutSeconds": 32, "endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    let failed = wait_phase(client, log, name, "Failed").await;
+    assert_eq!(
+        failed["spec"]["timeoutSeconds"], 32,
+        "the refused restore changed nothing"
+    );
+    let message = condition(&failed, "Ready").expect("Ready")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("the rollback was refused")
+            && message.contains("timeoutSeconds 31 is no longer allowed"),
+        "{message}"
+    );
+    assert!(!events(client, name, "RollbackFailed").await.is_empty());
+    assert!(events(client, name, "RolledBack").await.is_empty());
+}
+
+async fn leader_dies_and_the_follower_finishes_the_rollback_once(
+    cluster: &Cluster,
+    client: &Client,
+    policies: &Path,
+) {
+    let lease_name = "tollgate-pair";
+    let mut first = Reconciler::start(cluster, policies, "first", lease_name);
+    let holder = || async {
+        Api::<Lease>::namespaced(client.clone(), NS)
+            .get_opt(lease_name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let first_log = first.log.clone();
+    eventually("first reconciler leads", &first_log, || async {
+        (holder().await.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    let mut second = Reconciler::start(cluster, policies, "second", lease_name);
+    let logs = second.log.clone();
+
+    let name = "gw-leader";
+    gateways(client)
+        .create(
+            &PostParams::default(),
+            &gateway(name, "https://pay.example.com", json!({})),
+        )
+        .await
+        .expect("create");
+    wait_phase(client, &first_log, name, "Ready").await;
+    patch_spec(
+        client,
+        name,
+        json!({"endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    eventually("revision 2 recorded by the leader", &first_log, || async {
+        let o = get(client, name).await;
+        (o["status"]["currentRevision"] == 2).then_some(())
+    })
+    .await;
+    // The leader dies mid-rollout, without releasing its lease.
+    first.kill();
+    let killed_at = Instant::now();
+    let rolled = eventually("the follower finishes the rollback", &logs, || async {
+        let o = get(client, name).await;
+        (phase(&o) == "Ready" && condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True"))
+            .then_some(o)
+    })
+    .await;
+    eprintln!(
+        "follower took over and rolled back {:.1}s after the leader died",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(holder().await.as_deref(), Some("second"));
+    assert_eq!(rolled["spec"]["endpoint"], "https://pay.example.com");
+    assert_eq!(
+        occurrences(&events(client, name, "RolledBack").await),
+        1,
+        "exactly one rollback"
+    );
+    let history = revisions(client, &rolled).await;
+    let numbers: Vec<Option<i64>> = history.iter().map(|r| r.revision).collect();
+    assert_eq!(numbers, [Some(2), Some(3)]);
+    second.kill();
+}
