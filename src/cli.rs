@@ -262,7 +262,18 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let reconciling = reconciler.map(|r| tokio::spawn(tollgate_reconciler::run(r, stopped())));
+        // The webhooks never wait for the reconciler: a reconciler that cannot run is reported
+        // at once and the server keeps serving.
+        let reconciling = reconciler.map(|r| {
+            let until = stopped();
+            tokio::spawn(async move {
+                let result = tollgate_reconciler::run(r, until).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "reconciler stopped; the webhooks keep serving");
+                }
+                result
+            })
+        });
         let served = server::run(config, async move {
             shutdown::signal().await;
             let _ = stop_tx.send(true);

@@ -482,15 +482,57 @@ fn manifests_for_a_service_describe_the_whole_installation() {
         1
     );
     assert_eq!(by_kind(&docs, "Service")["spec"]["ports"][0]["port"], 443);
-    let rules = by_kind(&docs, "ClusterRole")["rules"]
+    // The reconciler: its own token-bearing identity, least privilege, leader-elected replicas.
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let reconciler = named("Deployment", "tollgate-reconciler");
+    assert_eq!(reconciler["spec"]["replicas"], 2);
+    let reconciler_pod = &reconciler["spec"]["template"]["spec"];
+    assert_eq!(reconciler_pod["serviceAccountName"], "tollgate-reconciler");
+    assert_eq!(reconciler_pod["containers"][0]["args"][0], "reconcile");
+    assert_eq!(
+        reconciler_pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
+    assert_eq!(
+        named("ServiceAccount", "tollgate-reconciler")["metadata"]["namespace"],
+        "gate"
+    );
+    let rules = named("ClusterRole", "tollgate-reconciler")["rules"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert!(
+    let grants = |group: &str, resource: &str| -> Vec<String> {
         rules
             .iter()
-            .all(|r| r["apiGroups"] == json!(["payments.example.com"])),
-        "{rules:?}"
+            .filter(|r| r["apiGroups"] == json!([group]) && r["resources"] == json!([resource]))
+            .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        grants("payments.example.com", "paymentgateways"),
+        ["get", "list", "watch", "patch", "update"]
+    );
+    assert_eq!(
+        grants("payments.example.com", "paymentgateways/status"),
+        ["get", "patch", "update"]
+    );
+    assert_eq!(
+        grants("apps", "controllerrevisions"),
+        ["get", "list", "watch", "create", "patch", "delete"]
+    );
+    assert_eq!(grants("events.k8s.io", "events"), ["create", "patch"]);
+    assert_eq!(grants("apps", "deployments"), ["get", "list", "watch"]);
+    assert!(grants("", "pods").is_empty(), "no health rule reads Pods");
+    assert!(grants("", "secrets").is_empty());
+    assert_eq!(
+        named("Role", "tollgate-reconciler")["rules"][0]["resources"],
+        json!(["leases"])
     );
     let policy_text =
         std::fs::read_to_string(repo_path("policies/paymentgateway.yaml")).expect("policy");
@@ -569,4 +611,64 @@ fn manifests_refuse_missing_ca_bad_targets_and_crds_the_rules_cannot_serve() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("serves version \"v2\""), "{stderr}");
+}
+
+#[test]
+fn reconcile_refuses_unusable_configuration_before_touching_a_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("mkdir");
+    // Valid policies without a rollout section: nothing to reconcile.
+    let text = std::fs::read_to_string(repo_path("policies/paymentgateway.yaml")).expect("policy");
+    let without_rollout = &text[..text
+        .find("  rollout:")
+        .expect("shipped policy has a rollout")];
+    std::fs::write(policies.join("p.yaml"), without_rollout).expect("write");
+    // An unreachable kubeconfig proves the checks come first.
+    let missing = dir.path().join("no-kubeconfig");
+    let run = |args: &[&str]| {
+        tollgate()
+            .args(args)
+            .env("KUBECONFIG", &missing)
+            .output()
+            .expect("runs")
+    };
+    let policies_arg = policies.to_str().expect("utf8 path");
+    let out = run(&[
+        "reconcile",
+        "--policies",
+        policies_arg,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has a spec.rollout section; nothing to reconcile"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        policies.join("p.yaml"),
+        text.replace("nameFrom: metadata.name", "nameFrom: spec.missing"),
+    )
+    .expect("write");
+    let out = run(&["reconcile", "--policies", policies_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p.yaml:")
+            && stderr.contains(
+                "spec.rollout.health.workload.nameFrom: spec.missing is not declared in spec.schema"
+            ),
+        "{stderr}"
+    );
+
+    let out = run(&["release-finalizers", "--policies", policies_arg]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

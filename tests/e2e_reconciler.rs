@@ -260,6 +260,7 @@ async fn kubelet(client: Client) {
 struct Reconciler {
     child: Child,
     log: PathBuf,
+    metrics: String,
 }
 
 impl Reconciler {
@@ -270,13 +271,11 @@ impl Reconciler {
             .join(format!("reconciler-{identity}.log"));
         let out = std::fs::File::create(&log).expect("log");
         let err = out.try_clone().expect("log");
+        let metrics = format!("127.0.0.1:{}", support::cluster::free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["reconcile", "--policies"])
             .arg(policies)
-            .args([
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", support::cluster::free_port()),
-            ])
+            .args(["--metrics-addr", &metrics])
             .args([
                 "--lease-name",
                 lease,
@@ -294,7 +293,18 @@ impl Reconciler {
             .stderr(err)
             .spawn()
             .expect("tollgate reconcile starts");
-        Self { child, log }
+        Self {
+            child,
+            log,
+            metrics: format!("http://{metrics}"),
+        }
+    }
+
+    /// Status code and body of a GET on the reconciler's plain-HTTP probe port.
+    async fn probe(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.metrics)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
     }
 
     fn kill(&mut self) {
@@ -343,14 +353,6 @@ async fn install(client: &Client) {
     )
     .await
     .expect("crd created");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"),
-        )
-        .await
-        .expect("namespace");
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
     let _ = accounts
         .create(
@@ -375,13 +377,44 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
         return;
     }
     let client = cluster.client.clone();
-    install(&client).await;
-    let operator = tokio::spawn(operate(client.clone()));
-    let pods = tokio::spawn(kubelet(client.clone()));
     let policies = test_policies(cluster.dir.path());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"),
+        )
+        .await
+        .expect("namespace");
 
+    // Started before its CRD exists: reported as not ready, with the reason, and retried.
     let mut single = Reconciler::start(&cluster, &policies, "solo", "tollgate-reconciler");
     let log = single.log.clone();
+    let (code, body) = eventually("readiness reports the missing CRD", &log, || async {
+        single
+            .probe("/readyz")
+            .await
+            .filter(|(_, body)| body.contains("not served"))
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    let (_, metrics) = single.probe("/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains(
+            "tollgate_reconciler_kind_missing{kind=\"PaymentGateway.payments.example.com\"} 1"
+        ),
+        "{metrics}"
+    );
+    install(&client).await;
+    eventually("readiness once the CRD is served", &log, || async {
+        single
+            .probe("/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    let operator = tokio::spawn(operate(client.clone()));
+    let pods = tokio::spawn(kubelet(client.clone()));
     let started = Instant::now();
     tokio::join!(
         healthy_create_then_rollback_after_the_deadline(&client, &log),
@@ -398,6 +431,7 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     single.kill();
 
     leader_dies_and_the_follower_finishes_the_rollback_once(&cluster, &client, &policies).await;
+    committed_installation_is_accepted_by_the_apiserver(&client).await;
     operator.abort();
     pods.abort();
 }
@@ -848,4 +882,45 @@ async fn leader_dies_and_the_follower_finishes_the_rollback_once(
     let numbers: Vec<Option<i64>> = history.iter().map(|r| r.revision).collect();
     assert_eq!(numbers, [Some(2), Some(3)]);
     second.kill();
+}
+
+/// Every document of deploy/tollgate.yaml (reconciler Deployment, RBAC, webhooks...) passes the
+/// apiserver's own validation (server-side dry run; the CRD is already installed).
+async fn committed_installation_is_accepted_by_the_apiserver(client: &Client) {
+    let text = std::fs::read_to_string(support::repo_path("deploy/tollgate.yaml"))
+        .expect("deploy/tollgate.yaml");
+    let docs = tollgate_engine::policy::yaml::parse_documents(&text).expect("manifests parse");
+    let total = docs.len();
+    let mut checked = 0;
+    for doc in docs {
+        let value = doc.value;
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        if kind == "CustomResourceDefinition" {
+            continue;
+        }
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let (resource, caps) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, &kind))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} is not served: {e}"));
+        let object: DynamicObject = serde_json::from_value(value.clone()).expect("object");
+        let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        // The namespace is created for real, so the namespaced documents can be dry-run inside it.
+        let params = PostParams {
+            dry_run: kind != "Namespace",
+            ..PostParams::default()
+        };
+        api.create(&params, &object)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} {} refused: {e}", object.name_any()));
+        checked += 1;
+    }
+    assert_eq!(checked, total - 1, "every document but the CRD is checked");
+    assert!(checked >= 14, "the installation lost documents: {checked}");
 }

@@ -1,8 +1,10 @@
-//! The in-cluster installation for a Service target: namespace, identity, RBAC, the policy files
-//! as a ConfigMap, and a highly available Deployment behind a Service.
+//! The in-cluster installation for a Service target: namespace, the policy files as a ConfigMap,
+//! the webhook server (no API access, a highly available Deployment behind a Service) and the
+//! reconciler (its own ServiceAccount, least-privilege RBAC and a leader-elected Deployment).
 
 use serde_json::{Map, Value, json};
 use tollgate_engine::Store;
+use tollgate_engine::rollout::{HealthRule, WorkloadKind};
 
 use super::{APP_LABEL, ManifestError, Options, labels};
 
@@ -18,7 +20,6 @@ pub fn in_cluster(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels()}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name), "automountServiceAccountToken": false}),
     ];
-    docs.extend(reconciler_rbac(store, namespace, name));
     docs.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&format!("{name}-policies")),
                "data": policy_files(options)?}),
@@ -29,6 +30,9 @@ pub fn in_cluster(
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(name),
                "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}}}),
     ]);
+    if store.policies().iter().any(|p| p.rollout.is_some()) {
+        docs.extend(reconciler(store, options, namespace, name));
+    }
     Ok(docs)
 }
 
@@ -52,28 +56,117 @@ fn policy_files(options: &Options) -> Result<Map<String, Value>, ManifestError> 
     Ok(files)
 }
 
-/// The webhook server needs no API access (its pods mount no token). This role is for the
-/// reconciler: only the managed custom resources and their status.
-fn reconciler_rbac(store: &Store, namespace: &str, name: &str) -> [Value; 2] {
-    let rules: Vec<Value> = store
-        .policies()
-        .iter()
-        .map(|p| {
-            json!({"apiGroups": [p.matcher.group], "resources": [format!("{}/status", p.matcher.resource)], "verbs": ["get", "patch", "update"]})
-        })
-        .chain(store.policies().iter().map(|p| {
-            json!({"apiGroups": [p.matcher.group], "resources": [p.matcher.resource], "verbs": ["get", "list", "watch", "patch", "update"]})
-        }))
-        .collect();
-    let role = format!("{name}-reconciler");
-    [
+/// The reconciler's own identity, permissions and Deployment. The webhook server needs no API
+/// access (its pods mount no token); the reconciler reads and writes only what its rules need.
+fn reconciler(store: &Store, options: &Options, namespace: &str, name: &str) -> Vec<Value> {
+    let account = format!("{name}-reconciler");
+    let selector = json!({APP_LABEL: account});
+    let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
+    let subjects = json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}]);
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&account)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": role, "labels": labels()}, "rules": rules}),
+               "metadata": {"name": account, "labels": labels()}, "rules": reconciler_rules(store)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": role, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-               "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]}),
+               "metadata": {"name": account, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
+               "subjects": subjects}),
+        // The Lease lives in tollgate's namespace: leader election needs nothing cluster-wide.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(&account),
+               "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                          "verbs": ["get", "create", "update"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(&account),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+               "subjects": subjects}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(&account),
+               "spec": reconciler_deployment_spec(options, name, &account, &selector)}),
     ]
+}
+
+/// The managed resources and their status, the revisions, Events, and read access to exactly
+/// the health sources the policies name.
+fn reconciler_rules(store: &Store) -> Vec<Value> {
+    let mut rules = Vec::new();
+    let mut reads_deployments = false;
+    let mut reads_stateful_sets = false;
+    let mut reads_pods = false;
+    for p in store.policies().iter().filter(|p| p.rollout.is_some()) {
+        rules.push(
+            json!({"apiGroups": [p.matcher.group], "resources": [p.matcher.resource],
+                          "verbs": ["get", "list", "watch", "patch", "update"]}),
+        );
+        rules.push(json!({"apiGroups": [p.matcher.group], "resources": [format!("{}/status", p.matcher.resource)],
+                          "verbs": ["get", "patch", "update"]}));
+        match p.rollout.as_ref().map(|r| &r.health) {
+            Some(HealthRule::Workload {
+                kind: WorkloadKind::Deployment,
+                ..
+            }) => reads_deployments = true,
+            Some(HealthRule::Workload {
+                kind: WorkloadKind::StatefulSet,
+                ..
+            }) => reads_stateful_sets = true,
+            Some(HealthRule::Pods { .. }) => reads_pods = true,
+            _ => {}
+        }
+    }
+    rules.push(
+        json!({"apiGroups": ["apps"], "resources": ["controllerrevisions"],
+                      "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
+    );
+    rules.push(json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}));
+    let read = ["get", "list", "watch"];
+    if reads_deployments {
+        rules.push(json!({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": read}));
+    }
+    if reads_stateful_sets {
+        rules.push(json!({"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": read}));
+    }
+    if reads_pods {
+        rules.push(json!({"apiGroups": [""], "resources": ["pods"], "verbs": read}));
+    }
+    rules
+}
+
+fn reconciler_deployment_spec(
+    options: &Options,
+    name: &str,
+    account: &str,
+    selector: &Value,
+) -> Value {
+    let mut pod_labels = labels();
+    pod_labels[APP_LABEL] = json!(account);
+    json!({
+        "replicas": 2,
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {
+                "serviceAccountName": account,
+                "terminationGracePeriodSeconds": 20,
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [{
+                    "name": "reconciler",
+                    "image": options.image,
+                    "args": ["reconcile", "--policies", "/etc/tollgate/policies", "--metrics-addr", "0.0.0.0:8080",
+                             "--lease-name", account, "--log-format", "json"],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+                    ],
+                    "ports": [{"name": "metrics", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                        "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "policies", "mountPath": "/etc/tollgate/policies", "readOnly": true}]
+                }],
+                "volumes": [{"name": "policies", "configMap": {"name": format!("{name}-policies")}}]
+            }
+        }
+    })
 }
 
 fn deployment_spec(options: &Options, name: &str, selector: &Value) -> Value {
