@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
 
@@ -27,11 +26,7 @@ const NS: &str = "bench";
 const DEADLINE_SECONDS: u64 = 10;
 
 fn gateways(client: &kube::Client) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("payments.example.com", "v1", "PaymentGateway"),
-        "paymentgateways",
-    );
-    Api::namespaced_with(client.clone(), NS, &resource)
+    support::payment_gateways(client, NS)
 }
 
 fn bench_policy(dir: &Path) -> std::path::PathBuf {
@@ -105,35 +100,9 @@ async fn main() {
         return;
     };
     let client = cluster.client.clone();
-    let text =
-        std::fs::read_to_string(support::repo_path("deploy/crd-paymentgateway.yaml")).expect("crd");
-    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text).expect("crd")[0]
-        .value
-        .clone();
-    crd["spec"]
-        .as_object_mut()
-        .expect("spec")
-        .remove("conversion");
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.create(
-        &PostParams::default(),
-        &serde_json::from_value(crd).expect("crd"),
-    )
-    .await
-    .expect("crd");
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"),
-        )
-        .await
-        .expect("ns");
+    support::create_namespace(&client, NS).await;
+    support::install_example_crd(&client, NS).await;
     let api = gateways(&client);
-    while api.list(&ListParams::default()).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
     let created = Instant::now();
     stream::iter(0..OBJECTS)

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -31,11 +31,7 @@ const DEADLINE_SECONDS: u64 = 12;
 const WAIT: Duration = Duration::from_secs(90);
 
 fn gateways(client: &Client) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("payments.example.com", "v1", "PaymentGateway"),
-        "paymentgateways",
-    );
-    Api::namespaced_with(client.clone(), NS, &resource)
+    support::payment_gateways(client, NS)
 }
 
 fn gateway(name: &str, endpoint: &str, annotations: Value) -> DynamicObject {
@@ -139,6 +135,16 @@ fn occurrences(events: &[Event]) -> i32 {
         .iter()
         .map(|e| e.series.as_ref().map_or(1, |s| s.count))
         .sum()
+}
+
+/// Creates a healthy gateway and waits until the reconciler calls it Ready.
+async fn create_ready(client: &Client, log: &Path, object: DynamicObject) -> Value {
+    let name = object.name_any();
+    gateways(client)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+    wait_phase(client, log, &name, "Ready").await
 }
 
 async fn patch_spec(client: &Client, name: &str, spec: Value) {
@@ -335,24 +341,7 @@ fn test_policies(dir: &Path) -> PathBuf {
 }
 
 async fn install(client: &Client) {
-    let text =
-        std::fs::read_to_string(support::repo_path("deploy/crd-paymentgateway.yaml")).expect("crd");
-    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text).expect("crd parses")[0]
-        .value
-        .clone();
-    // No conversion webhook in these tests: only v1 is used.
-    crd["spec"]
-        .as_object_mut()
-        .expect("spec")
-        .remove("conversion");
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.create(
-        &PostParams::default(),
-        &serde_json::from_value(crd).expect("crd type"),
-    )
-    .await
-    .expect("crd created");
+    support::install_example_crd(client, NS).await;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
     let _ = accounts
         .create(
@@ -360,12 +349,6 @@ async fn install(client: &Client) {
             &serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa"),
         )
         .await;
-    // The CRD is served a moment after it is created.
-    let started = Instant::now();
-    while gateways(client).list(&ListParams::default()).await.is_err() {
-        assert!(started.elapsed() < WAIT, "CRD never served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,14 +361,7 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     }
     let client = cluster.client.clone();
     let policies = test_policies(cluster.dir.path());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).expect("ns"),
-        )
-        .await
-        .expect("namespace");
+    support::create_namespace(&client, NS).await;
 
     // Started before its CRD exists: reported as not ready, with the reason, and retried.
     let mut single = Reconciler::start(&cluster, &policies, "solo", "tollgate-reconciler");
@@ -438,14 +414,12 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
 
 async fn healthy_create_then_rollback_after_the_deadline(client: &Client, log: &Path) {
     let name = "gw-deadline";
-    gateways(client)
-        .create(
-            &PostParams::default(),
-            &gateway(name, "https://pay.example.com", json!({})),
-        )
-        .await
-        .expect("create");
-    let ready = wait_phase(client, log, name, "Ready").await;
+    let ready = create_ready(
+        client,
+        log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
     assert_eq!(ready["status"]["currentRevision"], 1);
     assert_eq!(ready["status"]["lastHealthyRevision"], 1);
     assert_eq!(condition(&ready, "Ready").expect("Ready")["status"], "True");
@@ -563,14 +537,12 @@ async fn healthy_create_then_rollback_after_the_deadline(client: &Client, log: &
 
 async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Path) {
     let name = "gw-health";
-    gateways(client)
-        .create(
-            &PostParams::default(),
-            &gateway(name, "https://pay.example.com", json!({})),
-        )
-        .await
-        .expect("create");
-    wait_phase(client, log, name, "Ready").await;
+    create_ready(
+        client,
+        log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
     // From now on the Deployment gives up after 2 s without progress: its
     // ProgressDeadlineExceeded is the health check failing.
     annotate(client, name, json!({"e2e/deployment-deadline": "2"})).await;
@@ -617,14 +589,12 @@ async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Pat
 
 async fn manual_rollback_by_annotation(client: &Client, log: &Path) {
     let name = "gw-manual";
-    gateways(client)
-        .create(
-            &PostParams::default(),
-            &gateway(name, "https://pay.example.com", json!({})),
-        )
-        .await
-        .expect("create");
-    wait_phase(client, log, name, "Ready").await;
+    create_ready(
+        client,
+        log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
     patch_spec(client, name, json!({"timeoutSeconds": 45})).await;
     let second = eventually("gw-manual revision 2 Ready", log, || async {
         let o = wait_phase(client, log, name, "Ready").await;
@@ -692,14 +662,12 @@ async fn auto_rollback_disabled_by_annotation(client: &Client, log: &Path) {
 
 async fn restored_spec_failing_again_is_failed_without_a_loop(client: &Client, log: &Path) {
     let name = "gw-sick";
-    gateways(client)
-        .create(
-            &PostParams::default(),
-            &gateway(name, "https://pay.example.com", json!({})),
-        )
-        .await
-        .expect("create");
-    wait_phase(client, log, name, "Ready").await;
+    create_ready(
+        client,
+        log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
     // The environment breaks (every new Pod stays unready) and a change arrives at the same time:
     // the rollback restores the old spec, which cannot become healthy either.
     annotate(client, name, json!({"e2e/sick": "yes"})).await;
@@ -839,14 +807,12 @@ async fn leader_dies_and_the_follower_finishes_the_rollback_once(
     let logs = second.log.clone();
 
     let name = "gw-leader";
-    gateways(client)
-        .create(
-            &PostParams::default(),
-            &gateway(name, "https://pay.example.com", json!({})),
-        )
-        .await
-        .expect("create");
-    wait_phase(client, &first_log, name, "Ready").await;
+    create_ready(
+        client,
+        &first_log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
     patch_spec(
         client,
         name,

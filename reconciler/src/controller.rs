@@ -136,40 +136,42 @@ pub async fn run(
             (),
             owned_revisions,
         );
-    let store = controller.store();
+    let related = Related {
+        store: controller.store(),
+        resource: ctx.resource.clone(),
+    };
+    let config = watcher::Config::default;
     let controller = match ctx.kind.rollout.health.clone() {
         HealthRule::Workload {
             kind: WorkloadKind::Deployment,
             name_from,
-        } => {
-            let store = store.clone();
-            let resource = ctx.resource.clone();
-            controller.watches(
-                Api::<Deployment>::all(client.clone()),
-                watcher::Config::default(),
-                move |d| by_name(&store, &resource, d.namespace(), &d.name_any(), &name_from),
-            )
-        }
+        } => controller.watches(Api::<Deployment>::all(client.clone()), config(), move |d| {
+            related.matching(d.namespace(), |o| {
+                health::read_str(o, &name_from) == Some(d.name_any().as_str())
+            })
+        }),
         HealthRule::Workload {
             kind: WorkloadKind::StatefulSet,
             name_from,
-        } => {
-            let store = store.clone();
-            let resource = ctx.resource.clone();
-            controller.watches(
-                Api::<StatefulSet>::all(client.clone()),
-                watcher::Config::default(),
-                move |s| by_name(&store, &resource, s.namespace(), &s.name_any(), &name_from),
-            )
-        }
+        } => controller.watches(
+            Api::<StatefulSet>::all(client.clone()),
+            config(),
+            move |s| {
+                related.matching(s.namespace(), |o| {
+                    health::read_str(o, &name_from) == Some(s.name_any().as_str())
+                })
+            },
+        ),
         HealthRule::Pods { selector_from, .. } => {
-            let store = store.clone();
-            let resource = ctx.resource.clone();
-            controller.watches(
-                Api::<Pod>::all(client.clone()),
-                watcher::Config::default(),
-                move |p| by_selector(&store, &resource, p.namespace(), p.labels(), &selector_from),
-            )
+            controller.watches(Api::<Pod>::all(client.clone()), config(), move |p| {
+                related.matching(p.namespace(), |o| {
+                    selector_from
+                        .get(o)
+                        .and_then(|s| serde_json::from_value::<LabelSelectorSpec>(s.clone()).ok())
+                        .and_then(|spec| LabelSelector::new(spec).ok())
+                        .is_some_and(|selector| selector.matches(p.labels()))
+                })
+            })
         }
         // The object's own status carries the condition: its watch is enough.
         HealthRule::Condition { .. } => controller,
@@ -194,49 +196,26 @@ pub async fn run(
         .await;
 }
 
-fn by_name(
-    store: &Store<DynamicObject>,
-    resource: &ApiResource,
-    namespace: Option<String>,
-    name: &str,
-    name_from: &tollgate_engine::FieldPath,
-) -> Vec<ObjectRef<DynamicObject>> {
-    store
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == namespace)
-        .filter(|o| {
-            serde_json::to_value(o.as_ref())
-                .ok()
-                .is_some_and(|v| health::read_str(&v, name_from) == Some(name))
-        })
-        .map(|o| ObjectRef::from_obj_with(o.as_ref(), resource.clone()))
-        .collect()
+/// Finds the managed objects a health source's change concerns, from the controller's cache.
+struct Related {
+    store: Store<DynamicObject>,
+    resource: ApiResource,
 }
 
-fn by_selector(
-    store: &Store<DynamicObject>,
-    resource: &ApiResource,
-    namespace: Option<String>,
-    labels: &std::collections::BTreeMap<String, String>,
-    selector_from: &tollgate_engine::FieldPath,
-) -> Vec<ObjectRef<DynamicObject>> {
-    store
-        .state()
-        .iter()
-        .filter(|o| o.namespace() == namespace)
-        .filter(|o| {
-            let Ok(value) = serde_json::to_value(o.as_ref()) else {
-                return false;
-            };
-            selector_from
-                .get(&value)
-                .and_then(|s| serde_json::from_value::<LabelSelectorSpec>(s.clone()).ok())
-                .and_then(|spec| LabelSelector::new(spec).ok())
-                .is_some_and(|selector| selector.matches(labels))
-        })
-        .map(|o| ObjectRef::from_obj_with(o.as_ref(), resource.clone()))
-        .collect()
+impl Related {
+    fn matching(
+        &self,
+        namespace: Option<String>,
+        concerns: impl Fn(&Value) -> bool,
+    ) -> Vec<ObjectRef<DynamicObject>> {
+        self.store
+            .state()
+            .iter()
+            .filter(|o| o.namespace() == namespace)
+            .filter(|o| serde_json::to_value(o.as_ref()).is_ok_and(|v| concerns(&v)))
+            .map(|o| ObjectRef::from_obj_with(o.as_ref(), self.resource.clone()))
+            .collect()
+    }
 }
 
 fn error_policy(object: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {

@@ -20,3 +20,58 @@ pub fn fixture(name: &str) -> Value {
         .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
+
+/// The example PaymentGateway kind (v1) in `namespace`.
+pub fn payment_gateways(
+    client: &kube::Client,
+    namespace: &str,
+) -> kube::Api<kube::core::DynamicObject> {
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("payments.example.com", "v1", "PaymentGateway"),
+        "paymentgateways",
+    );
+    kube::Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Installs the example CRD without its conversion stanza (no conversion webhook: v1 only) and
+/// waits until it is served in `namespace`.
+pub async fn install_example_crd(client: &kube::Client, namespace: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let text = std::fs::read_to_string(repo_path("deploy/crd-paymentgateway.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/crd-paymentgateway.yaml: {e}"));
+    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text)
+        .unwrap_or_else(|e| panic!("CRD does not parse: {e:?}"))[0]
+        .value
+        .clone();
+    if let Some(spec) = crd["spec"].as_object_mut() {
+        spec.remove("conversion");
+    }
+    let crd: CustomResourceDefinition =
+        serde_json::from_value(crd).unwrap_or_else(|e| panic!("CRD: {e}"));
+    kube::Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &crd)
+        .await
+        .unwrap_or_else(|e| panic!("CRD not created: {e}"));
+    let started = std::time::Instant::now();
+    while payment_gateways(client, namespace)
+        .list(&kube::api::ListParams::default())
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "CRD never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .unwrap_or_else(|e| panic!("namespace: {e}"));
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name} not created: {e}"));
+}
