@@ -46,6 +46,19 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Remove tollgate's finalizer from every managed object (before uninstalling the reconciler).
     ReleaseFinalizers(ReleaseArgs),
+    /// Run PolicyTest suites (recursively under each DIR) and report every case; exit 0 only
+    /// when all pass, 1 when any fails, 2 for unusable input.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Directories (searched recursively) or files holding PolicyTest documents.
+    #[arg(default_value = "policies/tests")]
+    pub paths: Vec<PathBuf>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -213,13 +226,16 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Runtime(String),
+    /// Policy test cases failed (already reported case by case).
+    #[error("{0} test case(s) failed")]
+    TestsFailed(usize),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Usage(_) => ExitCode::from(2),
-            Self::Runtime(_) => ExitCode::from(1),
+            Self::Runtime(_) | Self::TestsFailed(_) => ExitCode::from(1),
         }
     }
 }
@@ -233,6 +249,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Manifests(args) => manifests(&args),
         Command::Reconcile(args) => reconcile(&args),
         Command::ReleaseFinalizers(args) => release_finalizers(&args),
+        Command::Test(args) => policy_test(&args),
     }
 }
 
@@ -493,4 +510,18 @@ fn certs(args: &CertsArgs) -> Result<(), CliError> {
         ),
     }
     Ok(())
+}
+
+fn policy_test(args: &TestArgs) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout();
+    let report = crate::policy_test::run(&args.paths, &mut stdout)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(path) = &args.junit {
+        crate::policy_test::write_junit(path, &report)
+            .map_err(|e| CliError::Runtime(format!("{}: {e}", path.display())))?;
+    }
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(CliError::TestsFailed(n)),
+    }
 }

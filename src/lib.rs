@@ -11,6 +11,7 @@ pub mod cli;
 pub mod http;
 pub mod manifests;
 pub mod metrics;
+pub mod policy_test;
 pub mod server;
 mod shutdown;
 mod telemetry;

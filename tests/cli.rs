@@ -672,3 +672,118 @@ fn reconcile_refuses_unusable_configuration_before_touching_a_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn policy_test(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tollgate().arg("test").args(args).output().expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A PolicyTest suite in `dir` against the shipped policies, with `cases` as its case list.
+fn write_suite(dir: &std::path::Path, cases: &str) {
+    let policies = repo_path("policies");
+    let text = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: t}}\nspec:\n  policies: {}\n  cases:\n{cases}",
+        policies.display()
+    );
+    std::fs::write(dir.join("suite.yaml"), text).expect("write suite");
+}
+
+#[test]
+fn test_runs_the_shipped_suites_and_passes() {
+    let (code, stdout, stderr) = policy_test(&["policies/tests"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("PASS  policies/tests/paymentgateway.yaml:"))
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(summary.ends_with("passed, 0 failed"), "{summary}");
+    assert!(!stdout.contains("FAIL"));
+}
+
+#[test]
+fn test_fails_on_a_wrong_expectation_and_names_the_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_suite(
+        dir.path(),
+        "  - name: right\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: false, violations: [spec.endpoint, spec.credentialsSecretRef]}\n  - name: deliberately wrong\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: true, violations: [spec.endpoint]}\n",
+    );
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout, _) = policy_test(&[
+        dir.path().to_str().expect("utf8"),
+        "--junit",
+        junit.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("PASS  ") && stdout.contains("/ right"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("suite.yaml:10  t / deliberately wrong"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected allowed: true, but it was denied"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expected violations [spec.endpoint], found [spec.credentialsSecretRef: is required; spec.endpoint: is required]"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<testcase name=\"deliberately wrong\"") && xml.contains("<failure message="),
+        "{xml}"
+    );
+}
+
+#[test]
+fn test_refuses_unusable_input_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_arg = dir.path().to_str().expect("utf8");
+    let cases = [
+        // Unknown field in a case.
+        (
+            "  - name: x\n    objekt: {}\n    expect: {allowed: true}\n",
+            "suite.yaml:8: spec.cases[0].objekt: unknown field `objekt`",
+        ),
+        // A case that checks nothing would always pass.
+        (
+            "  - name: x\n    object: {apiVersion: v1, kind: X}\n    expect: {}\n",
+            "suite.yaml:9: case \"x\": expect states nothing to check",
+        ),
+        // A missing object file.
+        (
+            "  - name: x\n    objectFile: nope.yaml\n    expect: {allowed: true}\n",
+            "suite.yaml:8: ",
+        ),
+        // UPDATE without the old object.
+        (
+            "  - name: x\n    operation: UPDATE\n    object: {apiVersion: v1, kind: X}\n    expect: {allowed: true}\n",
+            "case \"x\": UPDATE needs oldObject",
+        ),
+        // Broken YAML.
+        ("  - name: [x\n", "suite.yaml:"),
+    ];
+    for (case, expected) in cases {
+        write_suite(dir.path(), case);
+        let (code, stdout, stderr) = policy_test(&[dir_arg]);
+        assert_eq!(code, Some(2), "{case}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{case}: {stderr}");
+        assert!(
+            stdout.is_empty(),
+            "nothing runs when a suite is unusable: {stdout}"
+        );
+    }
+    let (code, _, stderr) = policy_test(&["does/not/exist"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("does/not/exist:0: no such file or directory"),
+        "{stderr}"
+    );
+}

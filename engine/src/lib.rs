@@ -18,6 +18,7 @@ pub mod policy;
 pub mod rollout;
 pub mod schema;
 pub mod selector;
+pub mod suite;
 pub mod validate;
 
 pub use evaluate::Verdict;
