@@ -38,6 +38,7 @@ fn review_prints_exactly_what_the_server_sends_for_every_fixture() {
         ("validate-v1beta1", false),
         ("update-immutable", false),
         ("update-allowed", false),
+        ("update-cel", false),
         ("delete", false),
         ("mutate-defaults", true),
         ("convert-down", false),

@@ -189,6 +189,7 @@ async fn real_apiserver_scenarios() {
     scenario_1_defaults(&client).await;
     scenario_2_every_violation(&client).await;
     scenario_3_immutable(&client).await;
+    scenario_3b_cel_rules(&client).await;
     scenario_4_conversion(&client).await;
     scenario_5_dry_run(&client).await;
     scenario_6_outage_and_7_other_objects(&client, &mut tollgate).await;
@@ -266,6 +267,48 @@ async fn scenario_3_immutable(client: &Client) {
         api.get("pg-minimal").await.expect("get").data["spec"]["timeoutSeconds"],
         60
     );
+}
+
+/// CEL rules of the policy, through the real apiserver: a cross-field rule on CREATE (with the
+/// defaults /mutate inserted first) and a transition rule on UPDATE, in the one denial.
+async fn scenario_3b_cel_rules(client: &Client) {
+    let api = gateways(client, "v1");
+    let slow = object(
+        "v1",
+        "pg-slow",
+        json!({"provider": "stripe", "endpoint": "https://pay.example", "credentialsSecretRef": {"name": "k"},
+               "timeoutSeconds": 4, "retry": {"backoffSeconds": 2}}),
+    );
+    let message = api_message(api.create(&PostParams::default(), &slow).await);
+    assert!(
+        message.contains(
+            "spec.retry: retry.maxAttempts × retry.backoffSeconds must fit within timeoutSeconds"
+        ),
+        "{message}"
+    );
+
+    let scaled = object(
+        "v1",
+        "pg-scaled",
+        json!({"provider": "stripe", "endpoint": "https://pay.example", "credentialsSecretRef": {"name": "k"}, "replicas": 8}),
+    );
+    api.create(&PostParams::default(), &scaled)
+        .await
+        .expect("create pg-scaled");
+    let mut current = api.get("pg-scaled").await.expect("get");
+    current.data["spec"]["replicas"] = json!(3);
+    let message = api_message(
+        api.replace("pg-scaled", &PostParams::default(), &current)
+            .await,
+    );
+    assert!(
+        message.contains("spec.replicas: replicas may drop by at most half in one change"),
+        "{message}"
+    );
+    current.data["spec"]["replicas"] = json!(4);
+    api.replace("pg-scaled", &PostParams::default(), &current)
+        .await
+        .expect("halving is allowed");
 }
 
 async fn scenario_4_conversion(client: &Client) {

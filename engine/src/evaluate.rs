@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::cel::Applies;
 use crate::conversion::{ConvertError, split_api_version};
 use crate::policy::{Enforcement, Store, Target};
 use crate::validate::Violation;
@@ -58,7 +59,10 @@ pub fn default_patch(store: &Store, target: &Target<'_>) -> json_patch::Patch {
     };
     let mut defaulted = object.clone();
     for policy in store.matching(target) {
-        policy.apply_defaults(&mut defaulted);
+        // A policy whose match conditions do not hold (or cannot be evaluated) adds nothing.
+        if policy.conditions_hold(target) == Applies::Yes {
+            policy.apply_defaults(&mut defaulted);
+        }
     }
     json_patch::diff(object, &defaulted)
 }

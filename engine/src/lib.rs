@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cel;
 pub mod conversion;
 pub mod defaults;
 pub mod evaluate;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cel::RequestInfo;
 use crate::evaluate;
 use crate::path::escape_pointer;
 use crate::policy::yaml::{self, SourceDocument};
@@ -401,7 +402,14 @@ fn run_case(store: &Store, case: &Case) -> Vec<String> {
             operation,
             object,
             old_object,
-        } => run_admission(store, *operation, object, old_object.as_ref(), &case.expect),
+        } => run_admission(
+            store,
+            *operation,
+            object,
+            old_object.as_ref(),
+            &case.user_info,
+            &case.expect,
+        ),
         CaseKind::Convert {
             object,
             desired_api_version,
@@ -414,6 +422,7 @@ fn run_admission(
     operation: Operation,
     object: &Value,
     old_object: Option<&Value>,
+    user_info: &UserInfo,
     expect: &Expect,
 ) -> Vec<String> {
     let mut failures = Vec::new();
@@ -444,6 +453,15 @@ fn run_admission(
                     .and_then(Value::as_str),
                 object: Some(object),
                 old_object,
+                request: RequestInfo {
+                    name: object
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    username: &user_info.username,
+                    groups: &user_info.groups,
+                    dry_run: false,
+                },
             };
             (
                 evaluate::validate(store, &target),

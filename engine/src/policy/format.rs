@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cel::{MatchConditionSpec, ValidationSpec};
 use crate::conversion::ConversionSpec;
 use crate::rollout::RolloutSpec;
 use crate::selector::LabelSelectorSpec;
@@ -53,6 +54,12 @@ pub struct PolicySpec {
     /// Status, revision history and rollback by the reconciler.
     #[serde(default)]
     pub rollout: Option<RolloutSpec>,
+    /// CEL expressions over `object`, `oldObject` and `request`, as in ValidatingAdmissionPolicy.
+    #[serde(default)]
+    pub validations: Vec<ValidationSpec>,
+    /// CEL expressions that must all be true for the policy to apply.
+    #[serde(default)]
+    pub match_conditions: Vec<MatchConditionSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

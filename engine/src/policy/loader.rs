@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::format::{MatchSpec, POLICY_API_VERSION, POLICY_KIND, PolicyDocument, PolicySpec};
 use super::store::{CompiledPolicy, Matcher, Origin, Store};
 use super::yaml::{self, SourceDocument};
+use crate::cel::{PolicyRules, SchemaRules};
 use crate::conversion;
 use crate::defaults::{Defaulter, MetadataDefaults};
 use crate::path::{FieldPath, escape_pointer, keys_from_pointer};
@@ -159,6 +160,7 @@ fn compile_document(
     let selector = compile_selector(&spec.match_, &mut fail);
     let validator = compile_schema(spec.schema.as_ref(), &mut fail);
     let immutable = compile_immutable(&spec, &mut fail);
+    let (schema_rules, policy_rules) = compile_cel(&spec, &mut fail);
     let metadata_defaults = MetadataDefaults {
         labels: spec.defaults.labels,
         annotations: spec.defaults.annotations,
@@ -203,6 +205,8 @@ fn compile_document(
         defaulter,
         metadata_defaults,
         immutable,
+        schema_rules,
+        policy_rules,
         conversion,
         rollout,
     })
@@ -273,6 +277,38 @@ fn compile_schema(
             None
         }
     }
+}
+
+/// CEL in the schema (`x-kubernetes-validations`) and at policy level, each expression that
+/// does not compile reported at its own line.
+fn compile_cel(
+    spec: &PolicySpec,
+    fail: &mut dyn FnMut(&str, String),
+) -> (Option<SchemaRules>, Option<PolicyRules>) {
+    let schema_rules = match spec.schema.as_ref().map(SchemaRules::compile) {
+        Some(Ok(rules)) => rules,
+        Some(Err(errors)) => {
+            for (pointer, message) in errors {
+                fail(
+                    &format!("/spec/schema{pointer}/rule"),
+                    format!("spec.schema x-kubernetes-validations: {message}"),
+                );
+            }
+            None
+        }
+        None => None,
+    };
+    let policy_rules = match PolicyRules::compile(&spec.match_conditions, &spec.validations) {
+        Ok(rules) => rules,
+        Err(errors) => {
+            for (pointer, message) in errors {
+                let field = pointer.trim_start_matches("/spec/").replace('/', ".");
+                fail(&pointer, format!("spec.{field}: {message}"));
+            }
+            None
+        }
+    };
+    (schema_rules, policy_rules)
 }
 
 /// Each immutable path must parse and, when there is a schema, be declared by it.

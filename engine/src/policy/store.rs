@@ -8,6 +8,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
+use crate::cel::{Applies, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, MetadataDefaults};
 use crate::immutable;
@@ -33,6 +34,8 @@ pub struct CompiledPolicy {
     pub(crate) defaulter: Defaulter,
     pub(crate) metadata_defaults: MetadataDefaults,
     pub(crate) immutable: Vec<FieldPath>,
+    pub(crate) schema_rules: Option<SchemaRules>,
+    pub(crate) policy_rules: Option<PolicyRules>,
     pub conversion: Option<KindConversion>,
     pub rollout: Option<Rollout>,
 }
@@ -74,6 +77,16 @@ pub struct Target<'a> {
     pub namespace: Option<&'a str>,
     pub object: Option<&'a Value>,
     pub old_object: Option<&'a Value>,
+    /// Who asks, for CEL expressions that look at `request`.
+    pub request: RequestInfo<'a>,
+}
+
+impl Target<'_> {
+    /// The old object, only on UPDATE (where transition rules and immutability apply).
+    fn previous(&self) -> Option<&Value> {
+        self.old_object
+            .filter(|_| self.operation == OperationName::Update)
+    }
 }
 
 impl CompiledPolicy {
@@ -94,20 +107,65 @@ impl CompiledPolicy {
             })
     }
 
-    /// Everything this policy finds wrong with the target: schema violations, and on UPDATE
-    /// changed immutable fields.
+    /// Whether `spec.matchConditions` let this policy judge the target.
+    pub fn conditions_hold(&self, target: &Target<'_>) -> Applies {
+        match (&self.policy_rules, target.object) {
+            (Some(rules), Some(object)) => rules.applies(
+                object,
+                target.previous(),
+                target.operation.as_str(),
+                target.namespace,
+                &target.request,
+            ),
+            _ => Applies::Yes,
+        }
+    }
+
+    /// Everything this policy finds wrong with the target: schema violations, CEL rules in the
+    /// schema and in `spec.validations`, and on UPDATE changed immutable fields.
     pub fn violations(&self, target: &Target<'_>) -> Vec<Violation> {
         let Some(object) = target.object else {
             return Vec::new();
         };
+        match self.conditions_hold(target) {
+            Applies::No => return Vec::new(),
+            Applies::Error(message) => {
+                return vec![Violation {
+                    path: FieldPath::default(),
+                    message,
+                }];
+            }
+            Applies::Yes => {}
+        }
         let mut found = self
             .schema
             .as_ref()
             .map(|validator| validate::schema_violations(validator, object))
             .unwrap_or_default();
-        if let Some(old) = target.old_object
-            && target.operation == OperationName::Update
-        {
+        if self.schema_rules.is_some() || self.policy_rules.is_some() {
+            // The apiserver calls validating webhooks after the mutating ones, so CEL sees the
+            // object with this policy's defaults in place.
+            let defaulted = |value: &Value| {
+                let mut copy = value.clone();
+                self.defaulter.apply(&mut copy);
+                copy
+            };
+            let object = defaulted(object);
+            let previous = target.previous().map(defaulted);
+            if let Some(rules) = &self.schema_rules {
+                found.extend(rules.violations(&object, previous.as_ref()));
+            }
+            if let Some(rules) = &self.policy_rules {
+                found.extend(rules.violations(
+                    &object,
+                    previous.as_ref(),
+                    target.operation.as_str(),
+                    target.namespace,
+                    &target.request,
+                ));
+            }
+        }
+        if let Some(old) = target.previous() {
             found.extend(immutable::immutable_violations(
                 &self.immutable,
                 object,

@@ -4,6 +4,7 @@
 
 use kube::core::admission::Operation;
 use tollgate_engine::Store;
+use tollgate_engine::cel::RequestInfo;
 use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
 
@@ -73,5 +74,11 @@ fn target_of(request: &AdmissionRequestIn) -> Option<Target<'_>> {
         namespace: request.namespace.as_deref().filter(|ns| !ns.is_empty()),
         object: Some(object),
         old_object: request.old_object.as_ref().filter(|o| !o.is_null()),
+        request: RequestInfo {
+            name: &request.name,
+            username: &request.user_info.username,
+            groups: &request.user_info.groups,
+            dry_run: request.dry_run.unwrap_or(false),
+        },
     })
 }

@@ -40,6 +40,20 @@ pub struct AdmissionRequestIn {
     pub object: Option<Value>,
     #[serde(default)]
     pub old_object: Option<Value>,
+    #[serde(default)]
+    pub user_info: UserInfoIn,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// `authentication.k8s.io/v1` UserInfo, as far as CEL `request.userInfo` uses it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfoIn {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// Why a body is not an AdmissionReview we can answer; the HTTP layer turns it into a 400.

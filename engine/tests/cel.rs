@@ -1,0 +1,327 @@
+//! CEL rules: schema `x-kubernetes-validations` (with transition rules) and policy-level
+//! `validations` / `matchConditions`, compiled at load and joined to the one denial.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tollgate_engine::cel::RequestInfo;
+use tollgate_engine::evaluate::{self, Verdict};
+use tollgate_engine::policy::{self, CompiledPolicy, OperationName, PolicyError, Store, Target};
+
+fn policy(extra_spec: &str, schema_rules: &str) -> String {
+    format!(
+        "apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: widgets
+spec:
+  match: {{group: example.com, kind: Widget, resource: widgets, versions: [v1]}}
+{extra_spec}  schema:
+    type: object
+    properties:
+      spec:
+        type: object
+        properties:
+          size: {{type: integer, default: 1}}
+          limit: {{type: integer}}
+          secret: {{type: string}}
+{schema_rules}"
+    )
+}
+
+fn load(text: &str) -> (Vec<CompiledPolicy>, Vec<PolicyError>) {
+    let mut policies = Vec::new();
+    let mut errors = Vec::new();
+    policy::load_text(Path::new("w.yaml"), text, &mut policies, &mut errors);
+    (policies, errors)
+}
+
+fn compiled(text: &str) -> Store {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-cel-{}-{}",
+        std::process::id(),
+        text.len()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("p.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+    let store = policy::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    store
+}
+
+fn widget(spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"}, "spec": spec})
+}
+
+fn judge(store: &Store, object: &Value, old: Option<&Value>, user: &str) -> Verdict {
+    let groups = vec!["team-a".to_string()];
+    let target = Target {
+        group: "example.com",
+        version: "v1",
+        kind: "Widget",
+        operation: if old.is_some() {
+            OperationName::Update
+        } else {
+            OperationName::Create
+        },
+        namespace: Some("ns"),
+        object: Some(object),
+        old_object: old,
+        request: RequestInfo {
+            name: "w",
+            username: user,
+            groups: &groups,
+            dry_run: false,
+        },
+    };
+    evaluate::validate(store, &target)
+}
+
+fn denials(verdict: &Verdict) -> Vec<String> {
+    verdict.denials.iter().map(ToString::to_string).collect()
+}
+
+const CROSS_FIELD: &str = "        x-kubernetes-validations:
+          - rule: \"!has(self.limit) || self.size <= self.limit\"
+            message: size must not exceed limit
+            fieldPath: .size
+";
+
+#[test]
+fn cross_field_rules_join_the_one_sorted_denial() {
+    let text = policy("", CROSS_FIELD).replace(
+        "limit: {type: integer}",
+        "limit: {type: integer, maximum: 5}",
+    );
+    let store = compiled(&text);
+    let verdict = judge(
+        &store,
+        &widget(json!({"size": 9, "limit": 7})),
+        None,
+        "alice",
+    );
+    assert_eq!(
+        denials(&verdict),
+        [
+            "spec.limit: must be less than or equal to 5",
+            "spec.size: size must not exceed limit"
+        ]
+    );
+    assert!(
+        judge(
+            &store,
+            &widget(json!({"size": 2, "limit": 3})),
+            None,
+            "alice"
+        )
+        .is_allowed()
+    );
+    // The schema default (size 1) is in place before the rule runs.
+    assert!(judge(&store, &widget(json!({"limit": 1})), None, "alice").is_allowed());
+}
+
+#[test]
+fn transition_rules_run_on_update_only_unless_old_self_is_optional() {
+    let rules = "          x-kubernetes-validations:
+            - rule: \"self >= oldSelf\"
+              message: size may only grow
+";
+    let text = policy("", "").replace(
+        "size: {type: integer, default: 1}",
+        &format!(
+            "size:\n            type: integer\n{}",
+            rules
+                .replace("          x-", "            x-")
+                .replace("            - rule", "              - rule")
+                .replace("              message", "                message")
+        ),
+    );
+    let store = compiled(&text);
+    let old = widget(json!({"size": 5}));
+    assert_eq!(
+        denials(&judge(
+            &store,
+            &widget(json!({"size": 4})),
+            Some(&old),
+            "alice"
+        )),
+        ["spec.size: size may only grow"]
+    );
+    assert!(judge(&store, &widget(json!({"size": 6})), Some(&old), "alice").is_allowed());
+    assert!(
+        judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed(),
+        "no oldSelf on CREATE: the transition rule does not run"
+    );
+
+    // kube-cel binds oldSelf to null on CREATE (Kubernetes uses an optional with hasValue()).
+    let optional = text
+        .replace(
+            "message: size may only grow",
+            "message: size may only grow\n                optionalOldSelf: true",
+        )
+        .replace("self >= oldSelf", "oldSelf == null || self >= oldSelf");
+    let store = compiled(&optional);
+    assert!(judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed());
+    assert!(!judge(&store, &widget(json!({"size": 1})), Some(&old), "alice").is_allowed());
+}
+
+#[test]
+fn messages_never_echo_values_unless_the_policy_asks() {
+    let rules = "        x-kubernetes-validations:
+          - rule: \"self.secret.startsWith('ok-')\"
+          - rule: \"self.secret.size() < 20\"
+            messageExpression: \"'secret is ' + string(self.secret.size()) + ' characters long'\"
+";
+    let store = compiled(&policy("", rules));
+    let verdict = judge(
+        &store,
+        &widget(json!({"secret": "top-secret-value"})),
+        None,
+        "alice",
+    );
+    assert_eq!(
+        denials(&verdict),
+        ["spec: failed rule: self.secret.startsWith('ok-')"],
+        "the rule is named, the value never"
+    );
+    let long = format!("ok-{}", "x".repeat(22));
+    let verdict = judge(&store, &widget(json!({"secret": long})), None, "alice");
+    assert_eq!(denials(&verdict), ["spec: secret is 25 characters long"]);
+    assert!(!denials(&verdict).join("").contains(&long));
+}
+
+#[test]
+fn warn_mode_turns_cel_violations_into_warnings() {
+    let store = compiled(&policy("  enforcement: warn\n", CROSS_FIELD));
+    let verdict = judge(
+        &store,
+        &widget(json!({"size": 9, "limit": 7})),
+        None,
+        "alice",
+    );
+    assert!(verdict.is_allowed());
+    assert_eq!(
+        verdict.warnings,
+        ["policy \"widgets\" (warn): spec.size: size must not exceed limit"]
+    );
+}
+
+#[test]
+fn policy_level_validations_see_object_old_object_and_request() {
+    let spec = "  validations:
+    - expression: \"request.userInfo.username != 'mallory'\"
+      message: mallory may not touch widgets
+    - expression: \"request.operation != 'UPDATE' || object.spec.size >= oldObject.spec.size\"
+      messageExpression: \"'size may not shrink on ' + request.operation\"
+    - expression: \"'team-a' in request.userInfo.groups && request.namespace == 'ns' && request.name == 'w'\"
+";
+    let store = compiled(&policy(spec, ""));
+    assert!(judge(&store, &widget(json!({"size": 2})), None, "alice").is_allowed());
+    assert_eq!(
+        denials(&judge(&store, &widget(json!({"size": 2})), None, "mallory")),
+        ["(object): mallory may not touch widgets"]
+    );
+    let old = widget(json!({"size": 3}));
+    assert_eq!(
+        denials(&judge(
+            &store,
+            &widget(json!({"size": 2})),
+            Some(&old),
+            "alice"
+        )),
+        ["(object): size may not shrink on UPDATE"]
+    );
+}
+
+#[test]
+fn match_conditions_gate_the_policy_and_fail_closed_on_errors() {
+    let spec = "  matchConditions:
+    - name: only-big
+      expression: \"object.spec.size > 10\"
+  validations:
+    - expression: \"object.spec.size < 100\"
+      message: too big
+";
+    let store = compiled(&policy(spec, ""));
+    assert!(
+        judge(&store, &widget(json!({"size": 500})), None, "alice")
+            .denials
+            .len()
+            == 1
+    );
+    let small = widget(json!({"size": 5, "limit": "not checked"}));
+    assert!(
+        judge(&store, &small, None, "alice").is_allowed(),
+        "the condition does not hold"
+    );
+
+    let failing = policy(
+        "  matchConditions:\n    - name: broken\n      expression: \"object.spec.missing.deeper == 1\"\n",
+        "",
+    );
+    let store = compiled(&failing);
+    let verdict = judge(&store, &widget(json!({"size": 1})), None, "alice");
+    let text = denials(&verdict).join("");
+    assert!(
+        text.contains("matchCondition \"broken\" could not be evaluated"),
+        "{text}"
+    );
+}
+
+#[test]
+fn expressions_that_do_not_compile_are_load_errors_at_their_line() {
+    let bad_schema = policy(
+        "",
+        "        x-kubernetes-validations:\n          - rule: \"self.size <\"\n",
+    );
+    let (_, errors) = load(&bad_schema);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, 17, "{}", errors[0]);
+    assert!(
+        errors[0]
+            .message
+            .starts_with("spec.schema x-kubernetes-validations:"),
+        "{}",
+        errors[0]
+    );
+
+    let bad_policy = policy(
+        "  matchConditions:\n    - {name: c, expression: \"object.(\"}\n  validations:\n    - expression: \"1 +\"\n",
+        "",
+    );
+    let (policies, errors) = load(&bad_policy);
+    assert!(policies.is_empty());
+    let lines: Vec<(usize, bool)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.contains("failed to compile")))
+        .collect();
+    assert_eq!(lines, [(8, true), (10, true)], "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("spec.matchConditions.0.expression: ")
+    );
+}
+
+#[test]
+fn rules_over_the_cost_budget_are_refused_at_load() {
+    // An unbounded list walked twice over: the apiserver's CRD cost estimate refuses it too.
+    let costly = policy("", "").replace(
+        "          secret: {type: string}",
+        "          secret: {type: string}
+          tags:
+            type: array
+            items: {type: string}
+            x-kubernetes-validations:
+              - rule: \"self.all(a, self.all(b, self.all(c, a + b + c != '')))\"",
+    );
+    let (_, errors) = load(&costly);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("exceeds K8s budget"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(errors[0].line, 20);
+}
