@@ -13,7 +13,12 @@
 
 use std::cell::RefCell;
 
-use kube_cel::{CompiledSchema, CompiledVapExpression, Validator, VapEvaluator, VapExpression};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::{Context, Program, Value as CelValue};
+use kube_cel::{CompiledSchema, KubeCelExt, Validator};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -175,19 +180,25 @@ fn field_path(text: &str) -> FieldPath {
     FieldPath::parse(trimmed).unwrap_or_else(|_| FieldPath(vec![Segment::Key(trimmed.to_string())]))
 }
 
+/// One compiled policy-level expression.
+struct Expression {
+    text: String,
+    program: Program,
+    message: Option<String>,
+    message_program: Option<Program>,
+}
+
 /// Compiled `spec.matchConditions` and `spec.validations` of one policy.
 pub struct PolicyRules {
-    /// Names of the match conditions, in the order of `conditions`.
-    condition_names: Vec<String>,
-    /// All compiled (the `Result` is the shape kube-cel evaluates).
-    conditions: Vec<Result<CompiledVapExpression, kube_cel::VapError>>,
-    validations: Vec<Result<CompiledVapExpression, kube_cel::VapError>>,
+    conditions: Vec<(String, Expression)>,
+    validations: Vec<Expression>,
 }
 
 impl std::fmt::Debug for PolicyRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.conditions.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("PolicyRules")
-            .field("conditions", &self.condition_names)
+            .field("conditions", &names)
             .field("validations", &self.validations.len())
             .finish()
     }
@@ -202,6 +213,26 @@ pub enum Applies {
     Error(String),
 }
 
+thread_local! {
+    // Registering every Kubernetes CEL function costs tens of microseconds: once per thread,
+    // then each request only adds its variables in an inner scope.
+    static BASE: Context<'static> = Context::default().with_all();
+}
+
+fn compile_expression(
+    text: &str,
+    pointer: String,
+    errors: &mut Vec<(String, String)>,
+) -> Option<Program> {
+    match Program::compile(text) {
+        Ok(program) => Some(program),
+        Err(e) => {
+            errors.push((pointer, format!("failed to compile {text:?}: {e}")));
+            None
+        }
+    }
+}
+
 impl PolicyRules {
     /// `Ok(None)` when there is nothing to compile; `Err` lists (JSON pointer, message) of every
     /// expression that does not compile.
@@ -212,82 +243,67 @@ impl PolicyRules {
         if conditions.is_empty() && validations.is_empty() {
             return Ok(None);
         }
-        let compiler = VapEvaluator::builder().build();
         let mut errors = Vec::new();
         let mut compiled_conditions = Vec::new();
-        let mut condition_names = Vec::new();
         for (idx, c) in conditions.iter().enumerate() {
-            let expr = VapExpression {
-                expression: c.expression.clone(),
-                message: None,
-                message_expression: None,
-            };
-            match compiler
-                .compile_expressions(std::slice::from_ref(&expr))
-                .pop()
-            {
-                Some(Ok(program)) => {
-                    condition_names.push(c.name.clone());
-                    compiled_conditions.push(Ok(program));
-                }
-                Some(Err(e)) => errors.push((
-                    format!("/spec/matchConditions/{idx}/expression"),
-                    e.to_string(),
-                )),
-                None => {}
+            let at = format!("/spec/matchConditions/{idx}/expression");
+            if let Some(program) = compile_expression(&c.expression, at, &mut errors) {
+                compiled_conditions.push((
+                    c.name.clone(),
+                    Expression {
+                        text: c.expression.clone(),
+                        program,
+                        message: None,
+                        message_program: None,
+                    },
+                ));
             }
         }
         let mut compiled_validations = Vec::new();
         for (idx, v) in validations.iter().enumerate() {
-            let expr = VapExpression {
-                expression: v.expression.clone(),
-                message: v.message.clone(),
-                message_expression: v.message_expression.clone(),
-            };
-            match compiler
-                .compile_expressions(std::slice::from_ref(&expr))
-                .pop()
-            {
-                Some(Ok(program)) => compiled_validations.push(Ok(program)),
-                Some(Err(e)) => {
-                    errors.push((format!("/spec/validations/{idx}/expression"), e.to_string()))
-                }
-                None => {}
+            let at = format!("/spec/validations/{idx}/expression");
+            let program = compile_expression(&v.expression, at, &mut errors);
+            let message_program = v.message_expression.as_ref().and_then(|m| {
+                compile_expression(
+                    m,
+                    format!("/spec/validations/{idx}/messageExpression"),
+                    &mut errors,
+                )
+            });
+            if let Some(program) = program {
+                compiled_validations.push(Expression {
+                    text: v.expression.clone(),
+                    program,
+                    message: v.message.clone(),
+                    message_program,
+                });
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Some(Self {
-            condition_names,
             conditions: compiled_conditions,
             validations: compiled_validations,
         }))
     }
 
-    fn evaluator(
+    /// Runs `f` with a context holding `object`, `oldObject` and `request`.
+    fn with_context<T>(
         object: &Value,
         old_object: Option<&Value>,
         operation: &str,
         namespace: Option<&str>,
         request: &RequestInfo<'_>,
-    ) -> VapEvaluator {
-        let mut builder =
-            VapEvaluator::builder()
-                .object(object.clone())
-                .request(kube_cel::AdmissionRequest {
-                    operation: operation.to_string(),
-                    username: request.username.to_string(),
-                    groups: request.groups.to_vec(),
-                    name: request.name.to_string(),
-                    namespace: namespace.unwrap_or_default().to_string(),
-                    dry_run: request.dry_run,
-                    ..Default::default()
-                });
-        if let Some(old) = old_object {
-            builder = builder.old_object(old.clone());
-        }
-        builder.build()
+        f: impl FnOnce(&Context<'_>) -> T,
+    ) -> T {
+        BASE.with(|base| {
+            let mut ctx = base.new_inner_scope();
+            ctx.add_variable_from_value("object", to_cel(object));
+            ctx.add_variable_from_value("oldObject", old_object.map_or(CelValue::Null, to_cel));
+            ctx.add_variable_from_value("request", request_value(operation, namespace, request));
+            f(&ctx)
+        })
     }
 
     pub fn applies(
@@ -301,21 +317,25 @@ impl PolicyRules {
         if self.conditions.is_empty() {
             return Applies::Yes;
         }
-        let evaluator = Self::evaluator(object, old_object, operation, namespace, request);
-        let results = evaluator.evaluate_compiled(&self.conditions);
-        for (name, result) in self.condition_names.iter().zip(results) {
-            if result.passed {
-                continue;
+        Self::with_context(object, old_object, operation, namespace, request, |ctx| {
+            for (name, condition) in &self.conditions {
+                match condition.program.execute(ctx) {
+                    Ok(CelValue::Bool(true)) => {}
+                    Ok(CelValue::Bool(false)) => return Applies::No,
+                    Ok(other) => {
+                        return Applies::Error(format!(
+                            "matchCondition {name:?} could not be evaluated: it returned {other:?}, not a boolean"
+                        ));
+                    }
+                    Err(e) => {
+                        return Applies::Error(format!(
+                            "matchCondition {name:?} could not be evaluated: {e}"
+                        ));
+                    }
+                }
             }
-            let message = result.message.unwrap_or_default();
-            if message.starts_with("validation expression") {
-                return Applies::No;
-            }
-            return Applies::Error(format!(
-                "matchCondition {name:?} could not be evaluated: {message}"
-            ));
-        }
-        Applies::Yes
+            Applies::Yes
+        })
     }
 
     pub fn violations(
@@ -329,17 +349,82 @@ impl PolicyRules {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        let evaluator = Self::evaluator(object, old_object, operation, namespace, request);
-        evaluator
-            .evaluate_compiled(&self.validations)
-            .into_iter()
-            .filter(|r| !r.passed)
-            .map(|r| Violation {
-                path: FieldPath::default(),
-                message: r
-                    .message
-                    .unwrap_or_else(|| format!("failed rule: {}", r.expression)),
-            })
-            .collect()
+        Self::with_context(object, old_object, operation, namespace, request, |ctx| {
+            self.validations
+                .iter()
+                .filter_map(|v| {
+                    let message = match v.program.execute(ctx) {
+                        Ok(CelValue::Bool(true)) => return None,
+                        Ok(CelValue::Bool(false)) => v
+                            .message_program
+                            .as_ref()
+                            .and_then(|p| match p.execute(ctx) {
+                                Ok(CelValue::String(s)) => Some(s.to_string()),
+                                _ => None,
+                            })
+                            .or_else(|| v.message.clone())
+                            .unwrap_or_else(|| format!("failed expression: {}", v.text)),
+                        Ok(other) => {
+                            format!("expression {:?} returned {other:?}, not a boolean", v.text)
+                        }
+                        Err(e) => format!("expression {:?} could not be evaluated: {e}", v.text),
+                    };
+                    Some(Violation {
+                        path: FieldPath::default(),
+                        message,
+                    })
+                })
+                .collect()
+        })
     }
+}
+
+/// JSON as CEL sees Kubernetes objects: integers are `int`, never `uint`.
+fn to_cel(value: &Value) -> CelValue {
+    match value {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => CelValue::Int(i),
+            (None, Some(u)) => CelValue::UInt(u),
+            _ => CelValue::Float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => CelValue::Map(Map {
+            map: Arc::new(
+                map.iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        }),
+    }
+}
+
+fn request_value(operation: &str, namespace: Option<&str>, request: &RequestInfo<'_>) -> CelValue {
+    let text = |s: &str| CelValue::String(Arc::new(s.to_string()));
+    let map = |entries: Vec<(&str, CelValue)>| {
+        CelValue::Map(Map {
+            map: Arc::new(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        })
+    };
+    let groups = CelValue::List(Arc::new(request.groups.iter().map(|g| text(g)).collect()));
+    map(vec![
+        ("operation", text(operation)),
+        ("name", text(request.name)),
+        ("namespace", text(namespace.unwrap_or_default())),
+        ("dryRun", CelValue::Bool(request.dry_run)),
+        (
+            "userInfo",
+            map(vec![
+                ("username", text(request.username)),
+                ("groups", groups),
+            ]),
+        ),
+    ])
 }
