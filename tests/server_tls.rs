@@ -625,3 +625,62 @@ async fn shutdown_fails_readiness_and_lets_in_flight_requests_finish() {
     );
     server.finish().await;
 }
+
+const QUADRATIC_CEL_POLICY: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata: {name: pairs}
+spec:
+  match: {group: example.com, kind: Pairs, resource: pairs, versions: [v1]}
+  validations:
+    - expression: "object.spec.items.all(a, object.spec.items.all(b, a == b || a != b))"
+      message: never fails, only takes time
+"#;
+
+fn pairs_review(uid: &str, count: usize) -> Value {
+    let items: Vec<usize> = (0..count).collect();
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "example.com", "version": "v1", "kind": "Pairs"},
+            "resource": {"group": "example.com", "version": "v1", "resource": "pairs"},
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "example.com/v1", "kind": "Pairs", "metadata": {"name": "p"}, "spec": {"items": items}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_pathological_cel_expression_errors_its_own_request_and_stalls_no_other() {
+    let policies = tempfile::tempdir().expect("tempdir");
+    std::fs::write(policies.path().join("pairs.yaml"), QUADRATIC_CEL_POLICY).expect("write policy");
+    let server = TestServer::start_with(policies.path().to_path_buf(), |_| {}).await;
+    // A million comparisons take far longer than the caller's budget of 1 ms (raised to the 50 ms
+    // floor), even in a release build.
+    let response = server
+        .client()
+        .post(server.url("/validate?timeout=1ms"))
+        .json(&pairs_review("slow-cel", 1000))
+        .send()
+        .await
+        .expect("sent");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["response"]["uid"], "slow-cel");
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(body["response"]["status"]["code"], 500);
+    // Meanwhile a small review of the same kind is evaluated and allowed, on another connection.
+    let other = server.client();
+    let response = other
+        .post(server.url("/validate"))
+        .json(&pairs_review("small", 3))
+        .send()
+        .await
+        .expect("sent");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["response"]["uid"], "small");
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    server.finish().await;
+}
