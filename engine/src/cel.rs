@@ -49,6 +49,16 @@ pub struct MatchConditionSpec {
     pub expression: String,
 }
 
+/// What policy-level expressions see: `object`, `oldObject` and `request`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bindings<'a> {
+    pub object: &'a Value,
+    pub old_object: Option<&'a Value>,
+    pub operation: &'a str,
+    pub namespace: Option<&'a str>,
+    pub request: &'a RequestInfo<'a>,
+}
+
 /// Who asks, and how: what `request` holds for policy-level expressions.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestInfo<'a> {
@@ -288,36 +298,28 @@ impl PolicyRules {
         }))
     }
 
-    /// Runs `f` with a context holding `object`, `oldObject` and `request`.
-    fn with_context<T>(
-        object: &Value,
-        old_object: Option<&Value>,
-        operation: &str,
-        namespace: Option<&str>,
-        request: &RequestInfo<'_>,
-        f: impl FnOnce(&Context<'_>) -> T,
-    ) -> T {
+    /// Runs `f` with a context holding the bindings.
+    fn with_context<T>(bindings: &Bindings<'_>, f: impl FnOnce(&Context<'_>) -> T) -> T {
         BASE.with(|base| {
             let mut ctx = base.new_inner_scope();
-            ctx.add_variable_from_value("object", to_cel(object));
-            ctx.add_variable_from_value("oldObject", old_object.map_or(CelValue::Null, to_cel));
-            ctx.add_variable_from_value("request", request_value(operation, namespace, request));
+            ctx.add_variable_from_value("object", to_cel(bindings.object));
+            ctx.add_variable_from_value(
+                "oldObject",
+                bindings.old_object.map_or(CelValue::Null, to_cel),
+            );
+            ctx.add_variable_from_value(
+                "request",
+                request_value(bindings.operation, bindings.namespace, bindings.request),
+            );
             f(&ctx)
         })
     }
 
-    pub fn applies(
-        &self,
-        object: &Value,
-        old_object: Option<&Value>,
-        operation: &str,
-        namespace: Option<&str>,
-        request: &RequestInfo<'_>,
-    ) -> Applies {
+    pub fn applies(&self, bindings: &Bindings<'_>) -> Applies {
         if self.conditions.is_empty() {
             return Applies::Yes;
         }
-        Self::with_context(object, old_object, operation, namespace, request, |ctx| {
+        Self::with_context(bindings, |ctx| {
             for (name, condition) in &self.conditions {
                 match condition.program.execute(ctx) {
                     Ok(CelValue::Bool(true)) => {}
@@ -338,18 +340,11 @@ impl PolicyRules {
         })
     }
 
-    pub fn violations(
-        &self,
-        object: &Value,
-        old_object: Option<&Value>,
-        operation: &str,
-        namespace: Option<&str>,
-        request: &RequestInfo<'_>,
-    ) -> Vec<Violation> {
+    pub fn violations(&self, bindings: &Bindings<'_>) -> Vec<Violation> {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        Self::with_context(object, old_object, operation, namespace, request, |ctx| {
+        Self::with_context(bindings, |ctx| {
             self.validations
                 .iter()
                 .filter_map(|v| {

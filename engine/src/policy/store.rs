@@ -8,7 +8,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
-use crate::cel::{Applies, PolicyRules, RequestInfo, SchemaRules};
+use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, MetadataDefaults};
 use crate::immutable;
@@ -81,11 +81,21 @@ pub struct Target<'a> {
     pub request: RequestInfo<'a>,
 }
 
-impl Target<'_> {
+impl<'t> Target<'t> {
     /// The old object, only on UPDATE (where transition rules and immutability apply).
-    fn previous(&self) -> Option<&Value> {
+    fn previous(&self) -> Option<&'t Value> {
         self.old_object
             .filter(|_| self.operation == OperationName::Update)
+    }
+
+    fn bindings<'b>(&'b self, object: &'b Value, old_object: Option<&'b Value>) -> Bindings<'b> {
+        Bindings {
+            object,
+            old_object,
+            operation: self.operation.as_str(),
+            namespace: self.namespace,
+            request: &self.request,
+        }
     }
 }
 
@@ -107,16 +117,13 @@ impl CompiledPolicy {
             })
     }
 
-    /// Whether `spec.matchConditions` let this policy judge the target.
+    /// Whether `spec.matchConditions` let this policy judge the target as it was sent (the
+    /// question defaulting asks).
     pub fn conditions_hold(&self, target: &Target<'_>) -> Applies {
         match (&self.policy_rules, target.object) {
-            (Some(rules), Some(object)) => rules.applies(
-                object,
-                target.previous(),
-                target.operation.as_str(),
-                target.namespace,
-                &target.request,
-            ),
+            (Some(rules), Some(object)) => {
+                rules.applies(&target.bindings(object, target.previous()))
+            }
             _ => Applies::Yes,
         }
     }
@@ -127,24 +134,10 @@ impl CompiledPolicy {
         let Some(object) = target.object else {
             return Vec::new();
         };
-        match self.conditions_hold(target) {
-            Applies::No => return Vec::new(),
-            Applies::Error(message) => {
-                return vec![Violation {
-                    path: FieldPath::default(),
-                    message,
-                }];
-            }
-            Applies::Yes => {}
-        }
-        let mut found = self
-            .schema
-            .as_ref()
-            .map(|validator| validate::schema_violations(validator, object))
-            .unwrap_or_default();
+        let mut found = Vec::new();
         if self.schema_rules.is_some() || self.policy_rules.is_some() {
-            // The apiserver calls validating webhooks after the mutating ones, so CEL sees the
-            // object with this policy's defaults in place.
+            // The apiserver calls validating webhooks after the mutating ones, so CEL (match
+            // conditions included) sees the object with this policy's defaults in place.
             let defaulted = |value: &Value| {
                 let mut copy = value.clone();
                 self.defaulter.apply(&mut copy);
@@ -152,18 +145,25 @@ impl CompiledPolicy {
             };
             let object = defaulted(object);
             let previous = target.previous().map(defaulted);
+            let bindings = target.bindings(&object, previous.as_ref());
+            if let Some(rules) = &self.policy_rules {
+                match rules.applies(&bindings) {
+                    Applies::No => return Vec::new(),
+                    Applies::Error(message) => {
+                        return vec![Violation {
+                            path: FieldPath::default(),
+                            message,
+                        }];
+                    }
+                    Applies::Yes => found.extend(rules.violations(&bindings)),
+                }
+            }
             if let Some(rules) = &self.schema_rules {
                 found.extend(rules.violations(&object, previous.as_ref()));
             }
-            if let Some(rules) = &self.policy_rules {
-                found.extend(rules.violations(
-                    &object,
-                    previous.as_ref(),
-                    target.operation.as_str(),
-                    target.namespace,
-                    &target.request,
-                ));
-            }
+        }
+        if let Some(validator) = &self.schema {
+            found.extend(validate::schema_violations(validator, object));
         }
         if let Some(old) = target.previous() {
             found.extend(immutable::immutable_violations(
