@@ -407,6 +407,8 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     single.kill();
 
     leader_dies_and_the_follower_finishes_the_rollback_once(&cluster, &client, &policies).await;
+    serve_with_reconcile_runs_both_in_one_process(&cluster, &client, &policies).await;
+    release_finalizers_lets_objects_go_without_a_reconciler(&cluster, &client, &policies).await;
     committed_installation_is_accepted_by_the_apiserver(&client).await;
     operator.abort();
     pods.abort();
@@ -889,4 +891,119 @@ async fn committed_installation_is_accepted_by_the_apiserver(client: &Client) {
     }
     assert_eq!(checked, total - 1, "every document but the CRD is checked");
     assert!(checked >= 14, "the installation lost documents: {checked}");
+}
+
+/// `tollgate serve --reconcile`: the webhook answers from the start and the reconciler, in the
+/// same process, keeps status.
+async fn serve_with_reconcile_runs_both_in_one_process(
+    cluster: &Cluster,
+    client: &Client,
+    policies: &Path,
+) {
+    let log = cluster.dir.path().join("serve-reconcile.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let port = support::cluster::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--reconcile",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--policies")
+        .arg(policies)
+        .arg("--cert-dir")
+        .arg(cluster.dir.path().join("serve-certs"))
+        .args([
+            "--lease-name",
+            "tollgate-serve",
+            "--lease-namespace",
+            NS,
+            "--identity",
+            "serve",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("tollgate serve --reconcile");
+    let ca = eventually("serve generated its certificates", &log, || async {
+        std::fs::read(cluster.dir.path().join("serve-certs/ca.crt")).ok()
+    })
+    .await;
+    let https =
+        support::server::https_client(&ca, format!("127.0.0.1:{port}").parse().expect("addr"))
+            .build()
+            .expect("client");
+    eventually("the webhook answers /readyz", &log, || async {
+        let response = https
+            .get(format!("https://localhost:{port}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (response.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let ready = create_ready(
+        client,
+        &log,
+        gateway("gw-serve", "https://pay.example.com", json!({})),
+    )
+    .await;
+    assert_eq!(ready["status"]["currentRevision"], 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// After the reconciler is gone, `tollgate release-finalizers` removes its finalizer from every
+/// object, so deleting them does not wait forever.
+async fn release_finalizers_lets_objects_go_without_a_reconciler(
+    cluster: &Cluster,
+    client: &Client,
+    policies: &Path,
+) {
+    let log = cluster.dir.path().join("release.log");
+    let held: Vec<String> = gateways(client)
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|o| o.finalizers().iter().any(|f| f == "tollgate.dev/revisions"))
+        .map(|o| o.name_any())
+        .collect();
+    assert!(
+        held.len() >= 3,
+        "objects should carry the finalizer: {held:?}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["release-finalizers", "--policies"])
+        .arg(policies)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .expect("release-finalizers runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("from {} object(s)", held.len())),
+        "{stdout}"
+    );
+    gateways(client)
+        .delete("gw-serve", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("gw-serve deleted without a reconciler", &log, || async {
+        gateways(client)
+            .get_opt("gw-serve")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
