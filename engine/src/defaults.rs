@@ -151,10 +151,6 @@ impl Defaulter {
         }
     }
 
-    pub fn has_defaults(&self) -> bool {
-        !self.root.is_empty()
-    }
-
     /// Fills in every absent field that has a default, then descends into it, so an object
     /// defaulted to `{}` also receives its own nested defaults.
     pub fn apply(&self, value: &mut Value) {

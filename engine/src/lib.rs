@@ -4,20 +4,20 @@
 //! `evaluate` answers validation, defaulting and conversion questions against it.
 //!
 //! Modules depend only downwards: `path` and `schema` at the bottom; `validate`, `immutable`,
-//! `defaults`, `selector`, `conversion` and `rollout` on those; `policy` (format, loader, store) on all of
-//! them; `evaluate` on `policy`.
+//! `defaults`, `selector`, `conversion`, `rollout` and `cel` on those; `policy` (format, loader,
+//! store) on all of them; `evaluate` on `policy`; `suite` (PolicyTest files) on `evaluate`.
 
 #![forbid(unsafe_code)]
 
 pub mod cel;
 pub mod conversion;
-pub mod defaults;
+mod defaults;
 pub mod evaluate;
-pub mod immutable;
+mod immutable;
 pub mod path;
 pub mod policy;
 pub mod rollout;
-pub mod schema;
+mod schema;
 pub mod selector;
 pub mod suite;
 pub mod validate;

@@ -8,6 +8,7 @@ mod spec;
 mod translate;
 
 pub use preserved::PRESERVED_ANNOTATION;
-pub use rules::{KindConversion, compile};
+pub use rules::KindConversion;
+pub(crate) use rules::compile;
 pub use spec::{ConversionSpec, FieldMove, SpokeSpec};
 pub use translate::{ConvertError, split_api_version};
