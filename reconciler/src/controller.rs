@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -42,6 +42,9 @@ pub const RESTORED_ANNOTATION: &str = "tollgate.dev/restored";
 /// How often a steady object is looked at again even without events.
 const RESYNC: Duration = Duration::from_secs(300);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Objects reconciled at once per kind. Unbounded, a first sync of 1000 objects opened ~1000
+/// connections to the apiserver at the same moment (HTTP/1.1 cannot multiplex).
+const CONCURRENCY: u16 = 16;
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +134,13 @@ pub async fn run(
     let owned_revisions =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}=tollgate"));
     let controller =
-        Controller::new_with(objects, watcher::Config::default(), ctx.resource.clone()).owns_with(
-            Api::<ControllerRevision>::all(client.clone()),
-            (),
-            owned_revisions,
-        );
+        Controller::new_with(objects, watcher::Config::default(), ctx.resource.clone())
+            .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+            .owns_with(
+                Api::<ControllerRevision>::all(client.clone()),
+                (),
+                owned_revisions,
+            );
     let related = Related {
         store: controller.store(),
         resource: ctx.resource.clone(),
