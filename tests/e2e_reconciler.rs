@@ -169,6 +169,21 @@ async fn annotate(client: &Client, name: &str, annotations: Value) {
         .expect("annotate");
 }
 
+/// Points the gateway at an endpoint whose Pods never become Ready and waits for RolledBack=True.
+async fn break_and_wait_for_rollback(client: &Client, log: &Path, name: &str) -> Value {
+    patch_spec(
+        client,
+        name,
+        json!({"endpoint": "https://broken.example.com"}),
+    )
+    .await;
+    eventually(&format!("{name} rolled back"), log, || async {
+        let o = get(client, name).await;
+        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
+    })
+    .await
+}
+
 /// The PaymentGateway operator, as the test plays it: one Deployment per gateway, named after
 /// it; its Pods are "bad" (never Ready) while the endpoint says `broken` or the gateway carries
 /// the `e2e/sick` annotation.
@@ -458,17 +473,7 @@ async fn healthy_create_then_rollback_after_the_deadline(client: &Client, log: &
 
     // A change whose Pods never become Ready: rolled back once the deadline passes.
     let changed_at = Instant::now();
-    patch_spec(
-        client,
-        name,
-        json!({"endpoint": "https://broken.example.com"}),
-    )
-    .await;
-    let rolled = eventually("gw-deadline rolled back", log, || async {
-        let o = get(client, name).await;
-        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
-    })
-    .await;
+    let rolled = break_and_wait_for_rollback(client, log, name).await;
     let waited = changed_at.elapsed();
     assert!(
         waited >= Duration::from_secs(DEADLINE_SECONDS - 1),
@@ -557,17 +562,7 @@ async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Pat
     })
     .await;
     let changed_at = Instant::now();
-    patch_spec(
-        client,
-        name,
-        json!({"endpoint": "https://broken.example.com"}),
-    )
-    .await;
-    let rolled = eventually("gw-health rolled back", log, || async {
-        let o = get(client, name).await;
-        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
-    })
-    .await;
+    let rolled = break_and_wait_for_rollback(client, log, name).await;
     assert!(
         changed_at.elapsed() < Duration::from_secs(DEADLINE_SECONDS),
         "a failed health check must not wait for the deadline ({:?})\n{}",
