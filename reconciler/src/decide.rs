@@ -690,6 +690,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no {type_} condition in {:?}", decision.status))
     }
 
+    /// Failed, nothing restored, and the Ready message says why.
+    fn assert_failed_without_rollback(decision: &Decision, why: &str) {
+        assert!(restores(decision).is_empty(), "{:?}", decision.actions);
+        assert_eq!(decision.status.phase, Phase::Failed);
+        let message = &condition(decision, READY).message;
+        assert!(message.contains(why), "{message}");
+    }
+
     fn restores(decision: &Decision) -> Vec<(i64, Restore)> {
         decision
             .actions
@@ -975,13 +983,7 @@ mod tests {
             rev(2, "b", Outcome::Pending, 100),
         ];
         let d = World::new("b", revisions, Health::Failed("x".into()), 110).decide();
-        assert!(restores(&d).is_empty());
-        assert_eq!(d.status.phase, Phase::Failed);
-        assert!(
-            condition(&d, READY)
-                .message
-                .contains("no healthy revision to roll back to")
-        );
+        assert_failed_without_rollback(&d, "no healthy revision to roll back to");
     }
 
     #[test]
@@ -993,13 +995,7 @@ mod tests {
         let mut by_annotation = World::new("b", revisions.clone(), Health::Failed("x".into()), 110);
         by_annotation.auto_rollback_disabled = true;
         let d = by_annotation.decide();
-        assert!(restores(&d).is_empty());
-        assert_eq!(d.status.phase, Phase::Failed);
-        assert!(
-            condition(&d, READY)
-                .message
-                .contains("tollgate.dev/auto-rollback")
-        );
+        assert_failed_without_rollback(&d, "tollgate.dev/auto-rollback");
 
         let mut by_policy = World::new("b", revisions, Health::Failed("x".into()), 110);
         by_policy.rollout.auto_rollback = false;
@@ -1019,13 +1015,7 @@ mod tests {
             Some("admission webhook denied the request: spec.provider is immutable".into());
         let revisions = vec![rev(1, "a", Outcome::Healthy, 0), current];
         let d = World::new("b", revisions, progressing(), 300).decide();
-        assert!(restores(&d).is_empty());
-        assert_eq!(d.status.phase, Phase::Failed);
-        assert!(
-            condition(&d, READY)
-                .message
-                .contains("spec.provider is immutable")
-        );
+        assert_failed_without_rollback(&d, "spec.provider is immutable");
     }
 
     #[test]
