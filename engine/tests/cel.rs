@@ -154,13 +154,16 @@ fn transition_rules_run_on_update_only_unless_old_self_is_optional() {
         "no oldSelf on CREATE: the transition rule does not run"
     );
 
-    // kube-cel binds oldSelf to null on CREATE (Kubernetes uses an optional with hasValue()).
+    // optionalOldSelf: oldSelf is an optional, empty on CREATE (as Kubernetes binds it).
     let optional = text
         .replace(
             "message: size may only grow",
             "message: size may only grow\n                optionalOldSelf: true",
         )
-        .replace("self >= oldSelf", "oldSelf == null || self >= oldSelf");
+        .replace(
+            "self >= oldSelf",
+            "!oldSelf.hasValue() || self >= oldSelf.value()",
+        );
     let store = compiled(&optional);
     assert!(judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed());
     assert!(!judge(&store, &widget(json!({"size": 1})), Some(&old), "alice").is_allowed());
@@ -324,4 +327,81 @@ fn rules_over_the_cost_budget_are_refused_at_load() {
         errors[0]
     );
     assert_eq!(errors[0].line, 20);
+}
+
+#[test]
+fn rules_inside_lists_and_maps_follow_kubernetes_semantics() {
+    let text = "apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: widgets
+spec:
+  match: {group: example.com, kind: Widget, resource: widgets, versions: [v1]}
+  schema:
+    type: object
+    properties:
+      spec:
+        type: object
+        x-kubernetes-validations:
+          - rule: \"self.max__dash__size >= 1\"
+            message: escaped property names read as the apiserver escapes them
+        properties:
+          max-size: {type: integer}
+          ports:
+            type: array
+            x-kubernetes-list-type: map
+            x-kubernetes-list-map-keys: [name]
+            items:
+              type: object
+              properties:
+                name: {type: string}
+                port: {type: integer}
+              x-kubernetes-validations:
+                - rule: \"self.port == oldSelf.port\"
+                  message: a named port keeps its number
+          tags:
+            type: array
+            items:
+              type: string
+              x-kubernetes-validations:
+                - rule: \"self == oldSelf\"
+                  message: never evaluated (atomic lists do not correlate)
+          labels:
+            type: object
+            additionalProperties:
+              type: string
+              x-kubernetes-validations:
+                - rule: \"self.size() <= 5\"
+                  message: label values are short
+";
+    let store = compiled(text);
+    let old = widget(json!({
+        "max-size": 2,
+        "ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 90}],
+        "tags": ["a"],
+    }));
+    // Reordered ports correlate by name; the changed tag is in an atomic list.
+    let reordered = widget(json!({
+        "max-size": 2,
+        "ports": [{"name": "grpc", "port": 90}, {"name": "http", "port": 80}, {"name": "new", "port": 1}],
+        "tags": ["b"],
+    }));
+    assert!(
+        judge(&store, &reordered, Some(&old), "alice").is_allowed(),
+        "{:?}",
+        denials(&judge(&store, &reordered, Some(&old), "alice"))
+    );
+    let changed = widget(json!({
+        "max-size": 0,
+        "ports": [{"name": "grpc", "port": 91}],
+        "labels": {"team": "payments-core", "ok": "yes"},
+    }));
+    assert_eq!(
+        denials(&judge(&store, &changed, Some(&old), "alice")),
+        [
+            "spec: escaped property names read as the apiserver escapes them",
+            "spec.labels.team: label values are short",
+            "spec.ports[0]: a named port keeps its number",
+        ]
+    );
 }

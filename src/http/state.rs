@@ -8,7 +8,7 @@ use std::time::Duration;
 use tollgate_engine::Store;
 
 use super::deadline;
-use super::worker::{WorkError, WorkerPool};
+use super::worker::{self, WorkError, WorkerPool};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -21,8 +21,13 @@ pub struct HttpConfig {
     pub default_eval_timeout: Duration,
     /// Upper bound on any evaluation budget.
     pub max_eval_timeout: Duration,
-    /// Evaluations running at once; further ones queue (within their deadline).
+    /// Evaluations running at once on the worker pool; further ones queue (within their
+    /// deadline).
     pub eval_concurrency: usize,
+    /// Reviews up to this size are evaluated right on the connection's task: they take tens of
+    /// microseconds, less than the hop to a pool thread costs. Larger ones go to the pool,
+    /// bounded in count and time, so they never stall small requests.
+    pub inline_max_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -33,6 +38,7 @@ impl Default for HttpConfig {
             default_eval_timeout: Duration::from_secs(9),
             max_eval_timeout: Duration::from_secs(30),
             eval_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            inline_max_bytes: 32 * 1024,
         }
     }
 }
@@ -95,16 +101,26 @@ impl AppState {
         &self.0.workers
     }
 
-    /// Runs `work` against the current policy set on the worker pool, within the budget the
-    /// caller's `?timeout=` (or the server default) allows.
-    pub async fn run_bounded<T, F>(&self, query: Option<&str>, work: F) -> Result<T, WorkError>
+    /// Runs `work` against the current policy set: inline for a review of `body_len` bytes up
+    /// to `inline_max_bytes` whose cost is `linear` in its size, otherwise on the worker pool
+    /// within the budget the caller's `?timeout=` (or the server default) allows.
+    pub async fn run_bounded<T, F>(
+        &self,
+        query: Option<&str>,
+        body_len: usize,
+        linear: impl FnOnce(&Store) -> bool,
+        work: F,
+    ) -> Result<T, WorkError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> T + Send + 'static,
     {
         let config = self.config();
-        let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
         let store = self.store().current();
+        if body_len <= config.inline_max_bytes && linear(&store) {
+            return worker::run_inline(move || work(&store));
+        }
+        let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
         self.workers().run(budget, move || work(&store)).await
     }
 

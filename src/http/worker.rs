@@ -28,6 +28,14 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
+/// Runs small work where it is, containing a panic as the pool does.
+pub fn run_inline<T>(work: impl FnOnce() -> T) -> Result<T, WorkError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|payload| {
+        tracing::error!(panic = %panic_message(payload.as_ref()), "evaluation panicked");
+        WorkError::Panicked
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
     permits: Arc<Semaphore>,
@@ -87,6 +95,15 @@ mod tests {
             .await;
         assert_eq!(panicked, Err(WorkError::Panicked));
         assert_eq!(pool.run(Duration::from_secs(5), || 8).await, Ok(8));
+    }
+
+    #[test]
+    fn inline_work_contains_panics() {
+        assert_eq!(run_inline(|| 7), Ok(7));
+        assert_eq!(
+            run_inline(|| -> u8 { panic!("boom") }),
+            Err(WorkError::Panicked)
+        );
     }
 
     #[tokio::test]

@@ -228,6 +228,15 @@ impl Store {
             .find_map(|p| p.conversion.as_ref())
     }
 
+    /// Whether judging this kind costs no more than reading the object: no CEL expression
+    /// iterates. Such reviews, when small, can be evaluated without a deadline.
+    pub fn evaluation_is_linear(&self, group: &str, kind: &str) -> bool {
+        !self.for_kind(group, kind).any(|p| {
+            p.schema_rules.as_ref().is_some_and(SchemaRules::iterates)
+                || p.policy_rules.as_ref().is_some_and(PolicyRules::iterates)
+        })
+    }
+
     pub fn policies(&self) -> &[Arc<CompiledPolicy>] {
         &self.policies
     }

@@ -56,10 +56,14 @@ async fn admit(
         request.operation_name(),
     );
     let uid = request.uid.clone();
+    let (group, kind) = (request.kind.group.clone(), request.kind.kind.clone());
     let outcome = state
-        .run_bounded(query.as_deref(), move |store| {
-            evaluate(store, &request, mode)
-        })
+        .run_bounded(
+            query.as_deref(),
+            body.len(),
+            |store| store.evaluation_is_linear(&group, &kind),
+            move |store| evaluate(store, &request, mode),
+        )
         .await;
     let response =
         outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&uid, 500, e.to_string()));

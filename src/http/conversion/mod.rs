@@ -28,11 +28,15 @@ pub async fn convert(
     };
     observe::record_review(&request.uid, &request.desired_api_version, "CONVERT");
     let uid = request.uid.clone();
-    // Thousands of objects in one review are CPU work: it runs on the bounded worker pool.
+    // A review of thousands of objects is CPU work: above the inline size it runs on the
+    // bounded worker pool.
     let outcome = state
-        .run_bounded(query.as_deref(), move |store| {
-            wire::convert_request(store, &request)
-        })
+        .run_bounded(
+            query.as_deref(),
+            body.len(),
+            |_| true,
+            move |store| wire::convert_request(store, &request),
+        )
         .await;
     let response = outcome.unwrap_or_else(|e| {
         let mut failed =

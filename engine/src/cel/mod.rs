@@ -1,5 +1,5 @@
-//! CEL rules, in the two syntaxes Kubernetes users already write (evaluated by kube-cel, the
-//! crate behind kube's `cel` feature):
+//! CEL rules, in the two syntaxes Kubernetes users already write (the `cel` interpreter with the
+//! Kubernetes libraries of kube-cel, the crate behind kube's `cel` feature):
 //!
 //! - `x-kubernetes-validations` anywhere in a policy's schema, with CRD validation-rule semantics
 //!   (`self`, transition rules with `oldSelf`, `optionalOldSelf`, `messageExpression`, `reason`,
@@ -9,21 +9,26 @@
 //!
 //! Everything is compiled once at load; a rule that does not compile is a load error pointing at
 //! its line. Messages come from the policy (`message` / `messageExpression`) or name the rule,
-//! never the submitted values.
+//! never the submitted values. At evaluation only the fields an expression can read are
+//! converted to CEL values (`projection`), in one shared per-thread context holding the
+//! Kubernetes CEL libraries.
 
-use std::cell::RefCell;
+mod projection;
+mod schema_rules;
+mod values;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use kube_cel::cel::objects::{Key, Map};
+use kube_cel::KubeCelExt;
 use kube_cel::cel::{Context, Program, Value as CelValue};
-use kube_cel::{CompiledSchema, KubeCelExt, Validator};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::path::{FieldPath, Segment, escape_pointer};
+use crate::path::FieldPath;
 use crate::validate::Violation;
+use projection::Projection;
+pub use schema_rules::SchemaRules;
+use values::Keys;
 
 const RULES_KEY: &str = "x-kubernetes-validations";
 
@@ -68,128 +73,6 @@ pub struct RequestInfo<'a> {
     pub dry_run: bool,
 }
 
-/// The compiled schema rules of one policy.
-pub struct SchemaRules {
-    compiled: CompiledSchema,
-}
-
-impl std::fmt::Debug for SchemaRules {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SchemaRules").finish_non_exhaustive()
-    }
-}
-
-thread_local! {
-    // Building a validator registers every Kubernetes CEL function: do it once per thread.
-    static VALIDATOR: RefCell<Option<Validator>> = const { RefCell::new(None) };
-}
-
-impl SchemaRules {
-    /// `Ok(None)` when the schema has no rules; `Err` lists every rule that does not compile,
-    /// as (JSON pointer inside the schema, message).
-    pub fn compile(schema: &Value) -> Result<Option<Self>, Vec<(String, String)>> {
-        let mut located = Vec::new();
-        collect_rules(schema, String::new(), &mut located);
-        if located.is_empty() {
-            return Ok(None);
-        }
-        let mut errors = Vec::new();
-        for (pointer, node) in &located {
-            let compiled_node = kube_cel::compile_schema(node);
-            let texts = node
-                .get(RULES_KEY)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for (idx, result) in compiled_node.validations.iter().enumerate() {
-                let at = format!("{pointer}/{RULES_KEY}/{idx}");
-                if let Err(e) = result {
-                    errors.push((at, e.to_string()));
-                    continue;
-                }
-                // As the apiserver does for CRDs: a rule whose worst case exceeds the cost budget
-                // (unbounded lists or strings) is refused. kube-cel's scope check is not used: it
-                // mistakes comprehension variables (`self.all(x, ...)`) for unknown ones.
-                let rule = texts
-                    .get(idx)
-                    .and_then(|r| r.get("rule"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let problems = kube_cel::estimate_rule_cost(rule, &compiled_node)
-                    .into_iter()
-                    .filter(|w| w.kind == kube_cel::WarningKind::CostExceeded);
-                for warning in problems {
-                    errors.push((at.clone(), warning.message));
-                }
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Some(Self {
-            compiled: kube_cel::compile_schema(schema),
-        }))
-    }
-
-    /// Every rule that fails for `object` (with `old_object` for transition rules).
-    pub fn violations(&self, object: &Value, old_object: Option<&Value>) -> Vec<Violation> {
-        let outcome = VALIDATOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let validator = slot.get_or_insert_with(Validator::new);
-            validator.validate_compiled(&self.compiled, object, old_object)
-        });
-        match outcome {
-            Ok(()) => Vec::new(),
-            Err(errors) => errors
-                .into_vec()
-                .into_iter()
-                .map(|e| Violation {
-                    path: field_path(&e.field_path),
-                    message: e.message,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Every schema node that has `x-kubernetes-validations`, with its pointer.
-fn collect_rules(node: &Value, pointer: String, out: &mut Vec<(String, Value)>) {
-    let Some(map) = node.as_object() else {
-        if let Some(items) = node.as_array() {
-            for (idx, item) in items.iter().enumerate() {
-                collect_rules(item, format!("{pointer}/{idx}"), out);
-            }
-        }
-        return;
-    };
-    for (key, value) in map {
-        let here = format!("{pointer}/{}", escape_pointer(key));
-        if key == RULES_KEY {
-            out.push((pointer.clone(), node.clone()));
-        } else if matches!(
-            key.as_str(),
-            "properties" | "patternProperties" | "$defs" | "definitions"
-        ) {
-            if let Some(children) = value.as_object() {
-                for (name, child) in children {
-                    collect_rules(child, format!("{here}/{}", escape_pointer(name)), out);
-                }
-            }
-        } else if value.is_object() || value.is_array() {
-            collect_rules(value, here, out);
-        }
-    }
-}
-
-/// kube-cel reports `spec.retry`, `items[1]`; anything else is kept whole as one key.
-fn field_path(text: &str) -> FieldPath {
-    let trimmed = text.trim_start_matches('.');
-    if trimmed.is_empty() {
-        return FieldPath::default();
-    }
-    FieldPath::parse(trimmed).unwrap_or_else(|_| FieldPath(vec![Segment::Key(trimmed.to_string())]))
-}
-
 /// One compiled policy-level expression.
 struct Expression {
     text: String,
@@ -202,6 +85,10 @@ struct Expression {
 pub struct PolicyRules {
     conditions: Vec<(String, Expression)>,
     validations: Vec<Expression>,
+    /// What the expressions read of `object`, `oldObject` and `request`.
+    object: Projection,
+    old_object: Projection,
+    request: Projection,
 }
 
 impl std::fmt::Debug for PolicyRules {
@@ -227,6 +114,10 @@ thread_local! {
     // Registering every Kubernetes CEL function costs tens of microseconds: once per thread,
     // then each request only adds its variables in an inner scope.
     static BASE: Context<'static> = Context::default().with_all();
+}
+
+fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
+    BASE.with(f)
 }
 
 fn compile_expression(
@@ -292,34 +183,69 @@ impl PolicyRules {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Some(Self {
+        let mut rules = Self {
             conditions: compiled_conditions,
             validations: compiled_validations,
-        }))
+            object: Projection::Unused,
+            old_object: Projection::Unused,
+            request: Projection::Unused,
+        };
+        let programs: Vec<&Program> = rules
+            .conditions
+            .iter()
+            .map(|(_, c)| c)
+            .chain(&rules.validations)
+            .flat_map(|e| std::iter::once(&e.program).chain(&e.message_program))
+            .collect();
+        let (mut object, mut old_object, mut request) = Default::default();
+        for program in programs {
+            Projection::add_uses(&mut object, program.expression(), "object");
+            Projection::add_uses(&mut old_object, program.expression(), "oldObject");
+            Projection::add_uses(&mut request, program.expression(), "request");
+        }
+        (rules.object, rules.old_object, rules.request) = (object, old_object, request);
+        Ok(Some(rules))
     }
 
-    /// Runs `f` with a context holding the bindings.
-    fn with_context<T>(bindings: &Bindings<'_>, f: impl FnOnce(&Context<'_>) -> T) -> T {
-        BASE.with(|base| {
+    /// Runs `f` with a context holding the bindings (as far as the expressions read them).
+    fn with_context<T>(&self, bindings: &Bindings<'_>, f: impl FnOnce(&Context<'_>) -> T) -> T {
+        with_base(|base| {
             let mut ctx = base.new_inner_scope();
-            ctx.add_variable_from_value("object", to_cel(bindings.object));
-            ctx.add_variable_from_value(
-                "oldObject",
-                bindings.old_object.map_or(CelValue::Null, to_cel),
-            );
-            ctx.add_variable_from_value(
-                "request",
-                request_value(bindings.operation, bindings.namespace, bindings.request),
-            );
+            if self.object.is_used() {
+                let object = values::convert(bindings.object, None, &self.object, Keys::AsIs);
+                ctx.add_variable_from_value("object", object);
+            }
+            if self.old_object.is_used() {
+                let old = bindings.old_object.map_or(CelValue::Null, |o| {
+                    values::convert(o, None, &self.old_object, Keys::AsIs)
+                });
+                ctx.add_variable_from_value("oldObject", old);
+            }
+            if self.request.is_used() {
+                ctx.add_variable_from_value(
+                    "request",
+                    request_value(bindings.operation, bindings.namespace, bindings.request),
+                );
+            }
             f(&ctx)
         })
+    }
+
+    /// Whether any expression iterates over a list or map.
+    pub fn iterates(&self) -> bool {
+        self.conditions
+            .iter()
+            .map(|(_, c)| c)
+            .chain(&self.validations)
+            .flat_map(|e| std::iter::once(&e.program).chain(&e.message_program))
+            .any(|p| projection::iterates(p.expression()))
     }
 
     pub fn applies(&self, bindings: &Bindings<'_>) -> Applies {
         if self.conditions.is_empty() {
             return Applies::Yes;
         }
-        Self::with_context(bindings, |ctx| {
+        self.with_context(bindings, |ctx| {
             for (name, condition) in &self.conditions {
                 match condition.program.execute(ctx) {
                     Ok(CelValue::Bool(true)) => {}
@@ -344,7 +270,7 @@ impl PolicyRules {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        Self::with_context(bindings, |ctx| {
+        self.with_context(bindings, |ctx| {
             self.validations
                 .iter()
                 .filter_map(|v| {
@@ -374,40 +300,9 @@ impl PolicyRules {
     }
 }
 
-/// JSON as CEL sees Kubernetes objects: integers are `int`, never `uint`.
-fn to_cel(value: &Value) -> CelValue {
-    match value {
-        Value::Null => CelValue::Null,
-        Value::Bool(b) => CelValue::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => CelValue::Int(i),
-            (None, Some(u)) => CelValue::UInt(u),
-            _ => CelValue::Float(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => CelValue::String(Arc::new(s.clone())),
-        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => CelValue::Map(Map {
-            map: Arc::new(
-                map.iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
-                    .collect::<HashMap<_, _>>(),
-            ),
-        }),
-    }
-}
-
 fn request_value(operation: &str, namespace: Option<&str>, request: &RequestInfo<'_>) -> CelValue {
     let text = |s: &str| CelValue::String(Arc::new(s.to_string()));
-    let map = |entries: Vec<(&str, CelValue)>| {
-        CelValue::Map(Map {
-            map: Arc::new(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-                    .collect::<HashMap<_, _>>(),
-            ),
-        })
-    };
+    let map = values::map;
     let groups = CelValue::List(Arc::new(request.groups.iter().map(|g| text(g)).collect()));
     map(vec![
         ("operation", text(operation)),

@@ -1,0 +1,581 @@
+//! The wire benchmark: `cargo bench --bench load` (add `-- --quick` for a short smoke run).
+//!
+//! Starts the release `tollgate serve` and a floor server (`floor.rs`: the same TLS + HTTP stack
+//! answering fixed documents) on loopback, drives both with `driver.rs`, reads their CPU time and
+//! memory from /proc, and writes every table plus the targets to BENCHMARKS.md. Floor and
+//! tollgate are measured one after the other for each row, so drift on a shared machine hits
+//! both alike.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a broken benchmark setup should stop loudly
+
+mod driver;
+mod floor;
+mod procfs;
+mod report;
+mod servers;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use driver::{Call, Outcome, Protocol};
+use report::{Report, Table, ratio};
+use servers::ServerProcess;
+
+/// The fixed rate and connection count of the CPU and latency rows (as in the issue's figures).
+const RATE: f64 = 4000.0;
+const RATE_CONNECTIONS: usize = 16;
+const THROTTLE_CONNECTIONS: [usize; 3] = [1, 16, 64];
+
+struct Settings {
+    phase: Duration,
+    warmup: Duration,
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("floor") {
+        return floor::main(&args[1..]);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.first().map(String::as_str) == Some("drive") {
+        return tokio::runtime::Runtime::new()?.block_on(drive(&args[1..]));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let settings = Settings {
+        phase: Duration::from_millis(if quick { 500 } else { 4000 }),
+        warmup: Duration::from_millis(if quick { 200 } else { 1000 }),
+        out: args
+            .iter()
+            .position(|a| a == "--out")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
+                PathBuf::from,
+            ),
+    };
+    tokio::runtime::Runtime::new()?.block_on(suite(settings))
+}
+
+/// `drive ADDR CERT_DIR ENDPOINT SECONDS CLIENTS [h2]`: load against a server started by hand,
+/// for profiling it (`perf record -p PID`) while this runs.
+async fn drive(args: &[String]) -> anyhow::Result<()> {
+    let [addr, cert_dir, endpoint, seconds, clients, rest @ ..] = args else {
+        anyhow::bail!("usage: drive ADDR CERT_DIR validate|mutate|convert SECONDS CLIENTS [h2]");
+    };
+    let call = match endpoint.as_str() {
+        "validate" => workload::validate()?,
+        "mutate" => workload::mutate()?,
+        "convert" => workload::convert(1)?,
+        other => anyhow::bail!("unknown endpoint {other}"),
+    };
+    let protocol = if rest.iter().any(|a| a == "h2") {
+        Protocol::H2
+    } else {
+        Protocol::Http1
+    };
+    let target = driver::Target::new(addr.parse()?, &Path::new(cert_dir).join("ca.crt"))?;
+    let senders = target.senders(protocol, clients.parse()?).await?;
+    let outcome =
+        driver::open_throttle(senders, &call, Duration::from_secs_f64(seconds.parse()?)).await;
+    report_failure("server", &outcome);
+    println!(
+        "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",
+        outcome.per_second(),
+        outcome.ms(0.5),
+        outcome.ms(0.99),
+        outcome.failed
+    );
+    Ok(())
+}
+
+fn tollgate_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+async fn suite(settings: Settings) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let certs = scratch.path().join("certs");
+    servers::certificates(&tollgate_binary(), &certs)?;
+    let validate = workload::validate()?;
+    let mutate = workload::mutate()?;
+    let convert = workload::convert(1)?;
+    let mut report = Report::default();
+
+    let tollgate = servers::tollgate(
+        &tollgate_binary(),
+        &workload::example_policies(),
+        &certs,
+        &validate,
+    )
+    .await?;
+    for call in [&mutate, &convert] {
+        tollgate
+            .target
+            .wait_until_answering(call, Duration::from_secs(5))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = procfs::rss_mib(tollgate.pid())?.0;
+
+    // The floor answers with exactly what tollgate answers, so both send the same bytes.
+    let mut answers = Vec::new();
+    for call in [&validate, &mutate, &convert] {
+        let path = call.path.split('?').next().unwrap_or_default().to_string();
+        let file = scratch
+            .path()
+            .join(format!("answer{}.json", path.replace('/', "-")));
+        std::fs::write(&file, tollgate.target.fetch(call).await?)?;
+        answers.push((path, file));
+    }
+    let floor = servers::floor(&certs, &answers, &validate).await?;
+
+    println!("== transport: tollgate against the floor");
+    let mut wire = Table::new(
+        "Against the floor",
+        &format!(
+            "CPU per request and latency at a fixed {RATE} req/s over {RATE_CONNECTIONS} keep-alive \
+             connections (h2: one connection, {RATE_CONNECTIONS} concurrent streams); then \
+             requests/s with 1, 16 and 64 clients sending as fast as answers arrive. `×` is \
+             tollgate divided by the floor of the same row pair."
+        ),
+        &[
+            "endpoint",
+            "protocol",
+            "server",
+            "CPU µs/req",
+            "× floor",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "req/s c=1",
+            "req/s c=16",
+            "req/s c=64",
+            "× floor c=64",
+            "failed",
+        ],
+    );
+    let mut transport = Vec::new();
+    for call in [&validate, &mutate, &convert] {
+        for protocol in [Protocol::Http1, Protocol::H2] {
+            let mut pair = Vec::new();
+            for server in [&floor, &tollgate] {
+                pair.push(measure_wire(server, call, protocol, &settings).await?);
+            }
+            let (f, t) = (&pair[0], &pair[1]);
+            for (m, server) in [(f, "floor"), (t, "tollgate")] {
+                wire.row(vec![
+                    endpoint(call),
+                    protocol.label().into(),
+                    server.into(),
+                    format!("{:.1}", m.cpu_us),
+                    ratio(m.cpu_us, f.cpu_us),
+                    format!("{:.3}", m.fixed.ms(0.5)),
+                    format!("{:.3}", m.fixed.ms(0.99)),
+                    format!("{:.3}", m.fixed.ms(0.999)),
+                    format!("{:.0}", m.throughput[0]),
+                    format!("{:.0}", m.throughput[1]),
+                    format!("{:.0}", m.throughput[2]),
+                    ratio(m.throughput[2], f.throughput[2]),
+                    m.failed.to_string(),
+                ]);
+            }
+            transport.push((endpoint(call), protocol, pair));
+        }
+    }
+    report.table(wire);
+    let loaded_peak = procfs::rss_mib(tollgate.pid())?.1;
+    for (name, protocol, pair) in &transport {
+        let (f, t) = (&pair[0], &pair[1]);
+        let cpu_limit = if name == "/validate" { 1.5 } else { 1.7 };
+        let label = format!("{name} {}", protocol.label());
+        report.target(
+            &format!("{label}: CPU/request ≤ {cpu_limit}× floor"),
+            format!(
+                "{:.1} vs {:.1} µs = {}",
+                t.cpu_us,
+                f.cpu_us,
+                ratio(t.cpu_us, f.cpu_us)
+            ),
+            t.cpu_us <= cpu_limit * f.cpu_us,
+        );
+        report.target(
+            &format!("{label}: p99 at {RATE} req/s ≤ 2× floor"),
+            format!(
+                "{:.3} vs {:.3} ms = {}",
+                t.fixed.ms(0.99),
+                f.fixed.ms(0.99),
+                ratio(t.fixed.ms(0.99), f.fixed.ms(0.99))
+            ),
+            t.fixed.ms(0.99) <= 2.0 * f.fixed.ms(0.99),
+        );
+        report.target(
+            &format!("{label}: req/s at c=64 ≥ 0.6× floor"),
+            format!(
+                "{:.0} vs {:.0} = {}",
+                t.throughput[2],
+                f.throughput[2],
+                ratio(t.throughput[2], f.throughput[2])
+            ),
+            t.throughput[2] >= 0.6 * f.throughput[2],
+        );
+    }
+    drop(floor);
+
+    println!("== object size");
+    object_sizes(&tollgate, &settings, &mut report).await?;
+    println!("== conversion size");
+    conversions(&tollgate, &settings, &mut report).await?;
+    println!("== conversion alongside validation");
+    conversion_alongside(&tollgate, &validate, &settings, &mut report).await?;
+    drop(tollgate);
+    println!("== policies loaded");
+    let many_peak =
+        policy_counts(&certs, scratch.path(), &validate, &settings, &mut report).await?;
+
+    let mut memory = Table::new(
+        "Memory",
+        "Resident set size of `tollgate serve` (VmRSS / VmHWM from /proc).",
+        &["situation", "MiB", "target MiB"],
+    );
+    memory.row(vec![
+        "idle, example policy".into(),
+        format!("{idle_rss:.1}"),
+        "32".into(),
+    ]);
+    memory.row(vec![
+        "peak after the transport rows (c=64 load)".into(),
+        format!("{loaded_peak:.1}"),
+        "64".into(),
+    ]);
+    memory.row(vec![
+        "peak, 1000 policies loaded".into(),
+        format!("{many_peak:.1}"),
+        "96".into(),
+    ]);
+    report.table(memory);
+    report.target(
+        "RSS idle with the example ≤ 32 MiB",
+        format!("{idle_rss:.1} MiB"),
+        idle_rss <= 32.0,
+    );
+    report.target(
+        "RSS peak under c=64 load ≤ 64 MiB",
+        format!("{loaded_peak:.1} MiB"),
+        loaded_peak <= 64.0,
+    );
+    report.target(
+        "RSS peak with 1000 policies ≤ 96 MiB",
+        format!("{many_peak:.1} MiB"),
+        many_peak <= 96.0,
+    );
+
+    report.write(
+        &settings.out,
+        &format!(
+            "{:.1} s per phase after {:.1} s warm-up; load driver in the same machine (benches/load/driver.rs)",
+            settings.phase.as_secs_f64(),
+            settings.warmup.as_secs_f64()
+        ),
+    )?;
+    println!("wrote {}", settings.out.display());
+    Ok(())
+}
+
+fn endpoint(call: &Call) -> String {
+    call.path.split('?').next().unwrap_or_default().to_string()
+}
+
+struct WireFigures {
+    cpu_us: f64,
+    fixed: Outcome,
+    throughput: [f64; 3],
+    failed: u64,
+}
+
+async fn measure_wire(
+    server: &ServerProcess,
+    call: &Call,
+    protocol: Protocol,
+    settings: &Settings,
+) -> anyhow::Result<WireFigures> {
+    let (cpu_us, fixed) = at_fixed_rate(server, call, protocol, RATE, settings).await?;
+    let mut throughput = [0.0; 3];
+    let mut failed = fixed.failed;
+    for (slot, clients) in throughput.iter_mut().zip(THROTTLE_CONNECTIONS) {
+        let senders = server.target.senders(protocol, clients).await?;
+        let outcome = driver::open_throttle(senders, call, settings.phase).await;
+        failed += outcome.failed;
+        report_failure(&server.name, &outcome);
+        *slot = outcome.per_second();
+    }
+    Ok(WireFigures {
+        cpu_us,
+        fixed,
+        throughput,
+        failed,
+    })
+}
+
+/// Server CPU µs per answered request and the latency distribution at a fixed rate.
+async fn at_fixed_rate(
+    server: &ServerProcess,
+    call: &Call,
+    protocol: Protocol,
+    rate: f64,
+    settings: &Settings,
+) -> anyhow::Result<(f64, Outcome)> {
+    let senders = server.target.senders(protocol, RATE_CONNECTIONS).await?;
+    let (_, senders) = driver::fixed_rate(senders, call, rate, settings.warmup).await;
+    let before = procfs::cpu_seconds(server.pid())?;
+    let (outcome, _) = driver::fixed_rate(senders, call, rate, settings.phase).await;
+    let used = procfs::cpu_seconds(server.pid())? - before;
+    report_failure(&server.name, &outcome);
+    Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
+}
+
+fn report_failure(server: &str, outcome: &Outcome) {
+    if let Some(failure) = &outcome.first_failure {
+        eprintln!(
+            "{server}: {} failed requests, first: {failure}",
+            outcome.failed
+        );
+    }
+}
+
+/// One client, one request at a time: latency and server CPU per request.
+async fn sequential(
+    server: &ServerProcess,
+    call: &Call,
+    settings: &Settings,
+) -> anyhow::Result<(f64, Outcome)> {
+    let warm = server.target.senders(Protocol::Http1, 1).await?;
+    driver::open_throttle(warm, call, settings.warmup).await;
+    let senders = server.target.senders(Protocol::Http1, 1).await?;
+    let before = procfs::cpu_seconds(server.pid())?;
+    let outcome = driver::open_throttle(senders, call, settings.phase).await;
+    let used = procfs::cpu_seconds(server.pid())? - before;
+    report_failure(&server.name, &outcome);
+    Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
+}
+
+async fn object_sizes(
+    tollgate: &ServerProcess,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut table = Table::new(
+        "Object size",
+        "One client, one request at a time (HTTP/1.1). The object is grown with 1 KiB annotations.",
+        &[
+            "object",
+            "review bytes",
+            "validate p50 ms",
+            "validate CPU µs",
+            "validate µs/KiB",
+            "mutate p50 ms",
+            "mutate CPU µs",
+            "mutate µs/KiB",
+        ],
+    );
+    let mut per_kib = Vec::new();
+    let mut largest = (0.0, 0.0);
+    for (label, bytes) in [
+        ("1 KiB", 1024),
+        ("64 KiB", 64 * 1024),
+        ("1 MiB", 1024 * 1024),
+    ] {
+        let (validate, mutate) = workload::sized(bytes)?;
+        let kib = validate.body.len() as f64 / 1024.0;
+        let (v_cpu, v) = sequential(tollgate, &validate, settings).await?;
+        let (m_cpu, m) = sequential(tollgate, &mutate, settings).await?;
+        table.row(vec![
+            label.into(),
+            validate.body.len().to_string(),
+            format!("{:.3}", v.ms(0.5)),
+            format!("{v_cpu:.0}"),
+            format!("{:.1}", v_cpu / kib),
+            format!("{:.3}", m.ms(0.5)),
+            format!("{m_cpu:.0}"),
+            format!("{:.1}", m_cpu / kib),
+        ]);
+        per_kib.push((v_cpu / kib, m_cpu / kib));
+        largest = (v.ms(0.5), m.ms(0.5));
+    }
+    report.table(table);
+    let (mid, big) = (per_kib[1], per_kib[2]);
+    report.target(
+        "cost linear in size: CPU/KiB at 1 MiB within 1.5× of 64 KiB",
+        format!(
+            "validate {:.1} vs {:.1}, mutate {:.1} vs {:.1} µs/KiB",
+            big.0, mid.0, big.1, mid.1
+        ),
+        big.0 <= 1.5 * mid.0 && big.1 <= 1.5 * mid.1,
+    );
+    report.target(
+        "1 MiB object validated and defaulted < 20 ms (p50 over the wire, each)",
+        format!("validate {:.1} ms, mutate {:.1} ms", largest.0, largest.1),
+        largest.0 < 20.0 && largest.1 < 20.0,
+    );
+    Ok(())
+}
+
+async fn conversions(
+    tollgate: &ServerProcess,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut table = Table::new(
+        "Conversion size",
+        "One client, one ConversionReview at a time (v1alpha1 → v1).",
+        &[
+            "objects",
+            "review bytes",
+            "p50 ms",
+            "CPU µs/review",
+            "CPU µs/object",
+        ],
+    );
+    let mut per_object = 0.0;
+    for objects in [1, 100, 2000] {
+        let call = workload::convert(objects)?;
+        let (cpu, outcome) = sequential(tollgate, &call, settings).await?;
+        per_object = cpu / objects as f64;
+        table.row(vec![
+            objects.to_string(),
+            call.body.len().to_string(),
+            format!("{:.3}", outcome.ms(0.5)),
+            format!("{cpu:.0}"),
+            format!("{per_object:.1}"),
+        ]);
+    }
+    report.table(table);
+    report.target(
+        "conversion ≤ 10 µs per object in a 2000-object review",
+        format!("{per_object:.1} µs"),
+        per_object <= 10.0,
+    );
+    Ok(())
+}
+
+async fn conversion_alongside(
+    tollgate: &ServerProcess,
+    validate: &Call,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let big = workload::convert(2000)?;
+    let mut table = Table::new(
+        "Big conversion alongside validation",
+        &format!(
+            "/validate at {RATE} req/s over {RATE_CONNECTIONS} HTTP/1.1 connections, alone and while \
+             one client sends 2000-object ConversionReviews back to back."
+        ),
+        &[
+            "situation",
+            "validate p50 ms",
+            "validate p99 ms",
+            "validate p99.9 ms",
+            "conversions done",
+        ],
+    );
+    let (_, alone) = at_fixed_rate(tollgate, validate, Protocol::Http1, RATE, settings).await?;
+    let converter = tollgate.target.senders(Protocol::Http1, 1).await?;
+    let background = {
+        let big = big.clone();
+        let phase = settings.phase + settings.warmup;
+        tokio::spawn(async move { driver::open_throttle(converter, &big, phase).await })
+    };
+    let (_, beside) = at_fixed_rate(tollgate, validate, Protocol::Http1, RATE, settings).await?;
+    let conversions = background.await?;
+    report_failure("tollgate (conversions)", &conversions);
+    for (label, o, done) in [
+        ("alone", &alone, 0),
+        (
+            "with 2000-object conversions",
+            &beside,
+            conversions.answered,
+        ),
+    ] {
+        table.row(vec![
+            label.into(),
+            format!("{:.3}", o.ms(0.5)),
+            format!("{:.3}", o.ms(0.99)),
+            format!("{:.3}", o.ms(0.999)),
+            done.to_string(),
+        ]);
+    }
+    report.table(table);
+    report.target(
+        "2000-object conversion raises /validate p99 ≤ 2×",
+        format!(
+            "{:.3} vs {:.3} ms = {}",
+            beside.ms(0.99),
+            alone.ms(0.99),
+            ratio(beside.ms(0.99), alone.ms(0.99))
+        ),
+        beside.ms(0.99) <= 2.0 * alone.ms(0.99),
+    );
+    Ok(())
+}
+
+/// Returns the peak RSS with the most policies loaded.
+async fn policy_counts(
+    certs: &Path,
+    scratch: &Path,
+    validate: &Call,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<f64> {
+    let mut table = Table::new(
+        "Policies loaded",
+        &format!(
+            "The example policy plus policies for other kinds (schema, default, immutable field, CEL \
+             rule each); /validate of a PaymentGateway at {RATE} req/s over {RATE_CONNECTIONS} \
+             HTTP/1.1 connections."
+        ),
+        &[
+            "policies",
+            "start-up s",
+            "idle RSS MiB",
+            "peak RSS MiB",
+            "CPU µs/req",
+            "p99 ms",
+        ],
+    );
+    let mut cpu = Vec::new();
+    let mut peak = 0.0;
+    for count in [1, 100, 1000] {
+        let dir = scratch.join(format!("policies-{count}"));
+        workload::policy_dir(&dir, count)?;
+        let started = Instant::now();
+        let server = servers::tollgate(&tollgate_binary(), &dir, certs, validate).await?;
+        let startup = started.elapsed();
+        let idle = procfs::rss_mib(server.pid())?.0;
+        let (cpu_us, outcome) =
+            at_fixed_rate(&server, validate, Protocol::Http1, RATE, settings).await?;
+        peak = procfs::rss_mib(server.pid())?.1;
+        table.row(vec![
+            count.to_string(),
+            format!("{:.2}", startup.as_secs_f64()),
+            format!("{idle:.1}"),
+            format!("{peak:.1}"),
+            format!("{cpu_us:.1}"),
+            format!("{:.3}", outcome.ms(0.99)),
+        ]);
+        cpu.push(cpu_us);
+    }
+    report.table(table);
+    report.target(
+        "1000 policies: CPU/request within 10% of 1 policy",
+        format!(
+            "{:.1} vs {:.1} µs = {}",
+            cpu[2],
+            cpu[0],
+            ratio(cpu[2], cpu[0])
+        ),
+        cpu[2] <= 1.1 * cpu[0],
+    );
+    Ok(peak)
+}

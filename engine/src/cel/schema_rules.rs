@@ -1,0 +1,411 @@
+//! `x-kubernetes-validations` with the semantics of CRD validation rules.
+//!
+//! Compiled once into a tree that holds only the schema nodes with rules (and the path to
+//! them), so evaluation walks just those parts of the object. At each such node, `self` (and
+//! `oldSelf` for transition rules) is converted from JSON once, restricted to the fields the
+//! node's rules and messages can read.
+
+use std::sync::Arc;
+
+use kube_cel::cel::objects::OptionalValue;
+use kube_cel::cel::{Context, Program, Value as CelValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::projection::{Projection, iterates};
+use super::values::{Keys, ValueSchema, convert};
+use super::{RULES_KEY, compile_expression};
+use crate::path::{FieldPath, Segment, escape_pointer};
+use crate::validate::Violation;
+
+/// One entry of `x-kubernetes-validations`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleSpec {
+    rule: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    message_expression: Option<String>,
+    /// Accepted for compatibility; the denial is always Forbidden.
+    #[serde(default)]
+    #[allow(dead_code)]
+    reason: Option<String>,
+    #[serde(default)]
+    field_path: Option<String>,
+    #[serde(default)]
+    optional_old_self: Option<bool>,
+}
+
+struct Rule {
+    text: String,
+    program: Program,
+    message: Option<String>,
+    message_program: Option<Program>,
+    /// Where a failure is reported, relative to the node.
+    field_path: FieldPath,
+    /// Reads `oldSelf`: runs on UPDATE only, unless `optional_old_self`.
+    transition: bool,
+    optional_old_self: bool,
+}
+
+#[derive(Default)]
+struct RuleNode {
+    rules: Vec<Rule>,
+    schema: ValueSchema,
+    self_projection: Projection,
+    old_projection: Projection,
+    properties: Vec<(String, RuleNode)>,
+    items: Option<Box<RuleNode>>,
+    /// `x-kubernetes-list-type: map` keys: how list items correlate with their old selves.
+    list_map_keys: Option<Vec<String>>,
+    additional: Option<Box<RuleNode>>,
+    /// Keys `additionalProperties` does not cover (declared in `properties`).
+    declared: Vec<String>,
+    branches: Vec<RuleNode>,
+}
+
+/// The compiled schema rules of one policy.
+pub struct SchemaRules {
+    root: RuleNode,
+}
+
+impl std::fmt::Debug for SchemaRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRules").finish_non_exhaustive()
+    }
+}
+
+impl SchemaRules {
+    /// `Ok(None)` when the schema has no rules; `Err` lists every rule that does not compile,
+    /// as (JSON pointer inside the schema, message).
+    pub fn compile(schema: &Value) -> Result<Option<Self>, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let root = build(schema, String::new(), &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(root.map(|root| Self { root }))
+    }
+
+    /// Whether any rule or message iterates over a list or map.
+    pub fn iterates(&self) -> bool {
+        fn node_iterates(node: &RuleNode) -> bool {
+            node.rules.iter().any(|r| {
+                std::iter::once(&r.program)
+                    .chain(&r.message_program)
+                    .any(|p| iterates(p.expression()))
+            }) || node.properties.iter().any(|(_, c)| node_iterates(c))
+                || node.items.as_deref().is_some_and(node_iterates)
+                || node.additional.as_deref().is_some_and(node_iterates)
+                || node.branches.iter().any(node_iterates)
+        }
+        node_iterates(&self.root)
+    }
+
+    /// Every rule that fails for `object` (with `old_object` for transition rules).
+    pub fn violations(&self, object: &Value, old_object: Option<&Value>) -> Vec<Violation> {
+        let mut out = Vec::new();
+        super::with_base(|base| {
+            walk(
+                &self.root,
+                object,
+                old_object,
+                &mut Vec::new(),
+                &mut out,
+                base,
+            );
+        });
+        out
+    }
+}
+
+/// The node for `schema` if it or anything below it has rules.
+fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) -> Option<RuleNode> {
+    let object = schema.as_object()?;
+    for nested in ["$defs", "definitions"] {
+        if object
+            .get(nested)
+            .is_some_and(|d| d.to_string().contains(RULES_KEY))
+        {
+            errors.push((
+                format!("{pointer}/{nested}"),
+                format!(
+                    "{RULES_KEY} inside {nested} are not evaluated; put them on the property itself"
+                ),
+            ));
+        }
+    }
+    let mut node = RuleNode {
+        rules: compile_rules(schema, &pointer, errors),
+        ..RuleNode::default()
+    };
+    if let Some(properties) = object.get("properties").and_then(Value::as_object) {
+        for (name, child) in properties {
+            let at = format!("{pointer}/properties/{}", escape_pointer(name));
+            if let Some(child) = build(child, at, errors) {
+                node.properties.push((name.clone(), child));
+            }
+        }
+    }
+    node.items = object
+        .get("items")
+        .and_then(|items| build(items, format!("{pointer}/items"), errors))
+        .map(Box::new);
+    if node.items.is_some() && object.get("x-kubernetes-list-type") == Some(&Value::from("map")) {
+        node.list_map_keys = object
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            });
+    }
+    node.additional = object
+        .get("additionalProperties")
+        .and_then(|a| build(a, format!("{pointer}/additionalProperties"), errors))
+        .map(Box::new);
+    if node.additional.is_some() {
+        node.declared = object
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+    }
+    for keyword in ["allOf", "oneOf", "anyOf"] {
+        for (idx, branch) in object
+            .get(keyword)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(branch) = build(branch, format!("{pointer}/{keyword}/{idx}"), errors) {
+                node.branches.push(branch);
+            }
+        }
+    }
+    let has_rules = !node.rules.is_empty()
+        || !node.properties.is_empty()
+        || node.items.is_some()
+        || node.additional.is_some()
+        || !node.branches.is_empty();
+    if !has_rules {
+        return None;
+    }
+    if !node.rules.is_empty() {
+        node.schema = ValueSchema::new(schema);
+        for rule in &node.rules {
+            for program in std::iter::once(&rule.program).chain(&rule.message_program) {
+                node.self_projection.add_uses(program.expression(), "self");
+                node.old_projection
+                    .add_uses(program.expression(), "oldSelf");
+            }
+        }
+    }
+    Some(node)
+}
+
+fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String)>) -> Vec<Rule> {
+    let Some(specs) = schema.get(RULES_KEY) else {
+        return Vec::new();
+    };
+    let Some(specs) = specs.as_array() else {
+        errors.push((
+            format!("{pointer}/{RULES_KEY}"),
+            "must be a list of rules".into(),
+        ));
+        return Vec::new();
+    };
+    // The apiserver's cost estimate needs the node's schema (maxLength, maxItems...).
+    let cost_schema = kube_cel::compile_schema(schema);
+    let mut rules = Vec::new();
+    for (idx, spec) in specs.iter().enumerate() {
+        let at = format!("{pointer}/{RULES_KEY}/{idx}");
+        let spec: RuleSpec = match serde_json::from_value(spec.clone()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                errors.push((at, format!("invalid rule: {e}")));
+                continue;
+            }
+        };
+        let program = compile_expression(&spec.rule, format!("{at}/rule"), errors);
+        let message_program = spec
+            .message_expression
+            .as_ref()
+            .and_then(|m| compile_expression(m, format!("{at}/messageExpression"), errors));
+        let field_path = match spec
+            .field_path
+            .as_deref()
+            .map(|p| p.trim_start_matches('.'))
+        {
+            None | Some("") => FieldPath::default(),
+            Some(text) => match FieldPath::parse(text) {
+                Ok(path) => path,
+                Err(e) => {
+                    errors.push((format!("{at}/fieldPath"), e.to_string()));
+                    continue;
+                }
+            },
+        };
+        // As the apiserver does for CRDs: a rule whose worst case exceeds the cost budget
+        // (unbounded lists or strings) is refused.
+        for warning in kube_cel::estimate_rule_cost(&spec.rule, &cost_schema)
+            .into_iter()
+            .filter(|w| w.kind == kube_cel::WarningKind::CostExceeded)
+        {
+            errors.push((at.clone(), warning.message));
+        }
+        let Some(program) = program else {
+            continue;
+        };
+        rules.push(Rule {
+            transition: program.references().has_variable("oldSelf"),
+            text: spec.rule,
+            program,
+            message: spec.message,
+            message_program,
+            field_path,
+            optional_old_self: spec.optional_old_self == Some(true),
+        });
+    }
+    rules
+}
+
+fn walk(
+    node: &RuleNode,
+    value: &Value,
+    old: Option<&Value>,
+    path: &mut Vec<Segment>,
+    out: &mut Vec<Violation>,
+    base: &Context<'static>,
+) {
+    if !node.rules.is_empty() {
+        evaluate(node, value, old, path, out, base);
+    }
+    for (name, child) in &node.properties {
+        if let Some(child_value) = value.get(name) {
+            path.push(Segment::Key(name.clone()));
+            walk(
+                child,
+                child_value,
+                old.and_then(|o| o.get(name)),
+                path,
+                out,
+                base,
+            );
+            path.pop();
+        }
+    }
+    if let (Some(items), Some(array)) = (&node.items, value.as_array()) {
+        for (idx, item) in array.iter().enumerate() {
+            let old_item = node
+                .list_map_keys
+                .as_deref()
+                .and_then(|keys| correlate(item, old.and_then(Value::as_array)?, keys));
+            path.push(Segment::Index(idx));
+            walk(items, item, old_item, path, out, base);
+            path.pop();
+        }
+    }
+    if let (Some(additional), Some(map)) = (&node.additional, value.as_object()) {
+        for (key, child_value) in map {
+            if node.declared.contains(key) {
+                continue;
+            }
+            path.push(Segment::Key(key.clone()));
+            walk(
+                additional,
+                child_value,
+                old.and_then(|o| o.get(key)),
+                path,
+                out,
+                base,
+            );
+            path.pop();
+        }
+    }
+    for branch in &node.branches {
+        walk(branch, value, old, path, out, base);
+    }
+}
+
+/// The old item of a map-type list with the same key values as `item`.
+fn correlate<'a>(item: &Value, old: &'a [Value], keys: &[String]) -> Option<&'a Value> {
+    old.iter()
+        .find(|candidate| keys.iter().all(|k| candidate.get(k) == item.get(k)))
+}
+
+fn evaluate(
+    node: &RuleNode,
+    value: &Value,
+    old: Option<&Value>,
+    path: &[Segment],
+    out: &mut Vec<Violation>,
+    base: &Context<'static>,
+) {
+    let mut scope = base.new_inner_scope();
+    if node.self_projection.is_used() {
+        scope.add_variable_from_value(
+            "self",
+            convert(
+                value,
+                Some(&node.schema),
+                &node.self_projection,
+                Keys::Escaped,
+            ),
+        );
+    }
+    let old_value = match old {
+        Some(old) if node.old_projection.is_used() => Some(convert(
+            old,
+            Some(&node.schema),
+            &node.old_projection,
+            Keys::Escaped,
+        )),
+        _ => None,
+    };
+    if let Some(old_value) = &old_value {
+        scope.add_variable_from_value("oldSelf", old_value.clone());
+    }
+    for rule in &node.rules {
+        let optional_scope;
+        let ctx = if rule.optional_old_self {
+            // Kubernetes binds an optional here: `oldSelf.hasValue()`, `oldSelf.value()`.
+            let mut inner = scope.new_inner_scope();
+            let optional = match &old_value {
+                Some(v) => OptionalValue::of(v.clone()),
+                None => OptionalValue::none(),
+            };
+            inner.add_variable_from_value("oldSelf", CelValue::Opaque(Arc::new(optional)));
+            optional_scope = inner;
+            &optional_scope
+        } else if rule.transition && old_value.is_none() {
+            continue;
+        } else {
+            &scope
+        };
+        let message = match rule.program.execute(ctx) {
+            Ok(CelValue::Bool(true)) => continue,
+            Ok(CelValue::Bool(false)) => rule
+                .message_program
+                .as_ref()
+                .and_then(|p| match p.execute(ctx) {
+                    Ok(CelValue::String(s)) => Some(s.to_string()),
+                    _ => None,
+                })
+                .or_else(|| rule.message.clone())
+                .unwrap_or_else(|| format!("failed rule: {}", rule.text)),
+            Ok(_) => format!("rule \"{}\" did not evaluate to bool", rule.text),
+            Err(e) => format!("rule evaluation error: {e}"),
+        };
+        let mut at = path.to_vec();
+        at.extend(rule.field_path.0.iter().cloned());
+        out.push(Violation {
+            path: FieldPath(at),
+            message,
+        });
+    }
+}

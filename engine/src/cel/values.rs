@@ -1,0 +1,342 @@
+//! JSON to CEL values, as the apiserver presents objects to CRD validation rules: field names
+//! escaped (`foo-bar` is `foo__dash__bar`) except in maps, `date-time`, `duration` and `byte`
+//! strings typed by their schema format, embedded resources completed. Only the projected part
+//! of a value is converted.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use kube_cel::cel::Value as CelValue;
+use kube_cel::cel::objects::{Key, Map};
+use serde_json::Value;
+
+use super::projection::Projection;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Format {
+    #[default]
+    Plain,
+    DateTime,
+    Duration,
+    Bytes,
+}
+
+/// What value conversion needs to know about one schema node.
+#[derive(Debug, Default)]
+pub struct ValueSchema {
+    format: Format,
+    /// `additionalProperties` is a schema or `true`: keys are data and are not escaped.
+    is_map: bool,
+    embedded_resource: bool,
+    properties: HashMap<String, ValueSchema>,
+    items: Option<Box<ValueSchema>>,
+    additional: Option<Box<ValueSchema>>,
+}
+
+impl ValueSchema {
+    pub fn new(schema: &Value) -> Self {
+        let format = match schema.get("format").and_then(Value::as_str) {
+            _ if schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) => {
+                Format::Plain
+            }
+            Some("date-time") => Format::DateTime,
+            Some("duration") => Format::Duration,
+            Some("byte") => Format::Bytes,
+            _ => Format::Plain,
+        };
+        let additional = schema.get("additionalProperties");
+        Self {
+            format,
+            is_map: !matches!(additional, None | Some(Value::Bool(false))),
+            embedded_resource: schema.get("x-kubernetes-embedded-resource")
+                == Some(&Value::Bool(true)),
+            properties: schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(name, child)| (name.clone(), Self::new(child)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            items: schema
+                .get("items")
+                .filter(|i| i.is_object())
+                .map(|i| Box::new(Self::new(i))),
+            additional: additional
+                .filter(|a| a.is_object())
+                .map(|a| Box::new(Self::new(a))),
+        }
+    }
+
+    fn child(&self, key: &str) -> Option<&ValueSchema> {
+        self.properties.get(key).or(self.additional.as_deref())
+    }
+}
+
+/// How object keys become CEL field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// CRD validation rules: property names are escaped (maps' keys are not).
+    Escaped,
+    /// Admission-policy expressions: keys as they are.
+    AsIs,
+}
+
+/// `value` as CEL sees it at `schema`, restricted to `projection`.
+pub fn convert(
+    value: &Value,
+    schema: Option<&ValueSchema>,
+    projection: &Projection,
+    keys: Keys,
+) -> CelValue {
+    match value {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => number(n),
+        Value::String(s) => string(s, schema.map_or(Format::Plain, |s| s.format)),
+        Value::Array(items) => {
+            // Lists are observed element by element only through whole-value operations.
+            let item_schema = schema.and_then(|s| s.items.as_deref());
+            CelValue::List(Arc::new(
+                items
+                    .iter()
+                    .map(|item| convert(item, item_schema, &Projection::Whole, keys))
+                    .collect(),
+            ))
+        }
+        Value::Object(object) => {
+            let escape_keys = keys == Keys::Escaped && !schema.is_some_and(|s| s.is_map);
+            let mut map = HashMap::new();
+            for (key, child) in object {
+                let name = if escape_keys {
+                    escape_field_name(key)
+                } else {
+                    Cow::Borrowed(key.as_str())
+                };
+                let Some(below) = projection.field(&name) else {
+                    continue;
+                };
+                let child_schema = schema.and_then(|s| s.child(key));
+                map.insert(
+                    Key::String(Arc::new(name.into_owned())),
+                    convert(child, child_schema, below, keys),
+                );
+            }
+            if schema.is_some_and(|s| s.embedded_resource) {
+                for (field, empty) in [
+                    ("apiVersion", CelValue::String(Arc::new(String::new()))),
+                    ("kind", CelValue::String(Arc::new(String::new()))),
+                    (
+                        "metadata",
+                        CelValue::Map(Map {
+                            map: Arc::new(HashMap::new()),
+                        }),
+                    ),
+                ] {
+                    if projection.field(field).is_some() {
+                        map.entry(Key::String(Arc::new(field.to_string())))
+                            .or_insert(empty);
+                    }
+                }
+            }
+            CelValue::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// JSON as CEL sees Kubernetes objects: integers are `int`, unsigned only beyond `i64`.
+fn number(n: &serde_json::Number) -> CelValue {
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) => CelValue::Int(i),
+        (None, Some(u)) => CelValue::UInt(u),
+        _ => CelValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+    }
+}
+
+/// A string typed by its format; one that does not parse stays a string (schema validation
+/// reports it).
+fn string(s: &str, format: Format) -> CelValue {
+    let typed = match format {
+        Format::Plain => None,
+        Format::DateTime => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(CelValue::Timestamp),
+        Format::Duration => go_duration(s).map(CelValue::Duration),
+        Format::Bytes => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .map(|b| CelValue::Bytes(Arc::new(b))),
+    };
+    typed.unwrap_or_else(|| CelValue::String(Arc::new(s.to_string())))
+}
+
+/// Go's duration syntax (`1h30m`, `1.5s`, `-250ms`).
+fn go_duration(text: &str) -> Option<chrono::Duration> {
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Some(chrono::Duration::zero());
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let number: f64 = rest.get(..number_len)?.parse().ok()?;
+        rest = rest.get(number_len..)?;
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match rest.get(..unit_len)? {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        nanos += number * scale;
+        rest = rest.get(unit_len..)?;
+    }
+    let nanos = if negative { -nanos } else { nanos };
+    (nanos.abs() < i64::MAX as f64).then(|| chrono::Duration::nanoseconds(nanos as i64))
+}
+
+const CEL_RESERVED_WORDS: &[&str] = &[
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+/// The apiserver's escaping of property names that are not CEL identifiers.
+pub fn escape_field_name(name: &str) -> Cow<'_, str> {
+    if CEL_RESERVED_WORDS.contains(&name) {
+        return Cow::Owned(format!("__{name}__"));
+    }
+    if !name.contains(['_', '.', '-', '/']) {
+        return Cow::Borrowed(name);
+    }
+    let mut escaped = String::with_capacity(name.len() * 2);
+    for ch in name.chars() {
+        match ch {
+            '_' => escaped.push_str("__"),
+            '.' => escaped.push_str("__dot__"),
+            '-' => escaped.push_str("__dash__"),
+            '/' => escaped.push_str("__slash__"),
+            _ => escaped.push(ch),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// A plain map of string keys, for the values tollgate builds itself (`request`).
+pub fn map(entries: Vec<(&str, CelValue)>) -> CelValue {
+    CelValue::Map(Map {
+        map: Arc::new(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+                .collect::<HashMap<_, _>>(),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn escapes_like_the_apiserver() {
+        assert_eq!(escape_field_name("replicas"), "replicas");
+        assert_eq!(escape_field_name("foo-bar"), "foo__dash__bar");
+        assert_eq!(escape_field_name("a_b.c/d"), "a__b__dot__c__slash__d");
+        assert_eq!(escape_field_name("namespace"), "__namespace__");
+    }
+
+    #[test]
+    fn converts_only_the_projection_with_schema_formats() {
+        let schema = ValueSchema::new(&json!({
+            "type": "object",
+            "properties": {
+                "when": {"type": "string", "format": "date-time"},
+                "every": {"type": "string", "format": "duration"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "skipped": {"type": "string"}
+            }
+        }));
+        let value = json!({
+            "when": "2026-01-02T03:04:05Z",
+            "every": "1m30s",
+            "labels": {"a-b": "c"},
+            "skipped": "x",
+            "my-field": 1
+        });
+        let mut wanted = Projection::Unused;
+        let program = kube_cel::cel::Program::compile(
+            "self.when > timestamp('2020-01-01T00:00:00Z') && self.every == duration('90s') \
+             && self.labels['a-b'] == 'c' && self.my__dash__field == 1",
+        );
+        assert!(program.is_ok());
+        if let Ok(program) = program {
+            wanted.add_uses(program.expression(), "self");
+        }
+        let CelValue::Map(converted) = convert(&value, Some(&schema), &wanted, Keys::Escaped)
+        else {
+            panic!("not a map");
+        };
+        let keys: Vec<String> = {
+            let mut k: Vec<String> = converted.map.keys().map(|k| format!("{k:?}")).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(!keys.iter().any(|k| k.contains("skipped")));
+        assert!(matches!(
+            converted.map.get(&Key::String(Arc::new("when".into()))),
+            Some(CelValue::Timestamp(_))
+        ));
+        assert_eq!(
+            converted.map.get(&Key::String(Arc::new("every".into()))),
+            Some(&CelValue::Duration(chrono::Duration::seconds(90)))
+        );
+    }
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(go_duration("1h"), Some(chrono::Duration::hours(1)));
+        assert_eq!(
+            go_duration("-1.5s"),
+            Some(chrono::Duration::milliseconds(-1500))
+        );
+        assert_eq!(go_duration("0"), Some(chrono::Duration::zero()));
+        assert_eq!(go_duration("10"), None);
+        assert_eq!(go_duration(""), None);
+    }
+}
