@@ -1,135 +1,143 @@
-//! Admission and conversion speed on the shipped example policy, printed as figures.
-//! Run with `cargo bench --bench admission`.
+//! In-process micro-benchmarks of each step a review goes through, on the shipped example
+//! policy: decode, validate, default + diff (the mutate patch), convert. No TLS, no HTTP (that
+//! is `benches/load`). Run with `cargo bench --bench admission`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a broken benchmark setup should stop loudly
 
-use std::hint::black_box;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
 
+use divan::{Bencher, black_box};
 use serde_json::{Value, json};
-use tollgate::http::{Mode, admission_review as review_body};
+use tollgate::http::{AdmissionReviewIn, Mode, admission_review, conversion_review};
 use tollgate_engine::Store;
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .expect("fixture")
-}
-
-/// Warms up, then runs for a fixed wall-clock budget and reports the mean and the slowest run.
-fn time(label: &str, bytes: usize, mut run: impl FnMut()) {
-    for _ in 0..5 {
-        run();
-    }
-    let budget = Duration::from_secs(2);
-    let started = Instant::now();
-    let mut runs = 0u64;
-    let mut slowest = Duration::ZERO;
-    while started.elapsed() < budget {
-        let one = Instant::now();
-        run();
-        slowest = slowest.max(one.elapsed());
-        runs += 1;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "{label:<42} {:>10.1} µs/op {:>9.0} ops/s  max {:>9.1} µs  ({bytes} bytes)",
-        elapsed / runs.max(1) as f64 * 1e6,
-        runs as f64 / elapsed,
-        slowest.as_secs_f64() * 1e6,
-    );
-}
-
-fn admission(label: &str, body: &[u8], mode: Mode, store: &Store) {
-    time(label, body.len(), || {
-        black_box(review_body(store, body, mode).expect("review"));
-    });
-}
-
-fn conversion_review(objects: Vec<Value>, desired: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "ConversionReview",
-        "request": {"uid": "bench", "desiredAPIVersion": desired, "objects": objects}
-    }))
-    .expect("json")
-}
-
-fn converted(store: &Store, body: &[u8]) -> Vec<Value> {
-    let out = tollgate::http::conversion_review(store, body).expect("review");
-    let value = serde_json::to_value(out).expect("json");
-    value["response"]["convertedObjects"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
+// The allocator of the `tollgate` binary, so figures match the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let store = tollgate_engine::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-        .expect("policies");
-    println!("tollgate benchmark (one thread; parse + evaluate + encode)");
-    admission(
-        "validate: allowed",
-        &fixture("validate-allow.json"),
-        Mode::Validate,
-        &store,
-    );
-    admission(
-        "validate: denied (10 violations)",
-        &fixture("validate-deny.json"),
-        Mode::Validate,
-        &store,
-    );
-    admission(
-        "validate: immutable update",
-        &fixture("update-immutable.json"),
-        Mode::Validate,
-        &store,
-    );
-    admission(
-        "mutate: defaults patch",
-        &fixture("mutate-defaults.json"),
-        Mode::Mutate,
-        &store,
-    );
+    divan::main();
+}
 
-    let mut big: Value = serde_json::from_slice(&fixture("update-allowed.json")).expect("json");
-    let blob = "x".repeat(3 * 1024 * 1024);
-    big["request"]["object"]["metadata"]["annotations"] = json!({"example.com/blob": blob});
-    big["request"]["oldObject"]["metadata"]["annotations"] = json!({"example.com/blob": blob});
-    let big = serde_json::to_vec(&big).expect("json");
-    admission(
-        "validate: UPDATE with 2 x 3 MiB objects",
-        &big,
-        Mode::Validate,
-        &store,
-    );
-    admission(
-        "mutate: UPDATE with 2 x 3 MiB objects",
-        &big,
-        Mode::Mutate,
-        &store,
-    );
+static STORE: LazyLock<Store> = LazyLock::new(|| {
+    tollgate_engine::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        .expect("policies")
+});
 
-    let review: Value = serde_json::from_slice(&fixture("convert-down.json")).expect("json");
-    let v1 = review["request"]["objects"][0].clone();
-    let v1_objects: Vec<Value> = (0..2000)
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+}
+
+/// Compact, as the apiserver sends it.
+fn body(review: &Value) -> Vec<u8> {
+    serde_json::to_vec(review).expect("json")
+}
+
+/// The review with its object (and old object) grown to about `bytes` by 1 KiB annotations.
+fn grown(name: &str, bytes: usize) -> Vec<u8> {
+    let mut review = fixture(name);
+    let annotations: serde_json::Map<String, Value> = (0..bytes / 1050)
         .map(|i| {
-            let mut o = v1.clone();
+            (
+                format!("bench.tollgate.dev/pad-{i:05}"),
+                json!("v".repeat(1000)),
+            )
+        })
+        .collect();
+    for key in ["object", "oldObject"] {
+        if review["request"][key].is_object() {
+            review["request"][key]["metadata"]["annotations"] = Value::Object(annotations.clone());
+        }
+    }
+    body(&review)
+}
+
+const SIZES: [usize; 3] = [1024, 64 * 1024, 1024 * 1024];
+
+#[divan::bench(args = SIZES)]
+fn decode(bencher: Bencher, size: usize) {
+    let review = grown("validate-allow.json", size);
+    bencher
+        .counter(divan::counter::BytesCount::of_slice(&review))
+        .bench(|| AdmissionReviewIn::from_slice(black_box(&review)).expect("review"));
+}
+
+#[divan::bench(args = ["validate-allow.json", "validate-deny.json", "update-immutable.json", "update-cel.json"])]
+fn validate(bencher: Bencher, fixture_name: &str) {
+    let review = body(&fixture(fixture_name));
+    bencher.bench(|| admission_review(&STORE, black_box(&review), Mode::Validate).expect("review"));
+}
+
+#[divan::bench(args = SIZES)]
+fn validate_sized(bencher: Bencher, size: usize) {
+    let review = grown("update-allowed.json", size);
+    bencher
+        .counter(divan::counter::BytesCount::of_slice(&review))
+        .bench(|| admission_review(&STORE, black_box(&review), Mode::Validate).expect("review"));
+}
+
+#[divan::bench(args = SIZES)]
+fn default_and_diff(bencher: Bencher, size: usize) {
+    let review = grown("mutate-defaults.json", size);
+    bencher
+        .counter(divan::counter::BytesCount::of_slice(&review))
+        .bench(|| admission_review(&STORE, black_box(&review), Mode::Mutate).expect("review"));
+}
+
+fn conversion(objects: usize, desired: &str) -> Vec<u8> {
+    let template = fixture("convert-down.json")["request"]["objects"][0].clone();
+    let objects: Vec<Value> = (0..objects)
+        .map(|i| {
+            let mut o = template.clone();
             o["metadata"]["name"] = json!(format!("pg-{i}"));
             o
         })
         .collect();
-    let down = conversion_review(v1_objects, "payments.example.com/v1alpha1");
-    time("convert: 2000 objects v1 -> v1alpha1", down.len(), || {
-        black_box(tollgate::http::conversion_review(&store, &down).expect("review"));
-    });
-    let up = conversion_review(converted(&store, &down), "payments.example.com/v1");
-    time("convert: 2000 objects v1alpha1 -> v1", up.len(), || {
-        black_box(tollgate::http::conversion_review(&store, &up).expect("review"));
-    });
+    let down = body(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "request": {"uid": "bench", "desiredAPIVersion": desired, "objects": objects}
+    }));
+    if desired.ends_with("/v1") {
+        // Objects in the spoke version, converted up to the hub.
+        let out = conversion_review(
+            &STORE,
+            &conversion_of(&down, "payments.example.com/v1alpha1"),
+        )
+        .expect("review");
+        let converted =
+            serde_json::to_value(out).expect("json")["response"]["convertedObjects"].clone();
+        return body(&json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "ConversionReview",
+            "request": {"uid": "bench", "desiredAPIVersion": desired, "objects": converted}
+        }));
+    }
+    down
+}
+
+fn conversion_of(review: &[u8], desired: &str) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(review).expect("json");
+    value["request"]["desiredAPIVersion"] = json!(desired);
+    body(&value)
+}
+
+#[divan::bench(args = [1, 100, 2000])]
+fn convert_down(bencher: Bencher, objects: usize) {
+    let review = conversion(objects, "payments.example.com/v1alpha1");
+    bencher
+        .counter(divan::counter::ItemsCount::new(objects))
+        .bench(|| conversion_review(&STORE, black_box(&review)).expect("review"));
+}
+
+#[divan::bench(args = [1, 100, 2000])]
+fn convert_up(bencher: Bencher, objects: usize) {
+    let review = conversion(objects, "payments.example.com/v1");
+    bencher
+        .counter(divan::counter::ItemsCount::new(objects))
+        .bench(|| conversion_review(&STORE, black_box(&review)).expect("review"));
 }

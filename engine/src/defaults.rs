@@ -156,6 +156,11 @@ impl Defaulter {
     pub fn apply(&self, value: &mut Value) {
         self.root.apply(value, &self.refs);
     }
+
+    /// Whether `apply` would add nothing: lets callers skip copying a complete object.
+    pub fn is_complete(&self, value: &Value) -> bool {
+        self.root.is_complete(value, &self.refs)
+    }
 }
 
 impl DefaultPlan {
@@ -164,6 +169,35 @@ impl DefaultPlan {
             && self.items.is_none()
             && self.additional.is_none()
             && self.refs.is_empty()
+    }
+
+    fn is_complete(&self, value: &Value, table: &[DefaultPlan]) -> bool {
+        let refs_complete = self
+            .refs
+            .iter()
+            .filter_map(|idx| table.get(*idx))
+            .all(|plan| plan.is_complete(value, table));
+        refs_complete
+            && match value {
+                Value::Object(map) => {
+                    self.properties
+                        .iter()
+                        .all(|prop| match map.get(&prop.name) {
+                            None => prop.default.is_none(),
+                            Some(child) => prop.nested.is_complete(child, table),
+                        })
+                        && self.additional.as_ref().is_none_or(|additional| {
+                            map.iter()
+                                .filter(|(key, _)| !self.declared.iter().any(|d| d == *key))
+                                .all(|(_, child)| additional.is_complete(child, table))
+                        })
+                }
+                Value::Array(items) => self
+                    .items
+                    .as_ref()
+                    .is_none_or(|plan| items.iter().all(|item| plan.is_complete(item, table))),
+                _ => true,
+            }
     }
 
     fn apply(&self, value: &mut Value, table: &[DefaultPlan]) {
@@ -376,6 +410,35 @@ mod tests {
                 "extra": "e"
             })
         );
+    }
+
+    #[test]
+    fn is_complete_exactly_when_apply_adds_nothing() {
+        let schema = json!({
+            "$defs": {"port": {"properties": {"protocol": {"default": "TCP"}}}},
+            "properties": {
+                "ports": {"items": {"$ref": "#/$defs/port"}},
+                "byName": {"properties": {"fixed": {}}, "additionalProperties": {"properties": {"weight": {"default": 1}}}},
+                "retry": {"default": {}, "properties": {"max": {"default": 3}}},
+            },
+        });
+        let defaulter = Defaulter::from_schema(&schema);
+        for object in [
+            json!({}),
+            json!({"retry": {}}),
+            json!({"retry": {"max": 1}, "ports": [{}]}),
+            json!({"retry": {"max": 1}, "byName": {"fixed": {}, "a": {}}}),
+            json!({"retry": {"max": 1}, "ports": [{"protocol": "UDP"}], "byName": {"fixed": {}, "a": {"weight": 2}}}),
+        ] {
+            let mut applied = object.clone();
+            defaulter.apply(&mut applied);
+            assert_eq!(
+                defaulter.is_complete(&object),
+                applied == object,
+                "{object}"
+            );
+            assert!(defaulter.is_complete(&applied), "{applied}");
+        }
     }
 
     #[test]

@@ -68,19 +68,22 @@ pub fn default_patch(store: &Store, target: &Target<'_>) -> json_patch::Patch {
 }
 
 /// Converts one object to `desired_api_version` (`group/version`) by its kind's rules. An object
-/// already in that version is returned unchanged.
+/// already in that version is returned unchanged. The object is taken by value: its fields move
+/// into the result instead of being copied.
 pub fn convert(
     store: &Store,
-    object: &Value,
+    object: Value,
     desired_api_version: &str,
 ) -> Result<Value, ConvertError> {
-    let map = object.as_object().ok_or(ConvertError::NotAnObject)?;
+    let Value::Object(map) = object else {
+        return Err(ConvertError::NotAnObject);
+    };
     let api_version = map
         .get("apiVersion")
         .and_then(Value::as_str)
         .ok_or(ConvertError::MissingApiVersion)?;
     if api_version == desired_api_version {
-        return Ok(object.clone());
+        return Ok(Value::Object(map));
     }
     let kind = map
         .get("kind")
@@ -103,5 +106,6 @@ pub fn convert(
             group: group.to_string(),
             kind: kind.to_string(),
         })?;
-    rules.convert(map.clone(), from, target).map(Value::Object)
+    let (from, target) = (from.to_string(), target.to_string());
+    rules.convert(map, &from, &target).map(Value::Object)
 }

@@ -541,7 +541,10 @@ fn run_convert(store: &Store, object: &Value, desired: &str, expect: &Expect) ->
             "allowed, violations, warnings and mutated are expectations of admission cases".into(),
         );
     }
-    match (evaluate::convert(store, object, desired), &expect.error) {
+    match (
+        evaluate::convert(store, object.clone(), desired),
+        &expect.error,
+    ) {
         (Ok(converted), None) => {
             if let Some(expected) = &expect.converted
                 && &converted != expected

@@ -18,7 +18,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use admission::{AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review};
+pub use admission::{
+    AdmissionReviewIn, AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review,
+};
 pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
 pub use routes::Endpoint;
 pub use state::{AppState, HttpConfig, SharedStore};

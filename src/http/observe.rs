@@ -14,45 +14,86 @@ use super::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionTag(pub &'static str);
 
-/// Fills the request span (opened by `observe`) with what only the decoded review knows.
-pub fn record_review(uid: &str, kind: impl std::fmt::Display, operation: &str) {
-    let span = tracing::Span::current();
-    span.record("uid", uid);
-    span.record("kind", tracing::field::display(kind));
-    span.record("operation", operation);
+/// What the handler learnt from the review, tagged onto its response for the log line.
+#[derive(Debug, Clone)]
+pub struct ReviewTag {
+    pub uid: String,
+    /// API group (admission) or the desired apiVersion (conversion).
+    pub group: String,
+    /// Empty for conversion.
+    pub kind: String,
+    pub operation: &'static str,
+}
+
+impl std::fmt::Display for ReviewTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind.is_empty() {
+            f.write_str(&self.group)
+        } else {
+            write!(f, "{}/{}", self.group, self.kind)
+        }
+    }
+}
+
+/// Answers that need no one's attention are logged at debug; denials, failures and malformed
+/// requests at info. Metrics count every answer either way.
+fn routine(decision: &str) -> bool {
+    matches!(decision, "allowed" | "patched" | "converted")
 }
 
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    let endpoint = Endpoint::from_path(&path).and_then(Endpoint::review_label);
-    let span = tracing::info_span!(
+    let endpoint = Endpoint::from_path(request.uri().path()).and_then(Endpoint::review_label);
+    // Debug level: at the default level it costs nothing per request; the answer's log line
+    // below carries the fields itself.
+    let span = tracing::debug_span!(
         "request",
         method = %request.method(),
-        path = %path,
-        uid = tracing::field::Empty,
-        kind = tracing::field::Empty,
-        operation = tracing::field::Empty,
-        decision = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
+        path = %request.uri().path(),
     );
     let started = Instant::now();
     let _in_flight = InFlight::enter(&state);
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let decision = response
         .extensions()
         .get::<DecisionTag>()
         .map_or("none", |d| d.0);
-    span.record("decision", decision);
-    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-    if let Some(endpoint) = endpoint {
-        state
-            .metrics()
-            .record(endpoint, decision, elapsed.as_secs_f64());
-        span.in_scope(|| tracing::info!(status = response.status().as_u16(), "review answered"));
-    } else {
-        span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "request answered"));
-    }
+    let status = response.status().as_u16();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let Some(endpoint) = endpoint else {
+        span.in_scope(|| tracing::debug!(status, latency_ms, "request answered"));
+        return response;
+    };
+    state
+        .metrics()
+        .record(endpoint, decision, elapsed.as_secs_f64());
+    let review = response.extensions_mut().remove::<ReviewTag>();
+    let uid = review.as_ref().map_or("", |r| r.uid.as_str());
+    let kind = review.as_ref().map(tracing::field::display);
+    let operation = review.as_ref().map_or("", |r| r.operation);
+    span.in_scope(|| {
+        if routine(decision) {
+            tracing::debug!(
+                uid,
+                kind,
+                operation,
+                decision,
+                status,
+                latency_ms,
+                "review answered"
+            );
+        } else {
+            tracing::info!(
+                uid,
+                kind,
+                operation,
+                decision,
+                status,
+                latency_ms,
+                "review answered"
+            );
+        }
+    });
     response
 }
 

@@ -138,7 +138,16 @@ fn step(
     }
     let kept_parents = parents_that_survived_moves(&object, moves);
     let mut prefix = Vec::new();
-    carry(object, &mut prefix, from, to, &mut out, &mut stash);
+    let roots = (vec![from.schema], vec![to.schema]);
+    carry(
+        object,
+        &mut prefix,
+        (&roots.0, &roots.1),
+        from,
+        to,
+        &mut out,
+        &mut stash,
+    );
     mark_parents_the_way_back_would_drop(&out, moves, kept_parents, &mut stash);
 
     if let Some(restore) = preserved.fields.remove(to.version) {
@@ -161,46 +170,62 @@ fn step(
     Ok(out)
 }
 
+/// The subschemas of each version that describe the current prefix (empty: not declared).
+type Declared<'a, 's> = (&'a [&'s Value], &'a [&'s Value]);
+
 /// Copies what both versions agree on; stashes what only one of them declares, and anything
 /// that would land on data a move already put there.
 fn carry(
     source: Map<String, Value>,
     prefix: &mut Vec<String>,
+    declared: Declared<'_, '_>,
     from: Side<'_>,
     to: Side<'_>,
     out: &mut Map<String, Value>,
     stash: &mut BTreeMap<String, Value>,
 ) {
     for (key, value) in source {
-        prefix.push(key.clone());
-        let path = FieldPath(prefix.iter().cloned().map(Segment::Key).collect());
+        let in_from = schema::declared_children(from.schema, declared.0, &key);
+        let in_to = schema::declared_children(to.schema, declared.1, &key);
         // A field travels as it is only when both versions agree on it: both declare it, or
         // neither does (unknown data). Declared on one side only, it would change meaning in
         // the other version, so it waits in the annotation for the way back.
-        let same_standing =
-            schema::declares(to.schema, &path) == schema::declares(from.schema, &path);
+        let same_standing = in_from.is_empty() == in_to.is_empty();
+        let below = (in_from.as_slice(), in_to.as_slice());
         if !same_standing {
-            stash.insert(pointer_from_keys(prefix), value);
-        } else {
-            match (value, out.get_mut(&key)) {
-                (Value::Object(child), None) => {
-                    let mut target = Map::new();
-                    carry(child, prefix, from, to, &mut target, stash);
-                    out.insert(key, Value::Object(target));
-                }
-                (Value::Object(child), Some(Value::Object(existing))) => {
-                    carry(child, prefix, from, to, existing, stash);
-                }
-                (value, None) => {
-                    out.insert(key, value);
-                }
-                (value, Some(_)) => {
-                    stash.insert(pointer_from_keys(prefix), value);
-                }
-            }
+            stash_at(prefix, key, value, stash);
+            continue;
         }
-        prefix.pop();
+        match (value, out.get_mut(&key)) {
+            (Value::Object(child), None) => {
+                let mut target = Map::new();
+                prefix.push(key);
+                carry(child, prefix, below, from, to, &mut target, stash);
+                let key = prefix.pop().unwrap_or_default();
+                out.insert(key, Value::Object(target));
+            }
+            (Value::Object(child), Some(Value::Object(existing))) => {
+                prefix.push(key);
+                carry(child, prefix, below, from, to, existing, stash);
+                prefix.pop();
+            }
+            (value, None) => {
+                out.insert(key, value);
+            }
+            (value, Some(_)) => stash_at(prefix, key, value, stash),
+        }
     }
+}
+
+fn stash_at(
+    prefix: &mut Vec<String>,
+    key: String,
+    value: Value,
+    stash: &mut BTreeMap<String, Value>,
+) {
+    prefix.push(key);
+    stash.insert(pointer_from_keys(prefix), value);
+    prefix.pop();
 }
 
 /// Ancestors of move targets that the source still has as objects after its moved fields left.

@@ -1,5 +1,6 @@
 //! The compiled, immutable policy set that requests are evaluated against.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,14 +139,10 @@ impl CompiledPolicy {
         if self.schema_rules.is_some() || self.policy_rules.is_some() {
             // The apiserver calls validating webhooks after the mutating ones, so CEL (match
             // conditions included) sees the object with this policy's defaults in place.
-            let defaulted = |value: &Value| {
-                let mut copy = value.clone();
-                self.defaulter.apply(&mut copy);
-                copy
-            };
+            let defaulted = |value| with_defaults(&self.defaulter, value);
             let object = defaulted(object);
             let previous = target.previous().map(defaulted);
-            let bindings = target.bindings(&object, previous.as_ref());
+            let bindings = target.bindings(&object, previous.as_deref());
             if let Some(rules) = &self.policy_rules {
                 match rules.applies(&bindings) {
                     Applies::No => return Vec::new(),
@@ -159,7 +156,7 @@ impl CompiledPolicy {
                 }
             }
             if let Some(rules) = &self.schema_rules {
-                found.extend(rules.violations(&object, previous.as_ref()));
+                found.extend(rules.violations(&object, previous.as_deref()));
             }
         }
         if let Some(validator) = &self.schema {
@@ -180,6 +177,16 @@ impl CompiledPolicy {
         self.metadata_defaults.apply(object);
         self.defaulter.apply(object);
     }
+}
+
+/// `value` with the schema defaults in place, copied only when one is missing.
+fn with_defaults<'v>(defaulter: &Defaulter, value: &'v Value) -> Cow<'v, Value> {
+    if defaulter.is_complete(value) {
+        return Cow::Borrowed(value);
+    }
+    let mut copy = value.clone();
+    defaulter.apply(&mut copy);
+    Cow::Owned(copy)
 }
 
 fn labels_of(object: &Value) -> BTreeMap<String, String> {

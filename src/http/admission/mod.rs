@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
-use wire::{AdmissionResponseOut, AdmissionReviewIn};
-pub use wire::{AdmissionReviewOut, ReviewParseError};
+use wire::AdmissionResponseOut;
+pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
 use super::body::ReviewBody;
 use super::error::ApiError;
-use super::observe::{self, DecisionTag};
+use super::observe::{DecisionTag, ReviewTag};
 use super::state::AppState;
 
 /// Everything the server or `tollgate review` does with one AdmissionReview body: the exact
@@ -50,25 +50,25 @@ async fn admit(
         Ok(parsed) => parsed,
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    observe::record_review(
-        &request.uid,
-        format_args!("{}/{}", request.kind.group, request.kind.kind),
-        request.operation_name(),
-    );
-    let uid = request.uid.clone();
-    let (group, kind) = (request.kind.group.clone(), request.kind.kind.clone());
+    let review = ReviewTag {
+        uid: request.uid.clone(),
+        group: request.kind.group.clone(),
+        kind: request.kind.kind.clone(),
+        operation: request.operation_name(),
+    };
     let outcome = state
         .run_bounded(
             query.as_deref(),
             body.len(),
-            |store| store.evaluation_is_linear(&group, &kind),
+            |store| store.evaluation_is_linear(&review.group, &review.kind),
             move |store| evaluate(store, &request, mode),
         )
         .await;
     let response =
-        outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&uid, 500, e.to_string()));
+        outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&review.uid, 500, e.to_string()));
     let decision = response.decision().as_str();
     let mut http = Json(AdmissionReviewOut::new(&api_version, response)).into_response();
     http.extensions_mut().insert(DecisionTag(decision));
+    http.extensions_mut().insert(review);
     http
 }

@@ -14,7 +14,7 @@ pub use wire::{CONVERSION_KIND, ConversionParseError, review_body};
 
 use super::body::ReviewBody;
 use super::error::ApiError;
-use super::observe::{self, DecisionTag};
+use super::observe::{DecisionTag, ReviewTag};
 use super::state::AppState;
 
 pub async fn convert(
@@ -26,8 +26,12 @@ pub async fn convert(
         Ok(parsed) => parsed,
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    observe::record_review(&request.uid, &request.desired_api_version, "CONVERT");
-    let uid = request.uid.clone();
+    let review = ReviewTag {
+        uid: request.uid.clone(),
+        group: request.desired_api_version.clone(),
+        kind: String::new(),
+        operation: "CONVERT",
+    };
     // A review of thousands of objects is CPU work: above the inline size it runs on the
     // bounded worker pool.
     let outcome = state
@@ -35,13 +39,13 @@ pub async fn convert(
             query.as_deref(),
             body.len(),
             |_| true,
-            move |store| wire::convert_request(store, &request),
+            move |store| wire::convert_request(store, request),
         )
         .await;
     let response = outcome.unwrap_or_else(|e| {
         let mut failed =
             ConversionResponse::invalid(Status::failure(&e.to_string(), "InternalError"));
-        failed.uid = uid;
+        failed.uid = review.uid.clone();
         failed
     });
     let decision = if response.result.status == Some(StatusSummary::Success) {
@@ -51,5 +55,6 @@ pub async fn convert(
     };
     let mut http = Json(wire::into_review(types, response)).into_response();
     http.extensions_mut().insert(DecisionTag(decision));
+    http.extensions_mut().insert(review);
     http
 }

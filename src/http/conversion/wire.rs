@@ -45,18 +45,19 @@ pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionPar
 }
 
 /// Converts every object or none: one failure fails the review, naming the object.
-pub fn convert_request(store: &Store, request: &ConversionRequest) -> ConversionResponse {
+pub fn convert_request(store: &Store, request: ConversionRequest) -> ConversionResponse {
     let mut response = ConversionResponse::invalid(Status::success());
-    response.uid = request.uid.clone();
+    response.uid = request.uid;
     let mut converted = Vec::with_capacity(request.objects.len());
-    for (index, object) in request.objects.iter().enumerate() {
+    for (index, object) in request.objects.into_iter().enumerate() {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         match evaluate::convert(store, object, &request.desired_api_version) {
             Ok(value) => converted.push(value),
             Err(e) => {
-                let name = object
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("<unnamed>");
+                let name = name.as_deref().unwrap_or("<unnamed>");
                 let message = format!(
                     "cannot convert object {index} ({name:?}) to {}: {e}",
                     request.desired_api_version
@@ -79,5 +80,5 @@ pub fn into_review(types: TypeMeta, response: ConversionResponse) -> ConversionR
 
 pub fn review_body(store: &Store, body: &[u8]) -> Result<ConversionReview, ConversionParseError> {
     let (types, request) = parse(body)?;
-    Ok(into_review(types, convert_request(store, &request)))
+    Ok(into_review(types, convert_request(store, request)))
 }
