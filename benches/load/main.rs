@@ -328,8 +328,21 @@ async fn at_fixed_rate(
 ) -> anyhow::Result<(f64, Outcome)> {
     let senders = server.target.senders(protocol, RATE_CONNECTIONS).await?;
     let (_, senders) = driver::fixed_rate(senders, call, rate, settings.warmup).await;
+    with_cpu(server, async {
+        driver::fixed_rate(senders, call, rate, settings.phase)
+            .await
+            .0
+    })
+    .await
+}
+
+/// The outcome of a load phase and the server's CPU µs per answered request during it.
+async fn with_cpu(
+    server: &ServerProcess,
+    phase: impl std::future::Future<Output = Outcome>,
+) -> anyhow::Result<(f64, Outcome)> {
     let before = procfs::cpu_seconds(server.pid())?;
-    let (outcome, _) = driver::fixed_rate(senders, call, rate, settings.phase).await;
+    let outcome = phase.await;
     let used = procfs::cpu_seconds(server.pid())? - before;
     report_failure(&server.name, &outcome);
     Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
@@ -353,11 +366,7 @@ async fn sequential(
     let warm = server.target.senders(Protocol::Http1, 1).await?;
     driver::open_throttle(warm, call, settings.warmup).await;
     let senders = server.target.senders(Protocol::Http1, 1).await?;
-    let before = procfs::cpu_seconds(server.pid())?;
-    let outcome = driver::open_throttle(senders, call, settings.phase).await;
-    let used = procfs::cpu_seconds(server.pid())? - before;
-    report_failure(&server.name, &outcome);
-    Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
+    with_cpu(server, driver::open_throttle(senders, call, settings.phase)).await
 }
 
 async fn object_sizes(

@@ -3,7 +3,7 @@
 //! `policy::load_dir` reads a directory of policy files into a compiled, immutable `Store`;
 //! `evaluate` answers validation, defaulting and conversion questions against it.
 //!
-//! Modules depend only downwards: `path` and `schema` at the bottom; `validate`, `immutable`,
+//! Modules depend only downwards: `path`, `duration` and `schema` at the bottom; `validate`, `immutable`,
 //! `defaults`, `selector`, `conversion`, `rollout` and `cel` on those; `policy` (format, loader,
 //! store) on all of them; `evaluate` on `policy`; `suite` (PolicyTest files) on `evaluate`.
 
@@ -12,6 +12,7 @@
 pub mod cel;
 pub mod conversion;
 mod defaults;
+pub mod duration;
 pub mod evaluate;
 mod immutable;
 pub mod path;

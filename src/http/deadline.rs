@@ -23,35 +23,11 @@ pub fn budget(query: Option<&str>, default: Duration, cap: Duration) -> Duration
     }
 }
 
-/// Parses Go's `time.Duration` text form: `10s`, `1m30s`, `1.5s`, `250ms`, `100us`.
+/// A non-negative Go duration (`10s`, `1m30s`, `250ms`), as the apiserver writes `?timeout=`.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest.get(..number_len)?.parse().ok()?;
-        rest = rest.get(number_len..)?;
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match rest.get(..unit_len)? {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += number * seconds_per_unit;
-        rest = rest.get(unit_len..)?;
-    }
-    Duration::try_from_secs_f64(total).ok()
+    tollgate_engine::duration::go_duration_seconds(text.trim())
+        .filter(|seconds| *seconds >= 0.0)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
 }
 
 #[cfg(test)]

@@ -120,6 +120,21 @@ fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
     BASE.with(f)
 }
 
+/// The message of a failed rule: its `messageExpression` when that yields a string, else its
+/// `message`.
+fn failure_message(
+    message_program: Option<&Program>,
+    message: Option<&str>,
+    ctx: &Context<'_>,
+) -> Option<String> {
+    message_program
+        .and_then(|p| match p.execute(ctx) {
+            Ok(CelValue::String(s)) => Some(s.to_string()),
+            _ => None,
+        })
+        .or_else(|| message.map(str::to_string))
+}
+
 fn compile_expression(
     text: &str,
     pointer: String,
@@ -276,15 +291,10 @@ impl PolicyRules {
                 .filter_map(|v| {
                     let message = match v.program.execute(ctx) {
                         Ok(CelValue::Bool(true)) => return None,
-                        Ok(CelValue::Bool(false)) => v
-                            .message_program
-                            .as_ref()
-                            .and_then(|p| match p.execute(ctx) {
-                                Ok(CelValue::String(s)) => Some(s.to_string()),
-                                _ => None,
-                            })
-                            .or_else(|| v.message.clone())
-                            .unwrap_or_else(|| format!("failed expression: {}", v.text)),
+                        Ok(CelValue::Bool(false)) => {
+                            failure_message(v.message_program.as_ref(), v.message.as_deref(), ctx)
+                                .unwrap_or_else(|| format!("failed expression: {}", v.text))
+                        }
                         Ok(other) => {
                             format!("expression {:?} returned {other:?}, not a boolean", v.text)
                         }

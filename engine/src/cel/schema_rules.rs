@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::projection::{Projection, iterates};
 use super::values::{Keys, ValueSchema, convert};
-use super::{RULES_KEY, compile_expression};
+use super::{RULES_KEY, compile_expression, failure_message};
 use crate::path::{FieldPath, Segment, escape_pointer};
 use crate::validate::Violation;
 
@@ -389,15 +389,10 @@ fn evaluate(
         };
         let message = match rule.program.execute(ctx) {
             Ok(CelValue::Bool(true)) => continue,
-            Ok(CelValue::Bool(false)) => rule
-                .message_program
-                .as_ref()
-                .and_then(|p| match p.execute(ctx) {
-                    Ok(CelValue::String(s)) => Some(s.to_string()),
-                    _ => None,
-                })
-                .or_else(|| rule.message.clone())
-                .unwrap_or_else(|| format!("failed rule: {}", rule.text)),
+            Ok(CelValue::Bool(false)) => {
+                failure_message(rule.message_program.as_ref(), rule.message.as_deref(), ctx)
+                    .unwrap_or_else(|| format!("failed rule: {}", rule.text))
+            }
             Ok(_) => format!("rule \"{}\" did not evaluate to bool", rule.text),
             Err(e) => format!("rule evaluation error: {e}"),
         };

@@ -174,39 +174,9 @@ fn string(s: &str, format: Format) -> CelValue {
     typed.unwrap_or_else(|| CelValue::String(Arc::new(s.to_string())))
 }
 
-/// Go's duration syntax (`1h30m`, `1.5s`, `-250ms`).
 fn go_duration(text: &str) -> Option<chrono::Duration> {
-    let (negative, mut rest) = match text.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    if rest == "0" {
-        return Some(chrono::Duration::zero());
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut nanos = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let number: f64 = rest.get(..number_len)?.parse().ok()?;
-        rest = rest.get(number_len..)?;
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match rest.get(..unit_len)? {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return None,
-        };
-        nanos += number * scale;
-        rest = rest.get(unit_len..)?;
-    }
-    let nanos = if negative { -nanos } else { nanos };
+    let seconds = crate::duration::go_duration_seconds(text)?;
+    let nanos = seconds * 1e9;
     (nanos.abs() < i64::MAX as f64).then(|| chrono::Duration::nanoseconds(nanos as i64))
 }
 
@@ -326,17 +296,5 @@ mod tests {
             converted.map.get(&Key::String(Arc::new("every".into()))),
             Some(&CelValue::Duration(chrono::Duration::seconds(90)))
         );
-    }
-
-    #[test]
-    fn parses_go_durations() {
-        assert_eq!(go_duration("1h"), Some(chrono::Duration::hours(1)));
-        assert_eq!(
-            go_duration("-1.5s"),
-            Some(chrono::Duration::milliseconds(-1500))
-        );
-        assert_eq!(go_duration("0"), Some(chrono::Duration::zero()));
-        assert_eq!(go_duration("10"), None);
-        assert_eq!(go_duration(""), None);
     }
 }
