@@ -36,6 +36,29 @@ pub fn run_inline<T>(work: impl FnOnce() -> T) -> Result<T, WorkError> {
     })
 }
 
+/// How much less CPU share pool threads get than the connection tasks when the CPUs are busy
+/// (a nice value: +10 weighs about a tenth of +0).
+const POOL_NICENESS: i32 = 10;
+
+thread_local! {
+    static NICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Big reviews run at a lower CPU priority, so that on a busy machine the kernel schedules the
+/// small requests' tasks first: a 2000-object conversion may take longer, never stall `/validate`.
+/// Only the blocking pool's threads are affected (once each; raising it back needs privileges).
+fn yield_to_small_requests() {
+    NICED.with(|niced| {
+        if niced.replace(true) {
+            return;
+        }
+        let thread = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(thread), POOL_NICENESS) {
+            tracing::debug!(error = %e, "cannot lower the worker thread's priority");
+        }
+    });
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
     permits: Arc<Semaphore>,
@@ -64,6 +87,7 @@ impl WorkerPool {
             // really ends, so abandoned work cannot pile up beyond the limit.
             let handle = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
+                yield_to_small_requests();
                 work()
             });
             handle.await.map_err(|e| {
@@ -95,6 +119,22 @@ mod tests {
             .await;
         assert_eq!(panicked, Err(WorkError::Panicked));
         assert_eq!(pool.run(Duration::from_secs(5), || 8).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn pool_threads_run_at_a_lower_priority() {
+        let pool = WorkerPool::new(1);
+        let niceness = pool
+            .run(Duration::from_secs(5), || {
+                rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+            })
+            .await;
+        let own = rustix::process::getpriority_process(None).ok();
+        assert_eq!(
+            niceness,
+            Ok(own.map(|n| (n + POOL_NICENESS).min(19))),
+            "the pool thread's nice value"
+        );
     }
 
     #[test]
