@@ -67,3 +67,81 @@ async fn wrong_method_and_unknown_path_are_json_errors() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["reason"], "NotFound");
 }
+
+async fn post(state: &AppState, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The fixture with its object grown past the inline size by annotations.
+fn grown(name: &str, bytes: usize) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut review: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    let padding: serde_json::Map<String, Value> = (0..bytes / 1024)
+        .map(|i| {
+            (
+                format!("pad.example.com/p{i}"),
+                Value::String("x".repeat(1000)),
+            )
+        })
+        .collect();
+    review["request"]["object"]["metadata"]["annotations"] = Value::Object(padding);
+    review
+}
+
+#[tokio::test]
+async fn large_reviews_are_read_and_judged_on_the_pool_with_the_same_answers() {
+    let state = state();
+    assert!(HttpConfig::default().inline_max_bytes < 64 * 1024);
+    for (fixture, path) in [
+        ("validate-deny.json", "/validate"),
+        ("validate-allow.json", "/validate"),
+        ("mutate-defaults.json", "/mutate"),
+    ] {
+        let small = grown(fixture, 0);
+        let large = grown(fixture, 64 * 1024);
+        let (small_status, small_answer) =
+            post(&state, path, serde_json::to_vec(&small).unwrap()).await;
+        let (large_status, large_answer) =
+            post(&state, path, serde_json::to_vec(&large).unwrap()).await;
+        assert_eq!(
+            (small_status, large_status),
+            (StatusCode::OK, StatusCode::OK)
+        );
+        for field in ["uid", "allowed", "status", "patchType"] {
+            assert_eq!(
+                small_answer["response"][field], large_answer["response"][field],
+                "{fixture}: {field}"
+            );
+        }
+    }
+    // Unreadable, and too large to be read inline: still a 400 with the reason.
+    let mut garbage = b"{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": [".to_vec();
+    garbage.resize(64 * 1024, b' ');
+    let (status, body) = post(&state, "/validate", garbage).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a valid AdmissionReview")),
+        "{body}"
+    );
+}

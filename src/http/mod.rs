@@ -1,6 +1,7 @@
-//! HTTP layer. `routes` lists every endpoint once. A request travels through `observe` (span and
-//! metrics), `body` (extract the review), then the handlers in `admission` and `conversion`
-//! (decode, evaluate on the bounded `worker` pool, encode) or `probes`. No policy logic here.
+//! HTTP layer. `routes` lists every endpoint once. A request travels through `observe` (metrics
+//! and the log line), `body` (extract the review), then the handlers in `admission` and
+//! `conversion` (decode, evaluate, encode — inline or on the bounded `worker` pool, as `review`
+//! decides) or `probes`. No policy logic here.
 
 mod admission;
 mod body;
@@ -9,6 +10,7 @@ mod deadline;
 mod error;
 mod observe;
 mod probes;
+mod review;
 mod routes;
 mod state;
 mod worker;

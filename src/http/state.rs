@@ -8,7 +8,7 @@ use std::time::Duration;
 use tollgate_engine::Store;
 
 use super::deadline;
-use super::worker::{self, WorkError, WorkerPool};
+use super::worker::{WorkError, WorkerPool};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -24,9 +24,8 @@ pub struct HttpConfig {
     /// Evaluations running at once on the worker pool; further ones queue (within their
     /// deadline).
     pub eval_concurrency: usize,
-    /// Reviews up to this size are evaluated right on the connection's task: they take tens of
-    /// microseconds, less than the hop to a pool thread costs. Larger ones go to the pool,
-    /// bounded in count and time, so they never stall small requests.
+    /// Reviews up to this size are read (and, when their policies do not iterate, judged) right
+    /// on the connection's task; larger ones go to the pool whole (see `review.rs`).
     pub inline_max_bytes: usize,
 }
 
@@ -101,27 +100,29 @@ impl AppState {
         &self.0.workers
     }
 
-    /// Runs `work` against the current policy set: inline for a review of `body_len` bytes up
-    /// to `inline_max_bytes` whose cost is `linear` in its size, otherwise on the worker pool
-    /// within the budget the caller's `?timeout=` (or the server default) allows.
-    pub async fn run_bounded<T, F>(
-        &self,
-        query: Option<&str>,
-        body_len: usize,
-        linear: impl FnOnce(&Store) -> bool,
-        work: F,
-    ) -> Result<T, WorkError>
+    /// Runs `work` against the current policy set on the worker pool, within the budget the
+    /// caller's `?timeout=` (or the server default) allows.
+    pub async fn run_pooled<T, F>(&self, query: Option<&str>, work: F) -> Result<T, WorkError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> T + Send + 'static,
     {
         let config = self.config();
-        let store = self.store().current();
-        if body_len <= config.inline_max_bytes && linear(&store) {
-            return worker::run_inline(move || work(&store));
-        }
         let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
+        let store = self.store().current();
         self.workers().run(budget, move || work(&store)).await
+    }
+
+    /// Runs `work` (reading a large review) on the worker pool, bounded only by the longest
+    /// evaluation budget.
+    pub async fn run_pooled_reading<T, F>(&self, work: F) -> Result<T, WorkError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.workers()
+            .run(self.config().max_eval_timeout, work)
+            .await
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -3,20 +3,19 @@
 mod decide;
 mod wire;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
-use wire::AdmissionResponseOut;
+use wire::{AdmissionRequestIn, AdmissionResponseOut};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
 use super::body::ReviewBody;
-use super::error::ApiError;
-use super::observe::{DecisionTag, ReviewTag};
+use super::observe::ReviewTag;
+use super::review::{self, Answer, Review};
 use super::state::AppState;
+use super::worker::WorkError;
 
 /// Everything the server or `tollgate review` does with one AdmissionReview body: the exact
 /// response document that goes on the wire.
@@ -46,29 +45,54 @@ async fn admit(
     ReviewBody(body): ReviewBody,
     mode: Mode,
 ) -> Response {
-    let (api_version, request) = match AdmissionReviewIn::from_slice(&body) {
-        Ok(parsed) => parsed,
-        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    let review = ReviewTag {
-        uid: request.uid.clone(),
-        group: request.kind.group.clone(),
-        kind: request.kind.kind.clone(),
-        operation: request.operation_name(),
-    };
-    let outcome = state
-        .run_bounded(
-            query.as_deref(),
-            body.len(),
-            |store| store.evaluation_is_linear(&review.group, &review.kind),
-            move |store| evaluate(store, &request, mode),
+    review::run(Admission(mode), state, query, body).await
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Admission(Mode);
+
+impl Review for Admission {
+    type Parsed = (String, AdmissionRequestIn);
+    type Envelope = (String, ReviewTag);
+
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
+        AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
+    }
+
+    fn envelope(self, (api_version, request): &Self::Parsed) -> Self::Envelope {
+        let tag = ReviewTag {
+            uid: request.uid.clone(),
+            group: request.kind.group.clone(),
+            kind: request.kind.kind.clone(),
+            operation: request.operation_name(),
+        };
+        (api_version.clone(), tag)
+    }
+
+    fn tag(self, envelope: &Self::Envelope) -> ReviewTag {
+        envelope.1.clone()
+    }
+
+    fn linear(self, store: &Store, (_, request): &Self::Parsed) -> bool {
+        store.evaluation_is_linear(&request.kind.group, &request.kind.kind)
+    }
+
+    fn answer(self, store: &Store, (api_version, request): Self::Parsed) -> Answer {
+        answer(&api_version, evaluate(store, &request, self.0))
+    }
+
+    fn failed(self, (api_version, tag): &Self::Envelope, error: WorkError) -> Answer {
+        answer(
+            api_version,
+            AdmissionResponseOut::errored(&tag.uid, 500, error.to_string()),
         )
-        .await;
-    let response =
-        outcome.unwrap_or_else(|e| AdmissionResponseOut::errored(&review.uid, 500, e.to_string()));
+    }
+}
+
+fn answer(api_version: &str, response: AdmissionResponseOut) -> Answer {
     let decision = response.decision().as_str();
-    let mut http = Json(AdmissionReviewOut::new(&api_version, response)).into_response();
-    http.extensions_mut().insert(DecisionTag(decision));
-    http.extensions_mut().insert(review);
-    http
+    Answer {
+        body: review::encode(&AdmissionReviewOut::new(api_version, response)),
+        decision,
+    }
 }

@@ -2,59 +2,79 @@
 
 mod wire;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use kube::core::Status;
-use kube::core::conversion::ConversionResponse;
+use axum::response::Response;
+use kube::core::conversion::{ConversionRequest, ConversionResponse};
 use kube::core::response::StatusSummary;
+use kube::core::{Status, TypeMeta};
+use tollgate_engine::Store;
 
 pub use wire::{CONVERSION_KIND, ConversionParseError, review_body};
 
 use super::body::ReviewBody;
-use super::error::ApiError;
-use super::observe::{DecisionTag, ReviewTag};
+use super::observe::ReviewTag;
+use super::review::{self, Answer, Review};
 use super::state::AppState;
+use super::worker::WorkError;
 
 pub async fn convert(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
     ReviewBody(body): ReviewBody,
 ) -> Response {
-    let (types, request) = match wire::parse(&body) {
-        Ok(parsed) => parsed,
-        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    let review = ReviewTag {
-        uid: request.uid.clone(),
-        group: request.desired_api_version.clone(),
-        kind: String::new(),
-        operation: "CONVERT",
-    };
-    // A review of thousands of objects is CPU work: above the inline size it runs on the
-    // bounded worker pool.
-    let outcome = state
-        .run_bounded(
-            query.as_deref(),
-            body.len(),
-            |_| true,
-            move |store| wire::convert_request(store, request),
-        )
-        .await;
-    let response = outcome.unwrap_or_else(|e| {
+    review::run(Conversion, state, query, body).await
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conversion;
+
+impl Review for Conversion {
+    type Parsed = (TypeMeta, ConversionRequest);
+    type Envelope = (TypeMeta, ReviewTag);
+
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
+        wire::parse(body).map_err(|e| e.to_string())
+    }
+
+    fn envelope(self, (types, request): &Self::Parsed) -> Self::Envelope {
+        let tag = ReviewTag {
+            uid: request.uid.clone(),
+            group: request.desired_api_version.clone(),
+            kind: String::new(),
+            operation: "CONVERT",
+        };
+        (types.clone(), tag)
+    }
+
+    fn tag(self, envelope: &Self::Envelope) -> ReviewTag {
+        envelope.1.clone()
+    }
+
+    /// Conversion has no CEL: its cost follows the number and size of the objects.
+    fn linear(self, _: &Store, _: &Self::Parsed) -> bool {
+        true
+    }
+
+    fn answer(self, store: &Store, (types, request): Self::Parsed) -> Answer {
+        answer(types, wire::convert_request(store, request))
+    }
+
+    fn failed(self, (types, tag): &Self::Envelope, error: WorkError) -> Answer {
         let mut failed =
-            ConversionResponse::invalid(Status::failure(&e.to_string(), "InternalError"));
-        failed.uid = review.uid.clone();
-        failed
-    });
+            ConversionResponse::invalid(Status::failure(&error.to_string(), "InternalError"));
+        failed.uid = tag.uid.clone();
+        answer(types.clone(), failed)
+    }
+}
+
+fn answer(types: TypeMeta, response: ConversionResponse) -> Answer {
     let decision = if response.result.status == Some(StatusSummary::Success) {
         "converted"
     } else {
         "failed"
     };
-    let mut http = Json(wire::into_review(types, response)).into_response();
-    http.extensions_mut().insert(DecisionTag(decision));
-    http.extensions_mut().insert(review);
-    http
+    Answer {
+        body: review::encode(&wire::into_review(types, response)),
+        decision,
+    }
 }

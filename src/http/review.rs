@@ -1,0 +1,128 @@
+//! Where a review's work runs, the same for admission and conversion.
+//!
+//! A small review (up to `inline_max_bytes`) is read on its connection's task; if its policies
+//! cost no more than reading it (no iterating CEL), it is judged and encoded right there too —
+//! microseconds, less than a hop to another thread. Everything else runs on the bounded worker
+//! pool under the caller's deadline. A large review goes to the pool whole: reading, judging,
+//! encoding and freeing a megabyte of JSON never occupies a connection task, so it cannot delay
+//! the small requests sharing that task's thread.
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tollgate_engine::Store;
+
+use super::error::ApiError;
+use super::observe::{DecisionTag, ReviewTag};
+use super::state::AppState;
+use super::worker::{self, WorkError};
+
+/// The finished answer: the response document and what the log and metrics say of it.
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub decision: &'static str,
+}
+
+/// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
+pub trait Review: Copy + Send + 'static {
+    type Parsed: Send + 'static;
+    /// What an answer needs when evaluation fails: apiVersion, uid.
+    type Envelope: Send + Sync + 'static;
+
+    /// The body as a review, or the reason it is not one (answered with 400).
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String>;
+    fn envelope(self, parsed: &Self::Parsed) -> Self::Envelope;
+    fn tag(self, envelope: &Self::Envelope) -> ReviewTag;
+    /// Whether judging it costs no more than reading it.
+    fn linear(self, store: &Store, parsed: &Self::Parsed) -> bool;
+    fn answer(self, store: &Store, parsed: Self::Parsed) -> Answer;
+    /// The answer when evaluation did not finish (deadline, panic, shutdown).
+    fn failed(self, envelope: &Self::Envelope, error: WorkError) -> Answer;
+}
+
+pub async fn run<R: Review>(
+    review: R,
+    state: AppState,
+    query: Option<String>,
+    body: Bytes,
+) -> Response {
+    if body.len() > state.config().inline_max_bytes {
+        return run_large(review, state, query, body).await;
+    }
+    let parsed = match review.parse(&body) {
+        Ok(parsed) => parsed,
+        Err(message) => return ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    drop(body);
+    let envelope = review.envelope(&parsed);
+    let store = state.store().current();
+    let outcome = if review.linear(&store, &parsed) {
+        worker::run_inline(|| review.answer(&store, parsed))
+    } else {
+        state
+            .run_pooled(query.as_deref(), move |store| review.answer(store, parsed))
+            .await
+    };
+    let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, e));
+    respond(answer, review.tag(&envelope))
+}
+
+async fn run_large<R: Review>(
+    review: R,
+    state: AppState,
+    query: Option<String>,
+    body: Bytes,
+) -> Response {
+    // Reading is linear in the body (at most `max_body_bytes`), so it is not held to the caller's
+    // deadline: a deadline that passes during evaluation is then still answered with the uid.
+    let parsed = match state
+        .run_pooled_reading(move || {
+            let parsed = review.parse(&body);
+            drop(body);
+            parsed.map(|parsed| {
+                let envelope = review.envelope(&parsed);
+                (parsed, envelope)
+            })
+        })
+        .await
+    {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(message)) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, message).into_response();
+        }
+        Err(error) => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the review could not be read: {error}"),
+            )
+            .into_response();
+        }
+    };
+    let (parsed, envelope) = parsed;
+    let answer = state
+        .run_pooled(query.as_deref(), move |store| review.answer(store, parsed))
+        .await
+        .unwrap_or_else(|e| review.failed(&envelope, e));
+    respond(answer, review.tag(&envelope))
+}
+
+fn respond(answer: Answer, tag: ReviewTag) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response();
+    response
+        .extensions_mut()
+        .insert(DecisionTag(answer.decision));
+    response.extensions_mut().insert(tag);
+    response
+}
+
+/// A response document as JSON bytes; one that cannot be encoded (never expected) becomes a
+/// Status the apiserver reports.
+pub fn encode(document: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(document).unwrap_or_else(|e| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 500,
+            "message": format!("cannot encode the answer: {e}"),
+        }))
+        .unwrap_or_default()
+    })
+}
