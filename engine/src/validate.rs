@@ -24,6 +24,10 @@ impl fmt::Display for Violation {
 
 /// Every schema violation of `object`, sorted by field path and without repeats.
 pub fn schema_violations(validator: &Validator, object: &Value) -> Vec<Violation> {
+    // Most objects are valid: the short-circuiting check is cheaper than collecting errors.
+    if validator.is_valid(object) {
+        return Vec::new();
+    }
     let mut found: Vec<Violation> = validator
         .iter_errors(object)
         .flat_map(|e| from_schema_error(&e))
