@@ -20,8 +20,12 @@ fn state() -> AppState {
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, Value) {
+    send(state, Request::get(path).body(Body::empty()).expect("request")).await
+}
+
+async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
     let response = router(state.clone())
-        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .oneshot(request)
         .await
         .expect("infallible");
     let status = response.status();
@@ -73,21 +77,7 @@ async fn post(state: &AppState, path: &str, body: Vec<u8>) -> (StatusCode, Value
         .header("content-type", "application/json")
         .body(Body::from(body))
         .expect("request");
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    send(state, request).await
 }
 
 /// The fixture with its object grown past the inline size by annotations.
