@@ -20,7 +20,11 @@ fn state() -> AppState {
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, Value) {
-    send(state, Request::get(path).body(Body::empty()).expect("request")).await
+    send(
+        state,
+        Request::get(path).body(Body::empty()).expect("request"),
+    )
+    .await
 }
 
 async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {

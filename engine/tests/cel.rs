@@ -405,3 +405,22 @@ spec:
         ]
     );
 }
+
+#[test]
+fn string_size_counts_code_points_as_kubernetes_does() {
+    let rules = "        x-kubernetes-validations:
+          - rule: \"self.secret.size() <= 3\"
+            message: at most 3 characters
+";
+    let store = compiled(&policy("", rules));
+    // Three characters, six bytes.
+    assert!(judge(&store, &widget(json!({"secret": "ééé"})), None, "alice").is_allowed());
+    assert!(!judge(&store, &widget(json!({"secret": "éééé"})), None, "alice").is_allowed());
+    // The same through the interpreter (a function the native path leaves to it).
+    let rules = "        x-kubernetes-validations:
+          - rule: \"self.secret.size() <= 3 && self.secret.startsWith('é')\"
+            message: at most 3 characters
+";
+    let store = compiled(&policy("", rules));
+    assert!(judge(&store, &widget(json!({"secret": "ééé"})), None, "alice").is_allowed());
+}

@@ -13,6 +13,7 @@
 //! converted to CEL values (`projection`), in one shared per-thread context holding the
 //! Kubernetes CEL libraries.
 
+mod native;
 mod projection;
 mod schema_rules;
 mod values;
@@ -79,6 +80,50 @@ struct Expression {
     program: Program,
     message: Option<String>,
     message_program: Option<Program>,
+    /// Simple enough for `native` (checked once at load).
+    native: bool,
+}
+
+impl Expression {
+    fn new(
+        text: &str,
+        program: Program,
+        message: Option<String>,
+        message_program: Option<Program>,
+    ) -> Self {
+        Self {
+            native: native::supported(program.expression()),
+            text: text.to_string(),
+            program,
+            message,
+            message_program,
+        }
+    }
+
+    /// The outcome straight from the JSON, when `native` can be certain of it.
+    fn settle(&self, bindings: &[native::Binding<'_>]) -> Option<bool> {
+        if !self.native {
+            return None;
+        }
+        native::evaluate(self.program.expression(), bindings)
+    }
+}
+
+/// `object` and `oldObject` for the native evaluator (it leaves `request` to the interpreter).
+fn native_bindings<'a>(bindings: &Bindings<'a>) -> Vec<native::Binding<'a>> {
+    let mut out = vec![native::Binding {
+        name: "object",
+        value: bindings.object,
+        schema: None,
+    }];
+    if let Some(old) = bindings.old_object {
+        out.push(native::Binding {
+            name: "oldObject",
+            value: old,
+            schema: None,
+        });
+    }
+    out
 }
 
 /// Compiled `spec.matchConditions` and `spec.validations` of one policy.
@@ -113,7 +158,27 @@ pub enum Applies {
 thread_local! {
     // Registering every Kubernetes CEL function costs tens of microseconds: once per thread,
     // then each request only adds its variables in an inner scope.
-    static BASE: Context<'static> = Context::default().with_all();
+    static BASE: Context<'static> = {
+        let mut context = Context::default().with_all();
+        context.add_function("size", size);
+        context
+    };
+}
+
+/// `size()` as the CEL spec and Kubernetes define it: a string's size is its number of Unicode
+/// code points (the interpreter's built-in counts UTF-8 bytes).
+fn size(
+    ftx: &kube_cel::cel::FunctionContext,
+    kube_cel::cel::extractors::This(this): kube_cel::cel::extractors::This<CelValue>,
+) -> Result<i64, kube_cel::cel::ExecutionError> {
+    let size = match this {
+        CelValue::List(l) => l.len(),
+        CelValue::Map(m) => m.map.len(),
+        CelValue::String(s) => s.chars().count(),
+        CelValue::Bytes(b) => b.len(),
+        other => return Err(ftx.error(format!("cannot determine the size of {other:?}"))),
+    };
+    i64::try_from(size).map_err(|_| ftx.error("size does not fit in an int"))
 }
 
 fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
@@ -166,12 +231,7 @@ impl PolicyRules {
             if let Some(program) = compile_expression(&c.expression, at, &mut errors) {
                 compiled_conditions.push((
                     c.name.clone(),
-                    Expression {
-                        text: c.expression.clone(),
-                        program,
-                        message: None,
-                        message_program: None,
-                    },
+                    Expression::new(&c.expression, program, None, None),
                 ));
             }
         }
@@ -187,12 +247,12 @@ impl PolicyRules {
                 )
             });
             if let Some(program) = program {
-                compiled_validations.push(Expression {
-                    text: v.expression.clone(),
+                compiled_validations.push(Expression::new(
+                    &v.expression,
                     program,
-                    message: v.message.clone(),
+                    v.message.clone(),
                     message_program,
-                });
+                ));
             }
         }
         if !errors.is_empty() {
@@ -260,6 +320,22 @@ impl PolicyRules {
         if self.conditions.is_empty() {
             return Applies::Yes;
         }
+        // Conditions run in order: settled natively up to the first one that is not.
+        let natives = native_bindings(bindings);
+        let mut settled = true;
+        for (_, condition) in &self.conditions {
+            match condition.settle(&natives) {
+                Some(true) => {}
+                Some(false) => return Applies::No,
+                None => {
+                    settled = false;
+                    break;
+                }
+            }
+        }
+        if settled {
+            return Applies::Yes;
+        }
         self.with_context(bindings, |ctx| {
             for (name, condition) in &self.conditions {
                 match condition.program.execute(ctx) {
@@ -285,9 +361,28 @@ impl PolicyRules {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        self.with_context(bindings, |ctx| {
-            self.validations
-                .iter()
+        let natives = native_bindings(bindings);
+        let mut found = Vec::new();
+        let mut pending = Vec::new();
+        for v in &self.validations {
+            match v.settle(&natives) {
+                Some(true) => {}
+                Some(false) if v.message_program.is_none() => found.push(Violation {
+                    path: FieldPath::default(),
+                    message: v
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("failed expression: {}", v.text)),
+                }),
+                _ => pending.push(v),
+            }
+        }
+        if pending.is_empty() {
+            return found;
+        }
+        found.extend(self.with_context(bindings, |ctx| {
+            pending
+                .into_iter()
                 .filter_map(|v| {
                     let message = match v.program.execute(ctx) {
                         Ok(CelValue::Bool(true)) => return None,
@@ -305,8 +400,9 @@ impl PolicyRules {
                         message,
                     })
                 })
-                .collect()
-        })
+                .collect::<Vec<_>>()
+        }));
+        found
     }
 }
 

@@ -12,6 +12,7 @@ use kube_cel::cel::{Context, Program, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::native;
 use super::projection::{Projection, iterates};
 use super::values::{Keys, ValueSchema, convert};
 use super::{RULES_KEY, compile_expression, failure_message};
@@ -47,6 +48,8 @@ struct Rule {
     /// Reads `oldSelf`: runs on UPDATE only, unless `optional_old_self`.
     transition: bool,
     optional_old_self: bool,
+    /// Simple enough for `native` (checked once here).
+    native: bool,
 }
 
 #[derive(Default)]
@@ -262,6 +265,7 @@ fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String
             continue;
         };
         rules.push(Rule {
+            native: native::supported(program.expression()),
             transition: program.references().has_variable("oldSelf"),
             text: spec.rule,
             program,
@@ -346,6 +350,40 @@ fn evaluate(
     out: &mut Vec<Violation>,
     base: &Context<'static>,
 ) {
+    let mut bindings = vec![native::Binding {
+        name: "self",
+        value,
+        schema: Some(&node.schema),
+    }];
+    if let Some(old) = old {
+        bindings.push(native::Binding {
+            name: "oldSelf",
+            value: old,
+            schema: Some(&node.schema),
+        });
+    }
+    // Rules settled straight on the JSON need no CEL values; the rest go to the interpreter.
+    let mut pending = Vec::new();
+    for rule in &node.rules {
+        let settled =
+            (rule.native && !rule.optional_old_self && !(rule.transition && old.is_none()))
+                .then(|| native::evaluate(rule.program.expression(), &bindings))
+                .flatten();
+        match settled {
+            Some(true) => {}
+            Some(false) if rule.message_program.is_none() => {
+                let message = rule
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("failed rule: {}", rule.text));
+                out.push(violation(path, rule, message));
+            }
+            _ => pending.push(rule),
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
     let mut scope = base.new_inner_scope();
     if node.self_projection.is_used() {
         scope.add_variable_from_value(
@@ -370,7 +408,7 @@ fn evaluate(
     if let Some(old_value) = &old_value {
         scope.add_variable_from_value("oldSelf", old_value.clone());
     }
-    for rule in &node.rules {
+    for rule in pending {
         let optional_scope;
         let ctx = if rule.optional_old_self {
             // Kubernetes binds an optional here: `oldSelf.hasValue()`, `oldSelf.value()`.
@@ -396,11 +434,15 @@ fn evaluate(
             Ok(_) => format!("rule \"{}\" did not evaluate to bool", rule.text),
             Err(e) => format!("rule evaluation error: {e}"),
         };
-        let mut at = path.to_vec();
-        at.extend(rule.field_path.0.iter().cloned());
-        out.push(Violation {
-            path: FieldPath(at),
-            message,
-        });
+        out.push(violation(path, rule, message));
+    }
+}
+
+fn violation(path: &[Segment], rule: &Rule, message: String) -> Violation {
+    let mut at = path.to_vec();
+    at.extend(rule.field_path.0.iter().cloned());
+    Violation {
+        path: FieldPath(at),
+        message,
     }
 }

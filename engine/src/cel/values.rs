@@ -72,8 +72,18 @@ impl ValueSchema {
         }
     }
 
-    fn child(&self, key: &str) -> Option<&ValueSchema> {
+    pub fn child(&self, key: &str) -> Option<&ValueSchema> {
         self.properties.get(key).or(self.additional.as_deref())
+    }
+
+    /// A string here is a CEL string (not a timestamp, duration or bytes).
+    pub fn string_is_plain(&self) -> bool {
+        self.format == Format::Plain
+    }
+
+    /// CEL sees fields here that the JSON may lack (`apiVersion`, `kind`, `metadata`).
+    pub fn adds_fields(&self) -> bool {
+        self.embedded_resource
     }
 }
 
