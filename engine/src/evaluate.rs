@@ -106,6 +106,7 @@ pub fn convert(
             group: group.to_string(),
             kind: kind.to_string(),
         })?;
-    let (from, target) = (from.to_string(), target.to_string());
-    rules.convert(map, &from, &target).map(Value::Object)
+    // `from` points into the object, which moves into the conversion.
+    let from = from.to_string();
+    rules.convert(map, &from, target).map(Value::Object)
 }

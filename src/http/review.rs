@@ -26,18 +26,17 @@ pub struct Answer {
 /// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
 pub trait Review: Copy + Send + 'static {
     type Parsed: Send + 'static;
-    /// What an answer needs when evaluation fails: apiVersion, uid.
-    type Envelope: Send + Sync + 'static;
+    /// What an answer needs, besides the uid in the tag, when evaluation fails (apiVersion).
+    type Envelope: Send + 'static;
 
     /// The body as a review, or the reason it is not one (answered with 400).
     fn parse(self, body: &[u8]) -> Result<Self::Parsed, String>;
-    fn envelope(self, parsed: &Self::Parsed) -> Self::Envelope;
-    fn tag(self, envelope: &Self::Envelope) -> ReviewTag;
+    fn envelope(self, parsed: &Self::Parsed) -> (Self::Envelope, ReviewTag);
     /// Whether judging it costs no more than reading it.
     fn linear(self, store: &Store, parsed: &Self::Parsed) -> bool;
     fn answer(self, store: &Store, parsed: Self::Parsed) -> Answer;
     /// The answer when evaluation did not finish (deadline, panic, shutdown).
-    fn failed(self, envelope: &Self::Envelope, error: WorkError) -> Answer;
+    fn failed(self, envelope: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer;
 }
 
 pub async fn run<R: Review>(
@@ -54,17 +53,19 @@ pub async fn run<R: Review>(
         Err(message) => return ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
     };
     drop(body);
-    let envelope = review.envelope(&parsed);
+    let (envelope, tag) = review.envelope(&parsed);
     let store = state.store().current();
     let outcome = if review.linear(&store, &parsed) {
         worker::run_inline(|| review.answer(&store, parsed))
     } else {
         state
-            .run_pooled(query.as_deref(), move |store| review.answer(store, parsed))
+            .run_pooled(query.as_deref(), store, move |store| {
+                review.answer(store, parsed)
+            })
             .await
     };
-    let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, e));
-    respond(answer, review.tag(&envelope))
+    let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, &tag, e));
+    respond(answer, tag)
 }
 
 async fn run_large<R: Review>(
@@ -80,8 +81,8 @@ async fn run_large<R: Review>(
             let parsed = review.parse(&body);
             drop(body);
             parsed.map(|parsed| {
-                let envelope = review.envelope(&parsed);
-                (parsed, envelope)
+                let (envelope, tag) = review.envelope(&parsed);
+                (parsed, envelope, tag)
             })
         })
         .await
@@ -98,12 +99,15 @@ async fn run_large<R: Review>(
             .into_response();
         }
     };
-    let (parsed, envelope) = parsed;
+    let (parsed, envelope, tag) = parsed;
+    let store = state.store().current();
     let answer = state
-        .run_pooled(query.as_deref(), move |store| review.answer(store, parsed))
+        .run_pooled(query.as_deref(), store, move |store| {
+            review.answer(store, parsed)
+        })
         .await
-        .unwrap_or_else(|e| review.failed(&envelope, e));
-    respond(answer, review.tag(&envelope))
+        .unwrap_or_else(|e| review.failed(&envelope, &tag, e));
+    respond(answer, tag)
 }
 
 fn respond(answer: Answer, tag: ReviewTag) -> Response {

@@ -100,16 +100,20 @@ impl AppState {
         &self.0.workers
     }
 
-    /// Runs `work` against the current policy set on the worker pool, within the budget the
-    /// caller's `?timeout=` (or the server default) allows.
-    pub async fn run_pooled<T, F>(&self, query: Option<&str>, work: F) -> Result<T, WorkError>
+    /// Runs `work` against `store` (the policy set the caller already holds) on the worker pool,
+    /// within the budget the caller's `?timeout=` (or the server default) allows.
+    pub async fn run_pooled<T, F>(
+        &self,
+        query: Option<&str>,
+        store: Arc<Store>,
+        work: F,
+    ) -> Result<T, WorkError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> T + Send + 'static,
     {
         let config = self.config();
         let budget = deadline::budget(query, config.default_eval_timeout, config.max_eval_timeout);
-        let store = self.store().current();
         self.workers().run(budget, move || work(&store)).await
     }
 

@@ -53,13 +53,13 @@ struct Admission(Mode);
 
 impl Review for Admission {
     type Parsed = (String, AdmissionRequestIn);
-    type Envelope = (String, ReviewTag);
+    type Envelope = String;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
         AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
     }
 
-    fn envelope(self, (api_version, request): &Self::Parsed) -> Self::Envelope {
+    fn envelope(self, (api_version, request): &Self::Parsed) -> (Self::Envelope, ReviewTag) {
         let tag = ReviewTag {
             uid: request.uid.clone(),
             group: request.kind.group.clone(),
@@ -67,10 +67,6 @@ impl Review for Admission {
             operation: request.operation_name(),
         };
         (api_version.clone(), tag)
-    }
-
-    fn tag(self, envelope: &Self::Envelope) -> ReviewTag {
-        envelope.1.clone()
     }
 
     fn linear(self, store: &Store, (_, request): &Self::Parsed) -> bool {
@@ -81,7 +77,7 @@ impl Review for Admission {
         answer(&api_version, evaluate(store, &request, self.0))
     }
 
-    fn failed(self, (api_version, tag): &Self::Envelope, error: WorkError) -> Answer {
+    fn failed(self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         answer(
             api_version,
             AdmissionResponseOut::errored(&tag.uid, 500, error.to_string()),

@@ -30,13 +30,13 @@ struct Conversion;
 
 impl Review for Conversion {
     type Parsed = (TypeMeta, ConversionRequest);
-    type Envelope = (TypeMeta, ReviewTag);
+    type Envelope = TypeMeta;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
         wire::parse(body).map_err(|e| e.to_string())
     }
 
-    fn envelope(self, (types, request): &Self::Parsed) -> Self::Envelope {
+    fn envelope(self, (types, request): &Self::Parsed) -> (Self::Envelope, ReviewTag) {
         let tag = ReviewTag {
             uid: request.uid.clone(),
             group: request.desired_api_version.clone(),
@@ -44,10 +44,6 @@ impl Review for Conversion {
             operation: "CONVERT",
         };
         (types.clone(), tag)
-    }
-
-    fn tag(self, envelope: &Self::Envelope) -> ReviewTag {
-        envelope.1.clone()
     }
 
     /// Conversion has no CEL: its cost follows the number and size of the objects.
@@ -59,7 +55,7 @@ impl Review for Conversion {
         answer(types, wire::convert_request(store, request))
     }
 
-    fn failed(self, (types, tag): &Self::Envelope, error: WorkError) -> Answer {
+    fn failed(self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         let mut failed =
             ConversionResponse::invalid(Status::failure(&error.to_string(), "InternalError"));
         failed.uid = tag.uid.clone();
