@@ -74,18 +74,30 @@ pub struct RequestInfo<'a> {
     pub dry_run: bool,
 }
 
-/// One compiled policy-level expression.
+/// One compiled expression with its failure message: a schema rule or a policy-level
+/// validation or match condition.
 struct Expression {
     text: String,
     program: Program,
     message: Option<String>,
     message_program: Option<Program>,
+    /// How the default message names it: "rule" or "expression".
+    label: &'static str,
     /// Simple enough for `native` (checked once at load).
     native: bool,
 }
 
+/// What the native evaluator makes of an expression.
+enum Settled {
+    Passed,
+    Failed(String),
+    /// The interpreter decides (or builds the message).
+    Open,
+}
+
 impl Expression {
     fn new(
+        label: &'static str,
         text: &str,
         program: Program,
         message: Option<String>,
@@ -97,15 +109,53 @@ impl Expression {
             program,
             message,
             message_program,
+            label,
         }
     }
 
+    /// The expression and its message expression.
+    fn programs(&self) -> impl Iterator<Item = &Program> {
+        std::iter::once(&self.program).chain(&self.message_program)
+    }
+
+    fn iterates(&self) -> bool {
+        self.programs()
+            .any(|p| projection::iterates(p.expression()))
+    }
+
     /// The outcome straight from the JSON, when `native` can be certain of it.
-    fn settle(&self, bindings: &[native::Binding<'_>]) -> Option<bool> {
+    fn native_outcome(&self, bindings: &[native::Binding<'_>]) -> Option<bool> {
         if !self.native {
             return None;
         }
         native::evaluate(self.program.expression(), bindings)
+    }
+
+    /// A native outcome with its message, unless the message needs the interpreter.
+    fn settle(&self, bindings: &[native::Binding<'_>]) -> Settled {
+        match self.native_outcome(bindings) {
+            Some(true) => Settled::Passed,
+            Some(false) if self.message_program.is_none() => Settled::Failed(self.static_message()),
+            _ => Settled::Open,
+        }
+    }
+
+    /// The message when the expression is false: its `messageExpression` when that yields a
+    /// string, else its `message`, else one naming it.
+    fn message_when_false(&self, ctx: &Context<'_>) -> String {
+        self.message_program
+            .as_ref()
+            .and_then(|p| match p.execute(ctx) {
+                Ok(CelValue::String(s)) => Some(s.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.static_message())
+    }
+
+    fn static_message(&self) -> String {
+        self.message
+            .clone()
+            .unwrap_or_else(|| format!("failed {}: {}", self.label, self.text))
     }
 }
 
@@ -134,6 +184,8 @@ pub struct PolicyRules {
     object: Projection,
     old_object: Projection,
     request: Projection,
+    /// Whether any expression iterates (asked on every request, so found at load).
+    iterates: bool,
 }
 
 impl std::fmt::Debug for PolicyRules {
@@ -185,21 +237,6 @@ fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
     BASE.with(f)
 }
 
-/// The message of a failed rule: its `messageExpression` when that yields a string, else its
-/// `message`.
-fn failure_message(
-    message_program: Option<&Program>,
-    message: Option<&str>,
-    ctx: &Context<'_>,
-) -> Option<String> {
-    message_program
-        .and_then(|p| match p.execute(ctx) {
-            Ok(CelValue::String(s)) => Some(s.to_string()),
-            _ => None,
-        })
-        .or_else(|| message.map(str::to_string))
-}
-
 fn compile_expression(
     text: &str,
     pointer: String,
@@ -231,7 +268,7 @@ impl PolicyRules {
             if let Some(program) = compile_expression(&c.expression, at, &mut errors) {
                 compiled_conditions.push((
                     c.name.clone(),
-                    Expression::new(&c.expression, program, None, None),
+                    Expression::new("expression", &c.expression, program, None, None),
                 ));
             }
         }
@@ -248,6 +285,7 @@ impl PolicyRules {
             });
             if let Some(program) = program {
                 compiled_validations.push(Expression::new(
+                    "expression",
                     &v.expression,
                     program,
                     v.message.clone(),
@@ -264,21 +302,17 @@ impl PolicyRules {
             object: Projection::Unused,
             old_object: Projection::Unused,
             request: Projection::Unused,
+            iterates: false,
         };
-        let programs: Vec<&Program> = rules
-            .conditions
-            .iter()
-            .map(|(_, c)| c)
-            .chain(&rules.validations)
-            .flat_map(|e| std::iter::once(&e.program).chain(&e.message_program))
-            .collect();
         let (mut object, mut old_object, mut request) = Default::default();
-        for program in programs {
+        for program in rules.expressions().flat_map(Expression::programs) {
             Projection::add_uses(&mut object, program.expression(), "object");
             Projection::add_uses(&mut old_object, program.expression(), "oldObject");
             Projection::add_uses(&mut request, program.expression(), "request");
         }
         (rules.object, rules.old_object, rules.request) = (object, old_object, request);
+        let iterates = rules.expressions().any(Expression::iterates);
+        rules.iterates = iterates;
         Ok(Some(rules))
     }
 
@@ -308,12 +342,14 @@ impl PolicyRules {
 
     /// Whether any expression iterates over a list or map.
     pub fn iterates(&self) -> bool {
+        self.iterates
+    }
+
+    fn expressions(&self) -> impl Iterator<Item = &Expression> {
         self.conditions
             .iter()
             .map(|(_, c)| c)
             .chain(&self.validations)
-            .flat_map(|e| std::iter::once(&e.program).chain(&e.message_program))
-            .any(|p| projection::iterates(p.expression()))
     }
 
     pub fn applies(&self, bindings: &Bindings<'_>) -> Applies {
@@ -324,7 +360,7 @@ impl PolicyRules {
         let natives = native_bindings(bindings);
         let mut settled = true;
         for (_, condition) in &self.conditions {
-            match condition.settle(&natives) {
+            match condition.native_outcome(&natives) {
                 Some(true) => {}
                 Some(false) => return Applies::No,
                 None => {
@@ -366,15 +402,12 @@ impl PolicyRules {
         let mut pending = Vec::new();
         for v in &self.validations {
             match v.settle(&natives) {
-                Some(true) => {}
-                Some(false) if v.message_program.is_none() => found.push(Violation {
+                Settled::Passed => {}
+                Settled::Failed(message) => found.push(Violation {
                     path: FieldPath::default(),
-                    message: v
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| format!("failed expression: {}", v.text)),
+                    message,
                 }),
-                _ => pending.push(v),
+                Settled::Open => pending.push(v),
             }
         }
         if pending.is_empty() {
@@ -386,10 +419,7 @@ impl PolicyRules {
                 .filter_map(|v| {
                     let message = match v.program.execute(ctx) {
                         Ok(CelValue::Bool(true)) => return None,
-                        Ok(CelValue::Bool(false)) => {
-                            failure_message(v.message_program.as_ref(), v.message.as_deref(), ctx)
-                                .unwrap_or_else(|| format!("failed expression: {}", v.text))
-                        }
+                        Ok(CelValue::Bool(false)) => v.message_when_false(ctx),
                         Ok(other) => {
                             format!("expression {:?} returned {other:?}, not a boolean", v.text)
                         }

@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use kube_cel::cel::objects::OptionalValue;
-use kube_cel::cel::{Context, Program, Value as CelValue};
+use kube_cel::cel::{Context, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::native;
-use super::projection::{Projection, iterates};
+use super::projection::Projection;
 use super::values::{Keys, ValueSchema, convert};
-use super::{RULES_KEY, compile_expression, failure_message};
+use super::{Expression, RULES_KEY, Settled, compile_expression};
 use crate::path::{FieldPath, Segment, escape_pointer};
 use crate::validate::Violation;
 
@@ -39,17 +39,12 @@ struct RuleSpec {
 }
 
 struct Rule {
-    text: String,
-    program: Program,
-    message: Option<String>,
-    message_program: Option<Program>,
+    expression: Expression,
     /// Where a failure is reported, relative to the node.
     field_path: FieldPath,
     /// Reads `oldSelf`: runs on UPDATE only, unless `optional_old_self`.
     transition: bool,
     optional_old_self: bool,
-    /// Simple enough for `native` (checked once here).
-    native: bool,
 }
 
 #[derive(Default)]
@@ -71,6 +66,8 @@ struct RuleNode {
 /// The compiled schema rules of one policy.
 pub struct SchemaRules {
     root: RuleNode,
+    /// Whether any rule or message iterates (asked on every request, so found at load).
+    iterates: bool,
 }
 
 impl std::fmt::Debug for SchemaRules {
@@ -88,22 +85,15 @@ impl SchemaRules {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(root.map(|root| Self { root }))
+        Ok(root.map(|root| Self {
+            iterates: node_iterates(&root),
+            root,
+        }))
     }
 
     /// Whether any rule or message iterates over a list or map.
     pub fn iterates(&self) -> bool {
-        fn node_iterates(node: &RuleNode) -> bool {
-            node.rules.iter().any(|r| {
-                std::iter::once(&r.program)
-                    .chain(&r.message_program)
-                    .any(|p| iterates(p.expression()))
-            }) || node.properties.iter().any(|(_, c)| node_iterates(c))
-                || node.items.as_deref().is_some_and(node_iterates)
-                || node.additional.as_deref().is_some_and(node_iterates)
-                || node.branches.iter().any(node_iterates)
-        }
-        node_iterates(&self.root)
+        self.iterates
     }
 
     /// Every rule that fails for `object` (with `old_object` for transition rules).
@@ -121,6 +111,14 @@ impl SchemaRules {
         });
         out
     }
+}
+
+fn node_iterates(node: &RuleNode) -> bool {
+    node.rules.iter().any(|r| r.expression.iterates())
+        || node.properties.iter().any(|(_, c)| node_iterates(c))
+        || node.items.as_deref().is_some_and(node_iterates)
+        || node.additional.as_deref().is_some_and(node_iterates)
+        || node.branches.iter().any(node_iterates)
 }
 
 /// The node for `schema` if it or anything below it has rules.
@@ -201,7 +199,7 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
     if !node.rules.is_empty() {
         node.schema = ValueSchema::new(schema);
         for rule in &node.rules {
-            for program in std::iter::once(&rule.program).chain(&rule.message_program) {
+            for program in rule.expression.programs() {
                 node.self_projection.add_uses(program.expression(), "self");
                 node.old_projection
                     .add_uses(program.expression(), "oldSelf");
@@ -265,12 +263,8 @@ fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String
             continue;
         };
         rules.push(Rule {
-            native: native::supported(program.expression()),
             transition: program.references().has_variable("oldSelf"),
-            text: spec.rule,
-            program,
-            message: spec.message,
-            message_program,
+            expression: Expression::new("rule", &spec.rule, program, spec.message, message_program),
             field_path,
             optional_old_self: spec.optional_old_self == Some(true),
         });
@@ -365,20 +359,16 @@ fn evaluate(
     // Rules settled straight on the JSON need no CEL values; the rest go to the interpreter.
     let mut pending = Vec::new();
     for rule in &node.rules {
-        let settled =
-            (rule.native && !rule.optional_old_self && !(rule.transition && old.is_none()))
-                .then(|| native::evaluate(rule.program.expression(), &bindings))
-                .flatten();
+        // An optional `oldSelf`, or a transition rule on CREATE, is the interpreter's case.
+        let settled = if rule.optional_old_self || (rule.transition && old.is_none()) {
+            Settled::Open
+        } else {
+            rule.expression.settle(&bindings)
+        };
         match settled {
-            Some(true) => {}
-            Some(false) if rule.message_program.is_none() => {
-                let message = rule
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| format!("failed rule: {}", rule.text));
-                out.push(violation(path, rule, message));
-            }
-            _ => pending.push(rule),
+            Settled::Passed => {}
+            Settled::Failed(message) => out.push(violation(path, rule, message)),
+            Settled::Open => pending.push(rule),
         }
     }
     if pending.is_empty() {
@@ -425,13 +415,11 @@ fn evaluate(
         } else {
             &scope
         };
-        let message = match rule.program.execute(ctx) {
+        let expression = &rule.expression;
+        let message = match expression.program.execute(ctx) {
             Ok(CelValue::Bool(true)) => continue,
-            Ok(CelValue::Bool(false)) => {
-                failure_message(rule.message_program.as_ref(), rule.message.as_deref(), ctx)
-                    .unwrap_or_else(|| format!("failed rule: {}", rule.text))
-            }
-            Ok(_) => format!("rule \"{}\" did not evaluate to bool", rule.text),
+            Ok(CelValue::Bool(false)) => expression.message_when_false(ctx),
+            Ok(_) => format!("rule \"{}\" did not evaluate to bool", expression.text),
             Err(e) => format!("rule evaluation error: {e}"),
         };
         out.push(violation(path, rule, message));
