@@ -182,6 +182,50 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, default_value_t = 25)]
     pub shutdown_grace: u64,
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file (reloaded with
+    /// the serving certificate). Without it no client certificate is asked for.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// With --client-ca: an endpoint that clients without a certificate may still call
+    /// (repeatable): /convert — the apiserver presents no client certificate to CRD conversion
+    /// webhooks — and /healthz, /readyz for kubelet probes. Other endpoints answer them 403; a
+    /// certificate from another CA is always refused at the handshake.
+    #[arg(
+        long = "anonymous-endpoint",
+        value_name = "PATH",
+        requires = "client_ca"
+    )]
+    pub anonymous_endpoints: Vec<String>,
+    /// Connections served at once; up to 64 more are answered 503 with Retry-After, further
+    /// ones closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Reviews read or judged at once across all connections; more are answered 429 with
+    /// Retry-After: 1 (the apiserver retries within its webhook timeout). Memory is bounded by
+    /// this times --max-body-bytes.
+    #[arg(long, default_value_t = http::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Seconds allowed for the TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds allowed for a request's headers to arrive; a connection idle this long is closed
+    /// too (HTTP/1.1 and h2), so slow or silent clients cannot hold connection slots.
+    #[arg(long, default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Requests answered on one connection before the client is asked to reconnect
+    /// (`Connection: close` on HTTP/1.1, GOAWAY on h2), so the apiserver's keep-alive traffic
+    /// spreads over replicas. 1000 costs one extra handshake per thousand reviews.
+    #[arg(long, default_value_t = 1000)]
+    pub max_connection_requests: u64,
+    /// Seconds after which a connection is asked to reconnect, as above.
+    #[arg(long, default_value_t = 300)]
+    pub max_connection_age: u64,
+    /// h2: concurrent streams per connection.
+    #[arg(long, default_value_t = 100)]
+    pub h2_max_concurrent_streams: u32,
+    /// h2: largest request header list, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub h2_max_header_list_size: u32,
     /// Also run the reconciler in this process (leader-elected; webhook serving never waits
     /// for leadership).
     #[arg(long)]
@@ -256,11 +300,12 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
 fn serve(args: ServeArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
     let addr = resolve_addr(&args.addr)?;
-    let mut config = ServeConfig::new(args.policies, args.cert_dir, addr);
-    config.sans = args.sans;
+    let mut config = ServeConfig::new(&args.policies, &args.cert_dir, addr);
+    config.sans = args.sans.clone();
     config.http.max_body_bytes = args.max_body_bytes;
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    apply_connection_args(&args, &mut config)?;
     let runtime = runtime()?;
     let reconciler = args.reconcile.then(|| {
         let identity = args.lease.identity();
@@ -312,6 +357,41 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         }
         served
     })
+}
+
+/// Mutual TLS and the connection limits, from the `serve` flags.
+fn apply_connection_args(args: &ServeArgs, config: &mut ServeConfig) -> Result<(), CliError> {
+    let anonymous = args
+        .anonymous_endpoints
+        .iter()
+        .map(|path| {
+            http::Endpoint::from_path(path).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--anonymous-endpoint {path:?} is not an endpoint ({})",
+                    http::Endpoint::ALL.map(http::Endpoint::path).join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    config.client_auth = match &args.client_ca {
+        None => server::ClientAuth::None,
+        Some(ca_file) => server::ClientAuth::Verify {
+            ca_file: ca_file.clone(),
+            allow_anonymous: !anonymous.is_empty(),
+        },
+    };
+    config.http.anonymous_endpoints = anonymous;
+    config.http.max_in_flight = args.max_in_flight.max(1);
+    let limits = &mut config.connections;
+    limits.max_connections = args.max_connections.max(1);
+    limits.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
+    limits.header_read_timeout = Duration::from_secs(args.header_read_timeout.max(1));
+    limits.max_requests = args.max_connection_requests.max(1);
+    limits.max_age = Duration::from_secs(args.max_connection_age.max(1));
+    limits.close_grace = config.shutdown_grace;
+    limits.h2_max_concurrent_streams = args.h2_max_concurrent_streams.max(1);
+    limits.h2_max_header_list_size = args.h2_max_header_list_size;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -18,6 +18,11 @@ pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -25,6 +30,12 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub policy_load_errors: Counter,
     pub policies_loaded: Gauge,
+    pub connections_open: Gauge,
+    /// Connections turned away: `limit` (answered 503), `dropped` (beyond the overflow slots),
+    /// `handshake_failed`, `handshake_timeout`.
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Connections asked to reconnect after their maximum age or request count.
+    pub connections_retired: Counter,
 }
 
 impl Default for Metrics {
@@ -63,7 +74,28 @@ impl Default for Metrics {
             "Policies in the active set",
             policies_loaded.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        let connections_retired = Counter::default();
+        registry.register(
+            "connections_open",
+            "TLS connections being served",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections turned away, by reason",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_retired",
+            "Connections asked to reconnect after their maximum age or request count",
+            connections_retired.clone(),
+        );
         Self {
+            connections_open,
+            connections_refused,
+            connections_retired,
             registry,
             requests,
             latency,
@@ -79,6 +111,12 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    pub fn refuse_connection(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// Labels are static strings, so counting a request allocates nothing.

@@ -77,3 +77,26 @@ pub(super) fn check_validity(path: &Path, pem: &str) -> Result<(), CertError> {
     }
     Ok(())
 }
+
+/// The CAs trusted to sign client certificates (`serve --client-ca`): every certificate in the
+/// PEM file, each checked by rustls as a trust anchor.
+pub fn load_client_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
+    let pem = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate(path.to_path_buf()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| CertError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}

@@ -5,6 +5,8 @@
 mod generate;
 mod load;
 
+pub use load::load_client_roots;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

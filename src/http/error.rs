@@ -1,7 +1,7 @@
 //! Errors the HTTP layer answers itself, as a Kubernetes-style `Status` JSON document.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -11,6 +11,9 @@ use super::observe::DecisionTag;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds after which a retry should succeed; the apiserver's client honours it on 429
+    /// and 5xx answers within the webhook's timeout.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -18,17 +21,25 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     fn reason(&self) -> &'static str {
         match self.status {
             StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             StatusCode::REQUEST_TIMEOUT => "Timeout",
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "InternalError",
         }
@@ -40,6 +51,8 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "bad_media_type",
             StatusCode::REQUEST_TIMEOUT => "timeout",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::TOO_MANY_REQUESTS => "busy",
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "not_routed",
             _ => "error",
         }
@@ -57,6 +70,11 @@ impl IntoResponse for ApiError {
             "message": self.message,
         });
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
             .extensions_mut()
             .insert(DecisionTag(self.decision()));

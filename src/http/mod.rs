@@ -8,6 +8,7 @@ mod body;
 mod conversion;
 mod deadline;
 mod error;
+mod guard;
 mod observe;
 mod probes;
 mod review;
@@ -24,8 +25,9 @@ pub use admission::{
     AdmissionReviewIn, AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review,
 };
 pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
+pub use guard::AnonymousClient;
 pub use routes::Endpoint;
-pub use state::{AppState, HttpConfig, SharedStore};
+pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
 
 /// The handler behind each endpoint of the table.
 fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
@@ -49,6 +51,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(probes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            guard::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             observe::observe,
         ))
         // Last resort: a panic outside evaluation still yields a JSON answer, never a dropped connection.
@@ -56,4 +62,16 @@ pub fn router(state: AppState) -> Router {
         // The body limit is enforced (with a JSON reason) by the review extractor.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// What a connection beyond the connection cap gets: every request answered at once with 503
+/// and `Retry-After` (the server closes the connection after it), never a hang or a silent drop.
+pub fn overflow_router() -> Router {
+    Router::new().fallback(|| async {
+        error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections to this replica; retry shortly",
+        )
+        .retry_after(1)
+    })
 }

@@ -8,8 +8,14 @@ use std::time::Duration;
 use tollgate_engine::Store;
 
 use super::deadline;
+use super::guard::InFlightLimit;
+use super::routes::Endpoint;
 use super::worker::{WorkError, WorkerPool};
 use crate::metrics::Metrics;
+
+/// Far above what a healthy apiserver sends at once (its webhook calls are bounded by its own
+/// in-flight limits), low enough that `max_in_flight × max_body_bytes` stays a memory bound.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -27,6 +33,10 @@ pub struct HttpConfig {
     /// Reviews up to this size are read (and, when their policies do not iterate, judged) right
     /// on the connection's task; larger ones go to the pool whole (see `review.rs`).
     pub inline_max_bytes: usize,
+    /// Reviews read or judged at once; more get 429 with `Retry-After` (see `guard.rs`).
+    pub max_in_flight: usize,
+    /// Endpoints a client without a certificate may call when mutual TLS lets it connect.
+    pub anonymous_endpoints: Vec<Endpoint>,
 }
 
 impl Default for HttpConfig {
@@ -38,6 +48,8 @@ impl Default for HttpConfig {
             max_eval_timeout: Duration::from_secs(30),
             eval_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             inline_max_bytes: 32 * 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            anonymous_endpoints: Vec::new(),
         }
     }
 }
@@ -66,6 +78,7 @@ struct Inner {
     metrics: Metrics,
     ready: AtomicBool,
     workers: WorkerPool,
+    in_flight_limit: InFlightLimit,
 }
 
 #[derive(Clone)]
@@ -75,7 +88,9 @@ impl AppState {
     pub fn new(config: HttpConfig, store: Store, metrics: Metrics) -> Self {
         metrics.policies_loaded.set(store.policies().len() as i64);
         let workers = WorkerPool::new(config.eval_concurrency);
+        let in_flight_limit = InFlightLimit::new(config.max_in_flight);
         Self(Arc::new(Inner {
+            in_flight_limit,
             config,
             store: SharedStore::new(store),
             metrics,
@@ -94,6 +109,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    pub fn in_flight_limit(&self) -> &InFlightLimit {
+        &self.0.in_flight_limit
     }
 
     pub fn workers(&self) -> &WorkerPool {

@@ -1,4 +1,5 @@
-//! Accept, TLS handshake, HTTP/1.1 or h2 per connection, and a graceful drain on shutdown.
+//! Accept, connection slots, TLS handshake, then HTTP/1.1 or h2 per connection until it ends,
+//! and a bounded drain on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,24 +7,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 
+use super::connection::{self, ConnectionLimits, Lifecycle, OVERFLOW_CONNECTIONS};
+use super::tls::{ClientAuth, TlsSettings};
 use super::{Server, reload};
-use crate::http;
+use crate::http::{self, AppState};
+
+/// Which service a connection gets, by the slot it holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Regular,
+    /// Beyond the connection cap: every request answered 503, then closed.
+    Overflow,
+}
 
 /// What every connection task needs, cloned once per accepted connection.
 #[derive(Clone)]
 struct ConnectionContext {
-    acceptor: TlsAcceptor,
+    tls: Arc<TlsSettings>,
+    requires_client_cert: bool,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: TowerToHyperService<Router>,
-    handshake_timeout: Duration,
+    router: Router,
+    overflow_router: Router,
+    limits: ConnectionLimits,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+    /// Held by every connection; the drain ends when the last one is dropped.
+    drain: mpsc::Sender<()>,
 }
 
 impl Server {
@@ -31,27 +46,28 @@ impl Server {
         let Server {
             config,
             listener,
-            acceptor,
-            cert,
+            tls,
             state,
         } = self;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // Slow or idle clients that never finish their headers are cut off.
-            .header_read_timeout(config.handshake_timeout);
+        let limits = config.connections.clone();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let context = ConnectionContext {
-            acceptor,
-            builder: Arc::new(builder),
-            service: TowerToHyperService::new(http::router(state.clone())),
-            handshake_timeout: config.handshake_timeout,
+            requires_client_cert: matches!(config.client_auth, ClientAuth::Verify { .. }),
+            tls: Arc::clone(&tls),
+            builder: Arc::new(limits.builder()),
+            router: http::router(state.clone()),
+            overflow_router: http::overflow_router(),
+            limits: limits.clone(),
+            state: state.clone(),
+            shutdown: shutdown_rx,
+            drain: drain_tx,
         };
-        let graceful = GracefulShutdown::new();
-        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let regular = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
         let reloader = tokio::spawn(reload::watch(
             config.clone(),
-            Arc::clone(&cert),
+            Arc::clone(&tls),
             state.clone(),
         ));
 
@@ -73,11 +89,18 @@ impl Server {
                             continue;
                         }
                     };
-                    let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; dropping connection");
-                        continue;
+                    let (slot, permit) = match Arc::clone(&regular).try_acquire_owned() {
+                        Ok(permit) => (Slot::Regular, permit),
+                        Err(_) => match Arc::clone(&overflow).try_acquire_owned() {
+                            Ok(permit) => (Slot::Overflow, permit),
+                            Err(_) => {
+                                state.metrics().refuse_connection("dropped");
+                                tracing::warn!(%peer, "connection and overflow limits reached; closing the connection unanswered");
+                                continue;
+                            }
+                        },
                     };
-                    tokio::spawn(serve_connection(context.clone(), tcp, peer, permit, graceful.watcher()));
+                    tokio::spawn(serve_connection(context.clone(), tcp, peer, slot, permit));
                 }
             }
         }
@@ -86,7 +109,9 @@ impl Server {
         state.set_ready(false);
         drop(listener);
         reloader.abort();
-        if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        let _ = shutdown_tx.send(true);
+        drop(context);
+        if tokio::time::timeout(config.shutdown_grace, drain_rx.recv())
             .await
             .is_err()
         {
@@ -96,32 +121,84 @@ impl Server {
     }
 }
 
-/// One connection from handshake to close; the permit holds its slot under the connection cap.
+/// One connection from handshake to close; the permit holds its slot.
 async fn serve_connection(
     context: ConnectionContext,
     tcp: TcpStream,
     peer: SocketAddr,
+    slot: Slot,
     permit: OwnedSemaphorePermit,
-    watcher: Watcher,
 ) {
     let _permit = permit;
-    let tls =
-        match tokio::time::timeout(context.handshake_timeout, context.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
+    let metrics = context.state.metrics();
+    let accepting = context.tls.acceptor().accept(tcp);
+    let tls = match tokio::time::timeout(context.limits.handshake_timeout, accepting).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            metrics.refuse_connection("handshake_failed");
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics.refuse_connection("handshake_timeout");
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    // With mutual TLS, a connection without a certificate got this far only because some
+    // endpoints are open to anonymous clients; the HTTP layer enforces which.
+    let anonymous = context.requires_client_cert && tls.get_ref().1.peer_certificates().is_none();
+    let (router, max_requests) = match slot {
+        Slot::Regular => (context.router.clone(), context.limits.max_requests),
+        Slot::Overflow => {
+            metrics.refuse_connection("limit");
+            (context.overflow_router.clone(), 1)
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let lifecycle = Lifecycle::new(&context.limits, max_requests, h2);
+    let service = connection::service(router, Arc::clone(&lifecycle), anonymous);
+    let conn = context.builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+
+    metrics.connections_open.inc();
+    let mut shutdown = context.shutdown.clone();
+    // Once closing has begun: the moment by which the connection must be gone.
+    let mut closing_deadline: Option<Instant> = None;
+    loop {
+        let wake = closing_deadline.unwrap_or_else(|| lifecycle.next_check());
+        let close_reason = tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
             }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
+            () = lifecycle.goaway_requested(), if closing_deadline.is_none() => "retired",
+            _ = shutdown.wait_for(|stopping| *stopping), if closing_deadline.is_none() => "shutdown",
+            () = tokio::time::sleep_until(wake) => {
+                if closing_deadline.is_some() {
+                    tracing::debug!(%peer, "connection did not finish closing in time; dropped");
+                    break;
+                }
+                if !lifecycle.should_close() {
+                    continue;
+                }
+                if lifecycle.retired() { "retired" } else { "idle" }
             }
         };
-    let conn = context
-        .builder
-        .serve_connection(TokioIo::new(tls), context.service)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        tracing::debug!(%peer, reason = close_reason, served = lifecycle.served(), "closing connection");
+        conn.as_mut().graceful_shutdown();
+        let grace = if lifecycle.idle() {
+            context.limits.header_read_timeout
+        } else {
+            context.limits.close_grace
+        };
+        closing_deadline = Some(Instant::now() + grace);
     }
+    metrics.connections_open.dec();
+    if lifecycle.retired() && slot == Slot::Regular {
+        metrics.connections_retired.inc();
+    }
+    drop(context.drain);
 }

@@ -2,9 +2,13 @@
 //! then `listener` (accept, handshake, serve HTTP, drain on shutdown) while `reload` watches the
 //! policy files and certificates and swaps in what changed.
 
+mod connection;
 mod listener;
 mod reload;
 mod tls;
+
+pub use connection::{ConnectionLimits, OVERFLOW_CONNECTIONS};
+pub use tls::{ClientAuth, TlsError};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,13 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tollgate_engine::LoadError;
 
 use crate::certs::{CertDir, CertError, CertOutcome};
 use crate::http::{AppState, HttpConfig};
 use crate::metrics::Metrics;
-use tls::ReloadableCert;
+use tls::{ReloadableCert, TlsSettings};
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -32,8 +35,9 @@ pub struct ServeConfig {
     pub reload_interval: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
-    pub handshake_timeout: Duration,
-    pub max_connections: usize,
+    pub connections: ConnectionLimits,
+    /// Mutual TLS: whether, and against which CA, client certificates are verified.
+    pub client_auth: ClientAuth,
 }
 
 impl ServeConfig {
@@ -50,8 +54,8 @@ impl ServeConfig {
             http: HttpConfig::default(),
             reload_interval: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(25),
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            connections: ConnectionLimits::default(),
+            client_auth: ClientAuth::None,
         }
     }
 }
@@ -64,9 +68,9 @@ pub enum ServeError {
     /// Certificates could not be generated or are unusable.
     #[error(transparent)]
     Certs(#[from] CertError),
-    /// rustls rejected the configuration.
-    #[error("TLS configuration error: {0}")]
-    Tls(#[from] rustls::Error),
+    /// rustls rejected the configuration, or the client CA is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -79,7 +83,7 @@ pub enum ServeError {
 impl ServeError {
     /// Configuration problems (exit code 2) versus runtime failures.
     pub fn is_config_error(&self) -> bool {
-        matches!(self, Self::Policies(_) | Self::Certs(_))
+        matches!(self, Self::Policies(_) | Self::Certs(_) | Self::Tls(_))
     }
 }
 
@@ -87,8 +91,7 @@ impl ServeError {
 pub struct Server {
     config: ServeConfig,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    cert: Arc<ReloadableCert>,
+    tls: Arc<TlsSettings>,
     state: AppState,
 }
 
@@ -123,7 +126,7 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
         ),
     }
     let cert = Arc::new(ReloadableCert::new(cert_dir.load_serving_key()?));
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(Arc::clone(&cert))?));
+    let tls = Arc::new(TlsSettings::new(cert, config.client_auth.clone())?);
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -134,8 +137,7 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
     Ok(Server {
         config,
         listener,
-        acceptor,
-        cert,
+        tls,
         state,
     })
 }

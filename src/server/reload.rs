@@ -5,23 +5,28 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::ServeConfig;
-use super::tls::ReloadableCert;
+use super::tls::TlsSettings;
 use crate::certs::CertDir;
 use crate::http::AppState;
 
 /// Picks up changed policy files and renewed certificates. A bad change is reported (log and
 /// `tollgate_policy_load_errors`) and the previous, working set stays active.
-pub async fn watch(config: ServeConfig, cert: Arc<ReloadableCert>, state: AppState) {
+pub async fn watch(config: ServeConfig, tls: Arc<TlsSettings>, state: AppState) {
     let cert_dir = CertDir::new(&config.cert_dir);
     let mut last_seen = fingerprint(&config.policies_dir);
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        match cert.reload_from(&cert_dir) {
+        match tls.cert().reload_from(&cert_dir) {
             Ok(true) => tracing::info!("serving certificate reloaded"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "keeping the current serving certificate"),
+        }
+        match tls.reload_client_ca() {
+            Ok(true) => tracing::info!("client CA reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "keeping the current client CA"),
         }
         let seen = fingerprint(&config.policies_dir);
         if seen == last_seen {

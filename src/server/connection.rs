@@ -1,0 +1,252 @@
+//! One connection's life after the handshake: the limits that end it (idle time, age, request
+//! count), how the client is told to go elsewhere (`Connection: close` on HTTP/1.1, GOAWAY on
+//! h2 — both let the apiserver's keep-alive traffic rebalance across replicas without failing a
+//! request), and the HTTP settings that bound what one client may hold.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, Request, Version, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::http::AnonymousClient;
+
+/// Limits on connections and what each may do. The defaults suit the kube-apiserver: it keeps a
+/// few long-lived HTTP/1.1 connections per replica and retries on `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections served at once. Up to `OVERFLOW_CONNECTIONS` more are accepted only to be
+    /// answered 503 with `Retry-After`; beyond that they are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a request's headers to arrive, and for an idle connection (no request in
+    /// flight) before it is closed — on HTTP/1.1 and h2 alike, so slow clients cannot hold slots.
+    pub header_read_timeout: Duration,
+    /// Requests after which a connection is asked to reconnect.
+    pub max_requests: u64,
+    /// Age after which a connection is asked to reconnect.
+    pub max_age: Duration,
+    /// How long a closing connection may take to finish its in-flight requests.
+    pub close_grace: Duration,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_header_list_size: u32,
+    /// Streams a client may reset before the server has accepted them (rapid-reset protection,
+    /// CVE-2023-44487): more and the connection ends with GOAWAY ENHANCE_YOUR_CALM.
+    pub h2_max_pending_reset_streams: usize,
+    /// PING interval on idle h2 connections; a peer that does not answer within
+    /// `header_read_timeout` is gone and its connection closed.
+    pub h2_keep_alive_interval: Duration,
+}
+
+/// Extra connections accepted beyond `max_connections` only to answer 503 with `Retry-After`.
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            // The apiserver's own --goaway-chance guidance is one in a thousand requests; one
+            // extra handshake per thousand reviews costs well under 1 % of CPU.
+            max_requests: 1000,
+            max_age: Duration::from_secs(300),
+            close_grace: Duration::from_secs(25),
+            // What most servers advertise (Go's is 250); the apiserver sends one review per
+            // stream and rarely more than a few dozen at once per connection.
+            h2_max_concurrent_streams: 100,
+            // Admission requests carry a handful of small headers.
+            h2_max_header_list_size: 16 * 1024,
+            h2_max_pending_reset_streams: 20,
+            h2_keep_alive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The HTTP/1.1 + h2 server with these limits.
+    pub fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_headers(100);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.h2_max_concurrent_streams)
+            .max_header_list_size(self.h2_max_header_list_size)
+            .max_pending_accept_reset_streams(self.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(self.h2_keep_alive_interval)
+            .keep_alive_timeout(self.header_read_timeout);
+        builder
+    }
+}
+
+/// What the connection's driver and its requests share.
+pub struct Lifecycle {
+    born: Instant,
+    max_requests: u64,
+    max_age: Duration,
+    idle_timeout: Duration,
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `born` at the last request start or end.
+    last_active_ms: AtomicU64,
+    h2: AtomicBool,
+    /// Set when an answer told the client to reconnect.
+    retired: AtomicBool,
+    goaway: Notify,
+}
+
+impl Lifecycle {
+    /// `h2` when ALPN chose it; a client speaking h2 without ALPN is recognised at its first
+    /// request.
+    pub fn new(limits: &ConnectionLimits, max_requests: u64, h2: bool) -> Arc<Self> {
+        Arc::new(Self {
+            born: Instant::now(),
+            max_requests: max_requests.max(1),
+            max_age: limits.max_age,
+            idle_timeout: limits.header_read_timeout,
+            served: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(h2),
+            retired: AtomicBool::new(false),
+            goaway: Notify::new(),
+        })
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_active(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether this connection has had its share once the current request is answered.
+    fn exhausted(&self) -> bool {
+        self.served() >= self.max_requests || self.born.elapsed() >= self.max_age
+    }
+
+    /// When the driver should look again.
+    pub fn next_check(&self) -> Instant {
+        let idle_deadline = if self.in_flight.load(Ordering::Relaxed) == 0 {
+            self.last_active() + self.idle_timeout
+        } else {
+            Instant::now() + self.idle_timeout
+        };
+        if self.h2.load(Ordering::Relaxed) {
+            idle_deadline.min(self.born + self.max_age)
+        } else {
+            idle_deadline
+        }
+    }
+
+    /// Whether to close now: idle too long, or an h2 connection past its age (GOAWAY lets the
+    /// client finish in-flight streams and retry the rest elsewhere). An HTTP/1.1 connection
+    /// past its age is closed only through its next response, which carries `Connection: close`:
+    /// closing it while idle could race a request the client is already sending.
+    pub fn should_close(&self) -> bool {
+        let now = Instant::now();
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0
+            && now >= self.last_active() + self.idle_timeout;
+        let aged = self.h2.load(Ordering::Relaxed) && now >= self.born + self.max_age;
+        if aged {
+            self.retired.store(true, Ordering::Relaxed);
+        }
+        idle || aged
+    }
+
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Resolves when a request asked for the connection to end (h2: send GOAWAY).
+    pub async fn goaway_requested(&self) {
+        self.goaway.notified().await;
+    }
+}
+
+/// Counts a request in flight until its future ends, answered or abandoned.
+struct InFlight(Arc<Lifecycle>);
+
+impl InFlight {
+    fn enter(lifecycle: &Arc<Lifecycle>, h2: bool) -> Self {
+        lifecycle.in_flight.fetch_add(1, Ordering::Relaxed);
+        lifecycle.served.fetch_add(1, Ordering::Relaxed);
+        if h2 {
+            lifecycle.h2.store(true, Ordering::Relaxed);
+        }
+        lifecycle.touch();
+        Self(Arc::clone(lifecycle))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The per-connection service: the router, plus the request counting and the "please reconnect"
+/// signal on the last answer this connection gives.
+pub fn service(
+    router: Router,
+    lifecycle: Arc<Lifecycle>,
+    anonymous: bool,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let router = router.clone();
+        let lifecycle = Arc::clone(&lifecycle);
+        if anonymous {
+            request.extensions_mut().insert(AnonymousClient);
+        }
+        async move {
+            let h2 = request.version() == Version::HTTP_2;
+            let in_flight = InFlight::enter(&lifecycle, h2);
+            let Ok(mut response) = router.oneshot(request).await;
+            if lifecycle.exhausted() {
+                lifecycle.retired.store(true, Ordering::Relaxed);
+                if h2 {
+                    lifecycle.goaway.notify_one();
+                } else {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            drop(in_flight);
+            Ok(response)
+        }
+    })
+}
