@@ -390,7 +390,7 @@ async fn mtls_server_in(
     let ca_file = dir.join("client-ca.crt");
     std::fs::write(&ca_file, &ca.pem).expect("client CA written");
     let anonymous = anonymous.to_vec();
-    let server = start(move |c| {
+    start(move |c| {
         c.client_auth = ClientAuth::Verify {
             ca_file,
             allow_anonymous: !anonymous.is_empty(),
@@ -398,8 +398,7 @@ async fn mtls_server_in(
         c.http.anonymous_endpoints = anonymous;
         c.reload_interval = Duration::from_millis(200);
     })
-    .await;
-    server
+    .await
 }
 
 async fn mtls_connect(
