@@ -181,11 +181,15 @@ async fn real_apiserver_scenarios() {
         SocketAddr::from(([127, 0, 0, 1], support::cluster::free_port())),
         cluster.dir.path().join("tollgate-certs"),
     );
+    // Every scenario runs with mutual TLS: admission calls carry the apiserver's client
+    // certificate (AdmissionConfiguration), conversion calls none.
+    tollgate.client_ca = Some(cluster.webhook_client_ca());
     tollgate.start().await;
     apply_all(&client, &manifests(&tollgate)).await;
     wait_until_served(&client).await;
     eprintln!("registered after {:.1}s", started.elapsed().as_secs_f64());
 
+    scenario_0_mutual_tls(&tollgate).await;
     scenario_1_defaults(&client).await;
     scenario_2_every_violation(&client).await;
     scenario_3_immutable(&client).await;
@@ -199,6 +203,42 @@ async fn real_apiserver_scenarios() {
         "e2e scenarios passed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Only the apiserver's certificate opens the admission endpoints.
+async fn scenario_0_mutual_tls(tollgate: &Tollgate) {
+    let ca_pem = std::fs::read_to_string(tollgate.cert_dir.join("ca.crt")).expect("tollgate CA");
+    let review = support::fixture("validate-allow.json");
+    let anonymous = support::server::https_client(ca_pem.as_bytes(), tollgate.addr)
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/validate", tollgate.addr.port());
+    let response = anonymous
+        .post(&url)
+        .json(&review)
+        .send()
+        .await
+        .expect("anonymous request answered");
+    assert_eq!(response.status(), 403);
+    let stranger = support::server::TestCa::new("not-the-apiserver").client("kube-apiserver");
+    let handshake = support::server::tls_connect(
+        tollgate.addr,
+        &ca_pem,
+        &[b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+        Some(&stranger),
+    )
+    .await;
+    if let Ok(mut stream) = handshake {
+        // TLS 1.3: the refusal arrives with the first read.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut byte = [0u8; 1];
+        assert!(
+            !matches!(stream.read(&mut byte).await, Ok(n) if n > 0),
+            "a certificate from another CA must be refused"
+        );
+    }
 }
 
 async fn scenario_1_defaults(client: &Client) {

@@ -46,6 +46,10 @@ struct Pki {
     admin_key: String,
     sa_key: String,
     sa_pub: String,
+    /// A separate CA for the client certificate the apiserver presents to webhooks.
+    webhook_client_ca: String,
+    webhook_client_cert: String,
+    webhook_client_key: String,
 }
 
 fn pki() -> Pki {
@@ -83,7 +87,12 @@ fn pki() -> Pki {
     let admin_cert = admin.signed_by(&admin_key, &issuer).expect("admin");
 
     let sa = KeyPair::generate().expect("key");
+    let webhook_clients = super::server::TestCa::new("e2e-webhook-clients");
+    let webhook_client = webhook_clients.client("kube-apiserver");
     Pki {
+        webhook_client_ca: webhook_clients.pem,
+        webhook_client_cert: webhook_client.cert_pem,
+        webhook_client_key: webhook_client.key_pem,
         ca_pem: ca_cert.pem(),
         serving_cert: serving_cert.pem(),
         serving_key: serving_key.serialize_pem(),
@@ -115,7 +124,37 @@ fn spawn_logged(binary: &Path, args: &[String], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
 }
 
+/// The apiserver side of mutual TLS with webhooks: an AdmissionConfiguration whose kubeconfig
+/// gives the validating and mutating webhook clients a certificate for every webhook host
+/// (`*`). CRD conversion webhooks have no such setting: the apiserver calls them without one.
+fn write_admission_config(dir: &Path) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nusers:\n- name: \"*\"\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+        path("webhook-client.crt"),
+        path("webhook-client.key")
+    );
+    std::fs::write(dir.join("webhook-kubeconfig"), kubeconfig).expect("webhook kubeconfig");
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            path("webhook-kubeconfig")
+        )
+    };
+    let config = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+        plugin("ValidatingAdmissionWebhook"),
+        plugin("MutatingAdmissionWebhook")
+    );
+    std::fs::write(dir.join("admission.yaml"), config).expect("admission config");
+}
+
 impl Cluster {
+    /// The CA that signed the client certificate the apiserver presents to admission webhooks.
+    pub fn webhook_client_ca(&self) -> PathBuf {
+        self.dir.path().join("webhook-client-ca.crt")
+    }
+
     /// `None` (with the reason printed) when the harness binaries are not built.
     pub async fn start() -> Option<Cluster> {
         let bin = bin_dir();
@@ -146,6 +185,9 @@ impl Cluster {
             ("apiserver.key", &pki.serving_key),
             ("sa.key", &pki.sa_key),
             ("sa.pub", &pki.sa_pub),
+            ("webhook-client-ca.crt", &pki.webhook_client_ca),
+            ("webhook-client.crt", &pki.webhook_client_cert),
+            ("webhook-client.key", &pki.webhook_client_key),
         ] {
             std::fs::write(path(name), text).expect("write pki");
         }
@@ -166,6 +208,7 @@ impl Cluster {
             "--unsafe-no-fsync".into(),
         ];
         let etcd = spawn_logged(&etcd_bin, &etcd_args, &path("etcd.log"));
+        write_admission_config(dir.path());
 
         let api_args: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -179,6 +222,11 @@ impl Cluster {
             // The admin client certificate is signed by this CA.
             format!("--client-ca-file={}", path("ca.crt").display()),
             "--authorization-mode=RBAC".into(),
+            // Admission webhooks get a client certificate (mutual TLS with tollgate).
+            format!(
+                "--admission-control-config-file={}",
+                path("admission.yaml").display()
+            ),
             // Service-account tokens need a signing key and an issuer even if no pod ever runs.
             format!("--service-account-key-file={}", path("sa.pub").display()),
             format!(

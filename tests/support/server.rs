@@ -124,6 +124,9 @@ pub fn apply_strictly(object: &Value, patch: &json_patch::Patch) -> Result<Value
 pub struct RestartableServer {
     pub addr: SocketAddr,
     pub cert_dir: PathBuf,
+    /// Mutual TLS: require client certificates from this CA on every endpoint but /convert
+    /// (the apiserver calls conversion webhooks without one).
+    pub client_ca: Option<PathBuf>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -132,6 +135,7 @@ impl RestartableServer {
         Self {
             addr,
             cert_dir,
+            client_ca: None,
             running: None,
         }
     }
@@ -140,6 +144,13 @@ impl RestartableServer {
         let mut config =
             tollgate::ServeConfig::new(repo_path("policies"), &self.cert_dir, self.addr);
         config.shutdown_grace = Duration::from_secs(5);
+        if let Some(ca_file) = &self.client_ca {
+            config.client_auth = tollgate::server::ClientAuth::Verify {
+                ca_file: ca_file.clone(),
+                allow_anonymous: true,
+            };
+            config.http.anonymous_endpoints = vec![tollgate::http::Endpoint::Convert];
+        }
         let server = tollgate::server::bind(config)
             .await
             .unwrap_or_else(|e| panic!("tollgate binds: {e}"));
