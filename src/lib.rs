@@ -8,6 +8,8 @@
 
 pub mod certs;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod manifests;
 pub mod metrics;

@@ -8,8 +8,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::h2;
 use support::server::{ClientIdentity, TestCa, TestServer, tls_connect};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tollgate::ServeConfig;
 use tollgate::server::ClientAuth;
 
@@ -361,12 +362,7 @@ async fn rapid_stream_resets_end_the_connection_and_others_are_served() {
     let server = start(|_| {}).await;
     let mut stream = connect(&server, &[b"h2"]).await;
     h2::start(&mut stream).await;
-    let mut burst = Vec::new();
-    for i in 0..500u32 {
-        let id = 2 * i + 1;
-        h2::frame(&mut burst, h2::HEADERS, h2::END_HEADERS, id, &h2::POST_ROOT);
-        h2::frame(&mut burst, h2::RST_STREAM, 0, id, &8u32.to_be_bytes());
-    }
+    let burst = h2::reset_burst(500);
     // The server may close mid-burst; that is the point.
     let _ = stream.write_all(&burst).await;
     let _ = stream.flush().await;
@@ -523,147 +519,4 @@ async fn a_replaced_client_ca_file_is_picked_up_while_serving() {
     .expect("the new client CA is in force");
     assert!(mtls_connect(&server, Some(&old_client)).await.is_err());
     server.finish().await;
-}
-
-/// Minimal HTTP/2 framing for what no client library will do on purpose: unfinished header
-/// blocks and bursts of resets.
-mod h2 {
-    use super::*;
-
-    pub const HEADERS: u8 = 0x1;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const ACK: u8 = 0x1;
-    pub const DATA: u8 = 0x0;
-    pub const END_STREAM: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
-    pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
-    /// HPACK static-table entries :method POST, :scheme https, :path /.
-    pub const POST_ROOT: [u8; 3] = [0x83, 0x87, 0x84];
-
-    pub fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-        let len = u32::try_from(payload.len()).expect("small frame");
-        out.extend_from_slice(&len.to_be_bytes()[1..]);
-        out.extend_from_slice(&[kind, flags]);
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-    }
-
-    pub async fn write_frame(
-        stream: &mut (impl AsyncWrite + Unpin),
-        kind: u8,
-        flags: u8,
-        id: u32,
-        payload: &[u8],
-    ) {
-        let mut out = Vec::new();
-        frame(&mut out, kind, flags, id, payload);
-        stream.write_all(&out).await.expect("frame written");
-        stream.flush().await.expect("flush");
-    }
-
-    pub async fn start(stream: &mut (impl AsyncWrite + Unpin)) {
-        stream
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .expect("preface");
-        write_frame(stream, SETTINGS, 0, 0, &[]).await;
-    }
-
-    /// POST /validate with a JSON body on stream `id` (literal headers, no Huffman coding).
-    pub async fn post(stream: &mut (impl AsyncWrite + Unpin), id: u32, body: &[u8]) {
-        let mut block = vec![0x83, 0x87];
-        literal(&mut block, 4, b"/validate");
-        // Pseudo-headers first, or the stream is a protocol error.
-        literal(&mut block, 1, b"localhost");
-        literal(&mut block, 31, b"application/json");
-        write_frame(stream, HEADERS, END_HEADERS, id, &block).await;
-        write_frame(stream, DATA, END_STREAM, id, body).await;
-    }
-
-    /// A literal header field without indexing, name by static-table index.
-    fn literal(block: &mut Vec<u8>, name_index: u8, value: &[u8]) {
-        assert!(name_index < 15 || name_index == 31);
-        if name_index < 15 {
-            block.push(name_index);
-        } else {
-            block.extend_from_slice(&[0x0f, name_index - 15]);
-        }
-        let len = u8::try_from(value.len()).expect("short value");
-        assert!(len < 127);
-        block.push(len);
-        block.extend_from_slice(value);
-    }
-
-    async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> Option<(u8, u8, u32, Vec<u8>)> {
-        let mut head = [0u8; 9];
-        stream.read_exact(&mut head).await.ok()?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await.ok()?;
-        Some((head[3], head[4], id, payload))
-    }
-
-    pub async fn read_server_settings(stream: &mut (impl AsyncRead + Unpin)) -> Vec<(u16, u32)> {
-        loop {
-            let (kind, flags, _, payload) = tokio::time::timeout(BOUND, read_frame(stream))
-                .await
-                .expect("settings in time")
-                .expect("a frame");
-            if kind == SETTINGS && flags & 0x1 == 0 {
-                return payload
-                    .chunks_exact(6)
-                    .map(|c| {
-                        (
-                            u16::from_be_bytes([c[0], c[1]]),
-                            u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
-                        )
-                    })
-                    .collect();
-            }
-        }
-    }
-
-    pub struct GoAway {
-        pub error_code: u32,
-        /// Streams whose response headers arrived before the connection closed.
-        pub answered: Vec<u32>,
-    }
-
-    /// Reads until the server closes the connection; the GOAWAY must be among the frames.
-    /// PINGs are acknowledged, as every real client does (graceful shutdown waits for it).
-    pub async fn read_until_goaway(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> GoAway {
-        let mut answered = Vec::new();
-        let mut error_code = None;
-        tokio::time::timeout(BOUND, async {
-            while let Some((kind, flags, id, payload)) = read_frame(stream).await {
-                if kind == PING && flags & ACK == 0 {
-                    let mut ack = Vec::new();
-                    frame(&mut ack, PING, ACK, 0, &payload);
-                    // The server may already be gone; the read below notices.
-                    let _ = stream.write_all(&ack).await;
-                    let _ = stream.flush().await;
-                }
-                if kind == HEADERS && !answered.contains(&id) {
-                    answered.push(id);
-                }
-                if kind == GOAWAY {
-                    error_code = Some(u32::from_be_bytes([
-                        payload[4], payload[5], payload[6], payload[7],
-                    ]));
-                }
-            }
-        })
-        .await
-        .expect("the connection closed in time");
-        answered.sort_unstable();
-        GoAway {
-            error_code: error_code.expect("a GOAWAY frame before the connection closed"),
-            answered,
-        }
-    }
 }

@@ -82,6 +82,22 @@ pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
     Ok(Store::new(policies))
 }
 
+/// One file's text as a whole policy set, with the same checks as `load_dir` (`file` names it
+/// in errors).
+pub fn load_str(file: &Path, text: &str) -> Result<Store, LoadError> {
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+    load_text(file, text, &mut policies, &mut errors);
+    report_duplicate_names(&policies, &mut errors);
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid(errors));
+    }
+    if policies.is_empty() {
+        return Err(LoadError::Empty(file.to_path_buf()));
+    }
+    Ok(Store::new(policies))
+}
+
 /// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
 /// `..data` directories and exposes each key as a visible symlink.
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
