@@ -171,6 +171,16 @@ pub struct ServeArgs {
     /// Extra subject alternative name for a generated certificate (repeatable).
     #[arg(long = "san", value_name = "NAME")]
     pub sans: Vec<String>,
+    /// Lifetime of a generated serving certificate (e.g. 90d, 12h, 30s); renewed from the CA
+    /// at two thirds of it.
+    #[arg(long, default_value = "365d", value_parser = crate::certs::parse_lifetime)]
+    pub cert_lifetime: Duration,
+    /// Lifetime of a generated CA.
+    #[arg(long, default_value = "3650d", value_parser = crate::certs::parse_lifetime)]
+    pub ca_lifetime: Duration,
+    /// Log a warning (hourly) when the serving certificate or the CA expires within this.
+    #[arg(long, default_value = "30d", value_parser = crate::certs::parse_lifetime)]
+    pub expiry_warning: Duration,
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Largest accepted request body in bytes.
@@ -261,6 +271,20 @@ pub struct CertsArgs {
     /// Extra subject alternative name (repeatable).
     #[arg(long = "san", value_name = "NAME")]
     pub sans: Vec<String>,
+    /// Lifetime of a generated serving certificate (e.g. 90d, 12h, 30s); renewed from the CA
+    /// at two thirds of it.
+    #[arg(long, default_value = "365d", value_parser = crate::certs::parse_lifetime)]
+    pub cert_lifetime: Duration,
+    /// Lifetime of a generated CA.
+    #[arg(long, default_value = "3650d", value_parser = crate::certs::parse_lifetime)]
+    pub ca_lifetime: Duration,
+    /// Issue a new serving certificate from the CA in the directory (replacing tls.crt/tls.key).
+    #[arg(long, conflicts_with = "rotate_ca")]
+    pub rotate: bool,
+    /// Take the next step of a CA rotation: stage a new CA (trusted next to the old one), then
+    /// switch signing to it, then drop the old one. Publish ca.crt as the caBundle between steps.
+    #[arg(long)]
+    pub rotate_ca: bool,
 }
 
 /// A failure with the exit code it maps to: 2 for bad configuration or input, 1 otherwise.
@@ -302,6 +326,11 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let addr = resolve_addr(&args.addr)?;
     let mut config = ServeConfig::new(&args.policies, &args.cert_dir, addr);
     config.sans = args.sans.clone();
+    config.lifetimes = crate::certs::Lifetimes {
+        serving: args.cert_lifetime,
+        ca: args.ca_lifetime,
+    };
+    config.expiry_warning = args.expiry_warning;
     config.http.max_body_bytes = args.max_body_bytes;
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
@@ -568,7 +597,25 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
 }
 
 fn certs(args: &CertsArgs) -> Result<(), CliError> {
-    let dir = CertDir::new(&args.cert_dir);
+    let dir = CertDir::new(&args.cert_dir).with_lifetimes(crate::certs::Lifetimes {
+        serving: args.cert_lifetime,
+        ca: args.ca_lifetime,
+    });
+    let usage = |e: crate::certs::CertError| CliError::Usage(e.to_string());
+    if args.rotate {
+        let validity = dir.renew_serving(&args.sans).map_err(usage)?;
+        println!(
+            "wrote a new tls.crt and tls.key to {} (signed by its CA, expires at unix time {}); a running server picks them up at its next reload",
+            args.cert_dir.display(),
+            validity.expires_unix()
+        );
+        return Ok(());
+    }
+    if args.rotate_ca {
+        let step = dir.rotate_ca_step(&args.sans).map_err(usage)?;
+        println!("{}: {}", args.cert_dir.display(), step.describe());
+        return Ok(());
+    }
     match dir
         .generate(&args.sans)
         .map_err(|e| CliError::Usage(e.to_string()))?

@@ -23,6 +23,11 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -36,6 +41,8 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabels, Counter>,
     /// Connections asked to reconnect after their maximum age or request count.
     pub connections_retired: Counter,
+    /// Unix time at which the serving certificate and the CA expire.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,7 +99,14 @@ impl Default for Metrics {
             "Connections asked to reconnect after their maximum age or request count",
             connections_retired.clone(),
         );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Unix time at which the certificate expires (serving, ca)",
+            certificate_expiry.clone(),
+        );
         Self {
+            certificate_expiry,
             connections_open,
             connections_refused,
             connections_retired,
@@ -111,6 +125,12 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    pub fn set_certificate_expiry(&self, certificate: &'static str, unix: i64) {
+        self.certificate_expiry
+            .get_or_create(&CertificateLabels { certificate })
+            .set(unix);
     }
 
     pub fn refuse_connection(&self, reason: &'static str) {

@@ -232,7 +232,9 @@ async fn scenario_0_mutual_tls(tollgate: &Tollgate) {
     if let Ok(mut stream) = handshake {
         // TLS 1.3: the refusal arrives with the first read.
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
         let mut byte = [0u8; 1];
         assert!(
             !matches!(stream.read(&mut byte).await, Ok(n) if n > 0),

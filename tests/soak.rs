@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::h2;
 use support::server::{https_client, tls_connect};
-use tokio::io::{AsyncWriteExt, AsyncReadExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
 struct Counts {
@@ -83,7 +83,10 @@ fn copy_policies(to: &Path) {
 async fn wait_healthy(client: &reqwest::Client, url: &str) {
     let started = Instant::now();
     while client.get(url).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "tollgate never became healthy");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "tollgate never became healthy"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -134,7 +137,11 @@ async fn valid_load(
         let probe = &probes[i % probes.len()];
         i += 1;
         let after_sigterm_at_start = sigterm_sent.load(Ordering::SeqCst);
-        let result = client.post(format!("{base}{}", probe.path)).json(&probe.body).send().await;
+        let result = client
+            .post(format!("{base}{}", probe.path))
+            .json(&probe.body)
+            .send()
+            .await;
         let answer = match result {
             Ok(response) if response.status() == 200 => response.json::<Value>().await.ok(),
             Ok(response) => {
@@ -157,7 +164,9 @@ async fn valid_load(
             Some(body) if (probe.check)(&body) => {
                 counts.answered.fetch_add(1, Ordering::Relaxed);
                 if after_sigterm_at_start || sigterm_sent.load(Ordering::SeqCst) {
-                    counts.answered_after_sigterm.fetch_add(1, Ordering::Relaxed);
+                    counts
+                        .answered_after_sigterm
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             other => {
@@ -169,7 +178,12 @@ async fn valid_load(
 }
 
 /// Cycles through every kind of misbehaving client.
-async fn faults(addr: std::net::SocketAddr, ca_pem: String, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+async fn faults(
+    addr: std::net::SocketAddr,
+    ca_pem: String,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+) {
     let versions = rustls::DEFAULT_VERSIONS;
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -181,7 +195,9 @@ async fn faults(addr: std::net::SocketAddr, ca_pem: String, counts: Arc<Counts>,
                 0 => {
                     // Plain garbage on the TLS port.
                     if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
-                        let _ = tcp.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0xde, 0xad, 0xbe, 0xef]).await;
+                        let _ = tcp
+                            .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0xde, 0xad, 0xbe, 0xef])
+                            .await;
                         let _ = tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
                     }
                 }
@@ -194,49 +210,66 @@ async fn faults(addr: std::net::SocketAddr, ca_pem: String, counts: Arc<Counts>,
                 }
                 2 => {
                     // Garbage HTTP over good TLS.
-                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await {
+                    if let Ok(mut tls) =
+                        tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await
+                    {
                         let _ = tls.write_all(b"\x00\x01BLAH / NOPE\r\n\r\n\r\n").await;
                         let mut sink = [0u8; 512];
-                        let _ = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
                     }
                 }
                 3 => {
                     // Oversize body, announced and actually streamed.
-                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await {
+                    if let Ok(mut tls) =
+                        tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await
+                    {
                         let _ = tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").await;
                         let chunk = vec![b'x'; 1 << 20];
                         for _ in 0..8 {
-                            let _ = tls.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+                            let _ = tls
+                                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                                .await;
                             if tls.write_all(&chunk).await.is_err() {
                                 break;
                             }
                             let _ = tls.write_all(b"\r\n").await;
                         }
                         let mut sink = [0u8; 512];
-                        let _ = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
                     }
                 }
                 4 => {
                     // Slow headers, held until the server cuts the connection.
-                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await {
-                        let _ = tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n").await;
+                    if let Ok(mut tls) =
+                        tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await
+                    {
+                        let _ = tls
+                            .write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
+                            .await;
                         let mut sink = [0u8; 512];
-                        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut sink)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), tls.read(&mut sink)).await;
                     }
                 }
                 5 => {
                     // Abrupt disconnect mid-body.
-                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await {
+                    if let Ok(mut tls) =
+                        tls_connect(addr, &ca_pem, &[b"http/1.1"], versions, None).await
+                    {
                         let _ = tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"apiVersion\":").await;
                     }
                 }
                 _ => {
                     // h2 rapid resets.
-                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"h2"], versions, None).await {
+                    if let Ok(mut tls) = tls_connect(addr, &ca_pem, &[b"h2"], versions, None).await
+                    {
                         h2::start(&mut tls).await;
                         let _ = tls.write_all(&h2::reset_burst(200)).await;
                         let mut sink = [0u8; 4096];
-                        let _ = tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), tls.read(&mut sink)).await;
                     }
                 }
             }
@@ -270,19 +303,30 @@ fn swap_certificate(cert_dir: &Path) {
     }
 }
 
-async fn operator(policies: PathBuf, cert_dir: PathBuf, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+async fn operator(
+    policies: PathBuf,
+    cert_dir: PathBuf,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+) {
     let mut step = 0u64;
     while !stop.load(Ordering::Relaxed) {
         step += 1;
         match step % 3 {
             0 => {
                 let dir = cert_dir.clone();
-                tokio::task::spawn_blocking(move || swap_certificate(&dir)).await.unwrap();
+                tokio::task::spawn_blocking(move || swap_certificate(&dir))
+                    .await
+                    .unwrap();
                 counts.cert_swaps.fetch_add(1, Ordering::Relaxed);
             }
             1 => {
                 // An invalid set: refused, the working policies stay.
-                std::fs::write(policies.join("broken.yaml"), "apiVersion: tollgate.dev/v1\nkind: Policy\nmetadata: {name: [}\n").unwrap();
+                std::fs::write(
+                    policies.join("broken.yaml"),
+                    "apiVersion: tollgate.dev/v1\nkind: Policy\nmetadata: {name: [}\n",
+                )
+                .unwrap();
                 tokio::time::sleep(Duration::from_millis(2500)).await;
                 std::fs::remove_file(policies.join("broken.yaml")).unwrap();
                 counts.invalid_reloads.fetch_add(1, Ordering::Relaxed);
@@ -303,7 +347,10 @@ async fn operator(policies: PathBuf, cert_dir: PathBuf, counts: Arc<Counts>, sto
 #[ignore = "soak: minutes of load and faults; run with --ignored --nocapture"]
 async fn soak_with_faults() {
     tollgate::install_crypto_provider();
-    let seconds: u64 = std::env::var("SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let dir = tempfile::tempdir().unwrap();
     let (policies, cert_dir) = (dir.path().join("policies"), dir.path().join("certs"));
     copy_policies(&policies);
@@ -311,7 +358,20 @@ async fn soak_with_faults() {
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let log = std::fs::File::create(dir.path().join("tollgate.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--addr", &addr.to_string(), "--reload-interval", "1", "--header-read-timeout", "2", "--handshake-timeout", "2", "--shutdown-grace", "10", "--policies"])
+        .args([
+            "serve",
+            "--addr",
+            &addr.to_string(),
+            "--reload-interval",
+            "1",
+            "--header-read-timeout",
+            "2",
+            "--handshake-timeout",
+            "2",
+            "--shutdown-grace",
+            "10",
+            "--policies",
+        ])
         .arg(&policies)
         .arg("--cert-dir")
         .arg(&cert_dir)
@@ -319,18 +379,30 @@ async fn soak_with_faults() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let server = Process { pid: child.id(), child };
+    let server = Process {
+        pid: child.id(),
+        child,
+    };
     let pid = server.pid;
     let started = Instant::now();
     while !cert_dir.join("ca.crt").exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no certificates generated");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no certificates generated"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ca_pem = std::fs::read_to_string(cert_dir.join("ca.crt")).unwrap();
     let base = format!("https://localhost:{port}");
-    let h1 = https_client(ca_pem.as_bytes(), addr).http1_only().build().unwrap();
-    let h2c = https_client(ca_pem.as_bytes(), addr).http2_prior_knowledge().build().unwrap();
+    let h1 = https_client(ca_pem.as_bytes(), addr)
+        .http1_only()
+        .build()
+        .unwrap();
+    let h2c = https_client(ca_pem.as_bytes(), addr)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     wait_healthy(&h1, &format!("{base}/healthz")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_before = open_fds(pid);
@@ -343,15 +415,37 @@ async fn soak_with_faults() {
     for i in 0..6 {
         // Separate clients: separate connection pools, like several apiservers.
         let client = if i < 4 {
-            https_client(ca_pem.as_bytes(), addr).http1_only().build().unwrap()
+            https_client(ca_pem.as_bytes(), addr)
+                .http1_only()
+                .build()
+                .unwrap()
         } else {
-            https_client(ca_pem.as_bytes(), addr).http2_prior_knowledge().build().unwrap()
+            https_client(ca_pem.as_bytes(), addr)
+                .http2_prior_knowledge()
+                .build()
+                .unwrap()
         };
-        load.push(tokio::spawn(valid_load(client, base.clone(), Arc::clone(&counts), Arc::clone(&sigterm_sent), Arc::clone(&stop_load))));
+        load.push(tokio::spawn(valid_load(
+            client,
+            base.clone(),
+            Arc::clone(&counts),
+            Arc::clone(&sigterm_sent),
+            Arc::clone(&stop_load),
+        )));
     }
     drop(h2c);
-    let fault_task = tokio::spawn(faults(addr, ca_pem.clone(), Arc::clone(&counts), Arc::clone(&stop_faults)));
-    let operator_task = tokio::spawn(operator(policies.clone(), cert_dir.clone(), Arc::clone(&counts), Arc::clone(&stop_faults)));
+    let fault_task = tokio::spawn(faults(
+        addr,
+        ca_pem.clone(),
+        Arc::clone(&counts),
+        Arc::clone(&stop_faults),
+    ));
+    let operator_task = tokio::spawn(operator(
+        policies.clone(),
+        cert_dir.clone(),
+        Arc::clone(&counts),
+        Arc::clone(&stop_faults),
+    ));
 
     let mut peak_rss_kib = 0;
     let mut peak_fds = 0;
@@ -368,10 +462,20 @@ async fn soak_with_faults() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let fds_after = open_fds(pid);
     let hwm_kib = proc_status(pid, "VmHWM:");
-    let metrics = h1.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = h1
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     sigterm_sent.store(true, Ordering::SeqCst);
-    let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let mut server = server;
     let exit = tokio::task::spawn_blocking(move || {
@@ -397,22 +501,50 @@ async fn soak_with_faults() {
             .join("; ")
     };
     println!("soak: {seconds} s of load and faults");
-    println!("  valid reviews answered correctly   {}", get(&counts.answered));
-    println!("  wrong answers                      {}", get(&counts.wrong));
+    println!(
+        "  valid reviews answered correctly   {}",
+        get(&counts.answered)
+    );
+    println!(
+        "  wrong answers                      {}",
+        get(&counts.wrong)
+    );
     println!("  lost before SIGTERM (no answer)    {}", get(&counts.lost));
-    println!("  answered during the SIGTERM drain  {}", get(&counts.answered_after_sigterm));
-    println!("  refused after SIGTERM (not read)   {}", get(&counts.refused_after_sigterm));
-    println!("  fault clients                      {}", get(&counts.faults));
-    println!("  certificate swaps                  {}", get(&counts.cert_swaps));
-    println!("  policy reloads / invalid sets      {} / {}", get(&counts.reloads), get(&counts.invalid_reloads));
-    println!("  RSS peak (sampled) / VmHWM         {:.1} / {:.1} MiB", peak_rss_kib as f64 / 1024.0, hwm_kib as f64 / 1024.0);
+    println!(
+        "  answered during the SIGTERM drain  {}",
+        get(&counts.answered_after_sigterm)
+    );
+    println!(
+        "  refused after SIGTERM (not read)   {}",
+        get(&counts.refused_after_sigterm)
+    );
+    println!(
+        "  fault clients                      {}",
+        get(&counts.faults)
+    );
+    println!(
+        "  certificate swaps                  {}",
+        get(&counts.cert_swaps)
+    );
+    println!(
+        "  policy reloads / invalid sets      {} / {}",
+        get(&counts.reloads),
+        get(&counts.invalid_reloads)
+    );
+    println!(
+        "  RSS peak (sampled) / VmHWM         {:.1} / {:.1} MiB",
+        peak_rss_kib as f64 / 1024.0,
+        hwm_kib as f64 / 1024.0
+    );
     println!("  open fds before / peak / after     {fds_before} / {peak_fds} / {fds_after}");
     println!("  server exit                        {status}");
     println!("  {}", metric("tollgate_connections_refused_total"));
     println!("  {}", metric("tollgate_policy_load_errors_total"));
     let log = std::fs::read_to_string(dir.path().join("tollgate.log")).unwrap_or_default();
     let reloaded = log.matches("serving certificate reloaded").count();
-    let kept = log.matches("keeping the current serving certificate").count();
+    let kept = log
+        .matches("keeping the current serving certificate")
+        .count();
     println!("  certificate reloads / refused half-swaps  {reloaded} / {kept}");
 
     assert_eq!(get(&counts.wrong), 0, "wrong answers");
@@ -421,6 +553,9 @@ async fn soak_with_faults() {
     assert!(status.success(), "tollgate exited with {status}");
     assert!(reloaded > 0, "no certificate swap was picked up");
     // The load's own connections (4 HTTP/1.1 pools, 2 h2) may have grown by a few sockets.
-    assert!(fds_after <= fds_before + 12, "file descriptors grew: {fds_before} -> {fds_after}");
+    assert!(
+        fds_after <= fds_before + 12,
+        "file descriptors grew: {fds_before} -> {fds_after}"
+    );
     assert!(hwm_kib < 256 * 1024, "peak RSS {hwm_kib} KiB");
 }

@@ -7,18 +7,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
+
+use super::lifecycle::backdate;
 
 use super::load::check_validity;
 use super::{
     CA_CERT, CA_KEY, CertDir, CertError, CertOutcome, TLS_CERT, TLS_KEY, pair_state, read,
     write_file,
 };
-
-const CA_VALIDITY_DAYS: i64 = 3650;
-const SERVING_VALIDITY_DAYS: i64 = 365;
-/// Covers clock skew between this host and the apiserver's.
-const BACKDATE: Duration = Duration::hours(1);
 
 impl CertDir {
     /// Generates whatever is missing; refuses when a serving pair is already there.
@@ -39,14 +36,15 @@ impl CertDir {
             Issuer::from_ca_cert_pem(&cert_pem, KeyPair::from_pem(&key_pem)?)?
         } else {
             let key = KeyPair::generate()?;
-            let params = ca_params()?;
+            let params = ca_params(self.lifetimes().ca)?;
             let cert = params.self_signed(&key)?;
             write_file(&self.path(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
             write_file(&self.path(CA_CERT), cert.pem().as_bytes(), 0o644)?;
             Issuer::new(params, key)
         };
         let serving_key = KeyPair::generate()?;
-        let serving = serving_params(san_types)?.signed_by(&serving_key, &issuer)?;
+        let serving = serving_params(san_types, self.lifetimes().serving)?
+            .signed_by(&serving_key, &issuer)?;
         // Key first: a crash between the two writes leaves a half pair that is reported, not used.
         write_file(
             &self.path(TLS_KEY),
@@ -61,10 +59,20 @@ impl CertDir {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, CertError> {
+pub(super) fn ca_params(lifetime: std::time::Duration) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "tollgate CA");
+    let now = OffsetDateTime::now_utc();
+    // A distinct name per CA: during a rotation both are trusted, and operators (and issuer
+    // checks) can tell them apart.
+    name.push(
+        DnType::CommonName,
+        format!(
+            "tollgate CA {}.{:09}",
+            now.unix_timestamp(),
+            now.nanosecond()
+        ),
+    );
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -72,13 +80,23 @@ fn ca_params() -> Result<CertificateParams, CertError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+    set_validity(&mut params, now, lifetime);
     Ok(params)
 }
 
-pub(super) fn serving_params(sans: Vec<SanType>) -> Result<CertificateParams, CertError> {
+fn set_validity(
+    params: &mut CertificateParams,
+    now: OffsetDateTime,
+    lifetime: std::time::Duration,
+) {
+    params.not_before = now - backdate(lifetime);
+    params.not_after = now + lifetime;
+}
+
+pub(super) fn serving_params(
+    sans: Vec<SanType>,
+    lifetime: std::time::Duration,
+) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "tollgate");
@@ -89,9 +107,7 @@ pub(super) fn serving_params(sans: Vec<SanType>) -> Result<CertificateParams, Ce
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(SERVING_VALIDITY_DAYS);
+    set_validity(&mut params, OffsetDateTime::now_utc(), lifetime);
     Ok(params)
 }
 

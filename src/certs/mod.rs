@@ -3,8 +3,12 @@
 //! error instead of failed handshakes later (`load`).
 
 mod generate;
+mod lifecycle;
 mod load;
 
+pub use lifecycle::{
+    CA_NEXT_CERT, CA_NEXT_KEY, CA_PREVIOUS_CERT, Lifetimes, RotationStep, Validity, parse_lifetime,
+};
 pub use load::load_client_roots;
 
 use std::fs;
@@ -50,6 +54,8 @@ pub enum CertError {
     San(String, String),
     #[error("certificates already exist in {}; move them away to generate new ones", .0.display())]
     AlreadyExist(PathBuf),
+    #[error("{} is missing: only a CA whose key is here can issue or rotate certificates", .0.display())]
+    NoCaKey(PathBuf),
 }
 
 /// What `ensure` found or did, so the caller can tell the user.
@@ -61,11 +67,25 @@ pub enum CertOutcome {
 
 pub struct CertDir {
     dir: PathBuf,
+    lifetimes: Lifetimes,
 }
 
 impl CertDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            lifetimes: Lifetimes::default(),
+        }
+    }
+
+    /// Lifetimes for the certificates generated from now on.
+    pub fn with_lifetimes(mut self, lifetimes: Lifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -207,7 +227,7 @@ mod tests {
         let tmp = tempfile::tempdir()?;
         let dir = CertDir::new(tmp.path());
         let key = KeyPair::generate()?;
-        let mut params = serving_params(parse_sans(&[])?)?;
+        let mut params = serving_params(parse_sans(&[])?, Lifetimes::default().serving)?;
         params.not_before = OffsetDateTime::now_utc() - Duration::days(10);
         params.not_after = OffsetDateTime::now_utc() - Duration::days(1);
         let cert = params.self_signed(&key)?;

@@ -5,6 +5,7 @@
 mod connection;
 mod listener;
 mod reload;
+mod renewal;
 mod tls;
 
 pub use connection::{ConnectionLimits, OVERFLOW_CONNECTIONS};
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_engine::LoadError;
 
-use crate::certs::{CertDir, CertError, CertOutcome};
+use crate::certs::{CertDir, CertError, CertOutcome, Lifetimes};
 use crate::http::{AppState, HttpConfig};
 use crate::metrics::Metrics;
 use tls::{ReloadableCert, TlsSettings};
@@ -38,6 +39,10 @@ pub struct ServeConfig {
     pub connections: ConnectionLimits,
     /// Mutual TLS: whether, and against which CA, client certificates are verified.
     pub client_auth: ClientAuth,
+    /// Lifetimes of generated (and renewed) certificates.
+    pub lifetimes: Lifetimes,
+    /// Warn when a certificate expires within this.
+    pub expiry_warning: Duration,
 }
 
 impl ServeConfig {
@@ -56,6 +61,8 @@ impl ServeConfig {
             shutdown_grace: Duration::from_secs(25),
             connections: ConnectionLimits::default(),
             client_auth: ClientAuth::None,
+            lifetimes: Lifetimes::default(),
+            expiry_warning: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -113,7 +120,7 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
         policies = store.policies().len(),
         "policies loaded"
     );
-    let cert_dir = CertDir::new(&config.cert_dir);
+    let cert_dir = CertDir::new(&config.cert_dir).with_lifetimes(config.lifetimes);
     match cert_dir.ensure(&config.sans)? {
         CertOutcome::Existing => {
             tracing::info!(dir = %config.cert_dir.display(), "using existing certificates")

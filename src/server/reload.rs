@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::ServeConfig;
+use super::renewal::CertUpkeep;
 use super::tls::TlsSettings;
 use crate::certs::CertDir;
 use crate::http::AppState;
@@ -13,11 +14,18 @@ use crate::http::AppState;
 /// `tollgate_policy_load_errors`) and the previous, working set stays active.
 pub async fn watch(config: ServeConfig, tls: Arc<TlsSettings>, state: AppState) {
     let cert_dir = CertDir::new(&config.cert_dir);
+    let mut upkeep = CertUpkeep::new(
+        CertDir::new(&config.cert_dir).with_lifetimes(config.lifetimes),
+        config.sans.clone(),
+        config.expiry_warning,
+    );
+    upkeep.tick(state.metrics());
     let mut last_seen = fingerprint(&config.policies_dir);
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        upkeep.tick(state.metrics());
         match tls.cert().reload_from(&cert_dir) {
             Ok(true) => tracing::info!("serving certificate reloaded"),
             Ok(false) => {}

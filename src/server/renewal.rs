@@ -1,0 +1,89 @@
+//! Certificate upkeep while serving: the serving certificate is renewed from tollgate's own CA at
+//! two thirds of its life; expiry times go to metrics, and a warning to the log when either
+//! certificate nears its end.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::certs::{CertDir, Validity};
+use crate::metrics::Metrics;
+
+/// How often the same expiry warning may repeat.
+const WARN_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct CertUpkeep {
+    dir: CertDir,
+    sans: Vec<String>,
+    warn_within: Duration,
+    last_warned: HashMap<&'static str, Instant>,
+}
+
+impl CertUpkeep {
+    pub fn new(dir: CertDir, sans: Vec<String>, warn_within: Duration) -> Self {
+        Self {
+            dir,
+            sans,
+            warn_within,
+            last_warned: HashMap::new(),
+        }
+    }
+
+    /// Returns whether a new serving certificate was written.
+    pub fn tick(&mut self, metrics: &Metrics) -> bool {
+        let now = SystemTime::now();
+        let mut renewed = false;
+        if let Ok(serving) = self.dir.serving_validity() {
+            if serving.renewal_due(now) && self.dir.owns_ca() && self.dir.serving_issued_here() {
+                match self.dir.renew_serving(&self.sans) {
+                    Ok(fresh) => {
+                        renewed = true;
+                        tracing::info!(
+                            expires_unix = fresh.expires_unix(),
+                            "serving certificate renewed from the CA"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "serving certificate due for renewal, but renewal failed");
+                    }
+                }
+            }
+        }
+        for (which, validity) in [
+            ("serving", self.dir.serving_validity()),
+            ("ca", self.dir.ca_validity()),
+        ] {
+            let Ok(validity) = validity else { continue };
+            metrics.set_certificate_expiry(which, validity.expires_unix());
+            self.warn_if_near(which, validity, now);
+        }
+        renewed
+    }
+
+    fn warn_if_near(&mut self, which: &'static str, validity: Validity, now: SystemTime) {
+        let remaining = validity.remaining(now);
+        if remaining > self.warn_within {
+            return;
+        }
+        if self
+            .last_warned
+            .get(which)
+            .is_some_and(|at| at.elapsed() < WARN_EVERY)
+        {
+            return;
+        }
+        self.last_warned.insert(which, Instant::now());
+        let advice = match which {
+            "ca" => "rotate it: `tollgate certs --rotate-ca` (see the README for the order)",
+            _ if self.dir.owns_ca() => {
+                "it is renewed automatically from the CA; check the log for renewal errors"
+            }
+            _ => "replace it: tollgate does not hold the key of the CA that signed it",
+        };
+        tracing::warn!(
+            certificate = which,
+            remaining_seconds = remaining.as_secs(),
+            expires_unix = validity.expires_unix(),
+            "certificate expires soon; {advice}"
+        );
+    }
+}
