@@ -32,19 +32,21 @@ impl CertUpkeep {
     pub fn tick(&mut self, metrics: &Metrics) -> bool {
         let now = SystemTime::now();
         let mut renewed = false;
-        if let Ok(serving) = self.dir.serving_validity() {
-            if serving.renewal_due(now) && self.dir.owns_ca() && self.dir.serving_issued_here() {
-                match self.dir.renew_serving(&self.sans) {
-                    Ok(fresh) => {
-                        renewed = true;
-                        tracing::info!(
-                            expires_unix = fresh.expires_unix(),
-                            "serving certificate renewed from the CA"
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "serving certificate due for renewal, but renewal failed");
-                    }
+        let due = self
+            .dir
+            .serving_validity()
+            .is_ok_and(|serving| serving.renewal_due(now));
+        if due && self.dir.owns_ca() && self.dir.serving_issued_here() {
+            match self.dir.renew_serving(&self.sans) {
+                Ok(fresh) => {
+                    renewed = true;
+                    tracing::info!(
+                        expires_unix = fresh.expires_unix(),
+                        "serving certificate renewed from the CA"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "serving certificate due for renewal, but renewal failed");
                 }
             }
         }
