@@ -1,5 +1,6 @@
 //! Replays every input the fuzz targets (`fuzz/`) ever crashed on, kept in
 //! `tests/fuzz-regressions/TARGET/`, plus their seeds: each must be answered without a panic.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
 use std::path::Path;
 
