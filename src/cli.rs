@@ -118,8 +118,41 @@ pub struct ReleaseArgs {
     pub policies: PathBuf,
 }
 
+/// Where the apiserver calls tollgate: shared by `manifests` and `serve --register`.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "target", multiple = false)]
+pub struct TargetArgs {
+    /// Call tollgate at this base URL (local development), e.g. https://127.0.0.1:8443.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Call tollgate through this Service (in cluster), as NAMESPACE/NAME.
+    #[arg(long)]
+    pub service: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Result<crate::manifests::Target, CliError> {
+        use crate::manifests::Target;
+        let usage = |e: crate::manifests::ManifestError| CliError::Usage(e.to_string());
+        match (&self.url, &self.service) {
+            (Some(url), _) => Target::parse_url(url).map_err(usage),
+            (None, Some(service)) => Target::parse_service(service).map_err(usage),
+            (None, None) => Err(CliError::Usage(
+                "one of --url or --service is required".into(),
+            )),
+        }
+    }
+
+    /// tollgate's own namespace: the flag, else the Service's, else "tollgate".
+    fn namespace(&self, flag: Option<&String>, target: &crate::manifests::Target) -> String {
+        flag.cloned().unwrap_or_else(|| match target {
+            crate::manifests::Target::Service { namespace, .. } => namespace.clone(),
+            crate::manifests::Target::Url(_) => "tollgate".into(),
+        })
+    }
+}
+
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["url", "service"])))]
 pub struct ManifestsArgs {
     /// Directory of policy files.
     #[arg(long, default_value = "policies")]
@@ -127,12 +160,8 @@ pub struct ManifestsArgs {
     /// Directory holding ca.crt (its PEM becomes the caBundle).
     #[arg(long, default_value = "certs")]
     pub cert_dir: PathBuf,
-    /// Call tollgate at this base URL (local development), e.g. https://127.0.0.1:8443.
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Call tollgate through this Service (in cluster), as NAMESPACE/NAME.
-    #[arg(long)]
-    pub service: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// tollgate's own namespace, excluded from the webhooks (default: the --service namespace, or "tollgate").
     #[arg(long)]
     pub namespace: Option<String>,
@@ -236,6 +265,21 @@ pub struct ServeArgs {
     /// h2: largest request header list, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub h2_max_header_list_size: u32,
+    /// Register with the apiserver (kube config from KUBECONFIG, ~/.kube/config or in-cluster):
+    /// server-side apply, as field manager "tollgate", of the webhook configurations and CRD
+    /// conversion stanzas `tollgate manifests` renders, kept in step with the policies and the
+    /// CA (and the CA rotated automatically when due). Needs --url or --service.
+    #[arg(long)]
+    pub register: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// With --register: tollgate's own namespace, excluded from the webhooks (default: the
+    /// --service namespace, or "tollgate").
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// With --register: webhook timeoutSeconds (1-30).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=30))]
+    pub timeout_seconds: u8,
     /// Also run the reconciler in this process (leader-elected; webhook serving never waits
     /// for leadership).
     #[arg(long)]
@@ -335,6 +379,14 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     apply_connection_args(&args, &mut config)?;
+    if args.register {
+        let target = args.target.target()?;
+        config.register = Some(crate::register::RegisterConfig {
+            namespace: args.target.namespace(args.namespace.as_ref(), &target),
+            target,
+            timeout_seconds: args.timeout_seconds,
+        });
+    }
     let runtime = runtime()?;
     let reconciler = args.reconcile.then(|| {
         let identity = args.lease.identity();
@@ -543,18 +595,10 @@ fn check(args: &CheckArgs) -> Result<(), CliError> {
 }
 
 fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
-    use crate::manifests::{self, Options, Target};
+    use crate::manifests::{self, Options};
     let usage = |e: manifests::ManifestError| CliError::Usage(e.to_string());
     let store = policy::load_dir(&args.policies).map_err(|e| CliError::Usage(e.to_string()))?;
-    let target = match (&args.url, &args.service) {
-        (Some(url), _) => Target::parse_url(url).map_err(usage)?,
-        (None, Some(service)) => Target::parse_service(service).map_err(usage)?,
-        (None, None) => {
-            return Err(CliError::Usage(
-                "one of --url or --service is required".into(),
-            ));
-        }
-    };
+    let target = args.target.target()?;
     let ca_bundle = if args.no_ca_bundle {
         None
     } else {
@@ -566,10 +610,7 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
         })?;
         Some(manifests::ca_bundle_from(&pem))
     };
-    let namespace = args.namespace.clone().unwrap_or_else(|| match &target {
-        Target::Service { namespace, .. } => namespace.clone(),
-        Target::Url(_) => "tollgate".into(),
-    });
+    let namespace = args.target.namespace(args.namespace.as_ref(), &target);
     let options = Options {
         target,
         ca_bundle,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod manifests;
 pub mod metrics;
 pub mod policy_test;
+pub mod register;
 pub mod server;
 mod shutdown;
 mod telemetry;

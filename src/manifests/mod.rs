@@ -112,7 +112,14 @@ pub fn render(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestEr
     if let Target::Service { namespace, name } = &options.target {
         docs.extend(install::in_cluster(store, options, namespace, name)?);
     }
-    docs.extend(crd::conversion_documents(store, options)?);
+    docs.extend(registration(store, options)?);
+    Ok(docs)
+}
+
+/// What registers tollgate with the apiserver: the CRD conversion stanzas and both webhook
+/// configurations. `tollgate manifests` prints these; `serve --register` applies exactly them.
+pub fn registration(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestError> {
+    let mut docs = crd::conversion_documents(store, options)?;
     docs.push(webhooks::configuration(
         store,
         options,

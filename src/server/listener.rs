@@ -48,6 +48,7 @@ impl Server {
             listener,
             tls,
             state,
+            registrar,
         } = self;
         let limits = config.connections.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -69,6 +70,7 @@ impl Server {
             config.clone(),
             Arc::clone(&tls),
             state.clone(),
+            registrar,
         ));
 
         if let Ok(addr) = listener.local_addr() {

@@ -23,6 +23,7 @@ use tollgate_engine::LoadError;
 use crate::certs::{CertDir, CertError, CertOutcome, Lifetimes};
 use crate::http::{AppState, HttpConfig};
 use crate::metrics::Metrics;
+use crate::register::{RegisterConfig, RegisterError, Registrar};
 use tls::{ReloadableCert, TlsSettings};
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub lifetimes: Lifetimes,
     /// Warn when a certificate expires within this.
     pub expiry_warning: Duration,
+    /// Register with the apiserver (`serve --register`).
+    pub register: Option<RegisterConfig>,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             client_auth: ClientAuth::None,
             lifetimes: Lifetimes::default(),
             expiry_warning: Duration::from_secs(30 * 24 * 3600),
+            register: None,
         }
     }
 }
@@ -78,6 +82,9 @@ pub enum ServeError {
     /// rustls rejected the configuration, or the client CA is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Registration with the apiserver could not start.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -90,7 +97,13 @@ pub enum ServeError {
 impl ServeError {
     /// Configuration problems (exit code 2) versus runtime failures.
     pub fn is_config_error(&self) -> bool {
-        matches!(self, Self::Policies(_) | Self::Certs(_) | Self::Tls(_))
+        matches!(
+            self,
+            Self::Policies(_)
+                | Self::Certs(_)
+                | Self::Tls(_)
+                | Self::Register(RegisterError::Config(_))
+        )
     }
 }
 
@@ -100,6 +113,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Arc<TlsSettings>,
     state: AppState,
+    registrar: Option<Registrar>,
 }
 
 pub async fn run(
@@ -141,7 +155,12 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
             source,
         })?;
     let state = AppState::new(config.http.clone(), store, metrics);
+    let registrar = match &config.register {
+        Some(register) => Some(Registrar::connect(register.clone()).await?),
+        None => None,
+    };
     Ok(Server {
+        registrar,
         config,
         listener,
         tls,

@@ -1,31 +1,46 @@
-//! The watcher that picks up changed policy files and renewed certificates while serving.
+//! The watcher that, every reload interval, renews certificates that are due, picks up changed
+//! policy files and certificates, and (with `--register`) keeps the registration in step.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::ServeConfig;
 use super::renewal::CertUpkeep;
 use super::tls::TlsSettings;
 use crate::certs::CertDir;
 use crate::http::AppState;
+use crate::register::Registrar;
 
-/// Picks up changed policy files and renewed certificates. A bad change is reported (log and
-/// `tollgate_policy_load_errors`) and the previous, working set stays active.
-pub async fn watch(config: ServeConfig, tls: Arc<TlsSettings>, state: AppState) {
+/// A bad change is reported (log and `tollgate_policy_load_errors`) and the previous, working
+/// set stays active.
+pub async fn watch(
+    config: ServeConfig,
+    tls: Arc<TlsSettings>,
+    state: AppState,
+    mut registrar: Option<Registrar>,
+) {
     let cert_dir = CertDir::new(&config.cert_dir);
     let mut upkeep = CertUpkeep::new(
         CertDir::new(&config.cert_dir).with_lifetimes(config.lifetimes),
         config.sans.clone(),
         config.expiry_warning,
     );
+    let overlap = rotation_overlap(&config);
     upkeep.tick(state.metrics());
+    register(&mut registrar, &cert_dir, &state).await;
     let mut last_seen = fingerprint(&config.policies_dir);
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
         upkeep.tick(state.metrics());
+        if let Some(registrar) = &registrar {
+            let published = cert_dir
+                .ca_pem()
+                .is_ok_and(|ca| registrar.published(&state.store().current(), &ca));
+            upkeep.advance_ca_rotation(published, overlap);
+        }
         match tls.cert().reload_from(&cert_dir) {
             Ok(true) => tracing::info!("serving certificate reloaded"),
             Ok(false) => {}
@@ -37,27 +52,57 @@ pub async fn watch(config: ServeConfig, tls: Arc<TlsSettings>, state: AppState) 
             Err(e) => tracing::warn!(error = %e, "keeping the current client CA"),
         }
         let seen = fingerprint(&config.policies_dir);
-        if seen == last_seen {
-            continue;
+        if seen != last_seen {
+            last_seen = seen;
+            reload_policies(&config.policies_dir, &state).await;
         }
-        last_seen = seen;
-        let dir = config.policies_dir.clone();
-        match tokio::task::spawn_blocking(move || tollgate_engine::load_dir(&dir)).await {
-            Ok(Ok(store)) => {
-                let count = store.policies().len();
-                state.store().replace(store);
-                state.metrics().policies_loaded.set(count as i64);
-                tracing::info!(policies = count, "policies reloaded");
-            }
-            Ok(Err(e)) => {
-                state
-                    .metrics()
-                    .policy_load_errors
-                    .inc_by(e.problem_count() as u64);
-                tracing::error!(error = %e, "policy reload failed; keeping the previous policies");
-            }
-            Err(e) => tracing::error!(error = %e, "policy reload task failed"),
+        register(&mut registrar, &cert_dir, &state).await;
+    }
+}
+
+/// How long both CAs stay trusted at each step of an automatic CA rotation: long enough for
+/// every apiserver and replica to see the new bundle, short against the CA's life.
+fn rotation_overlap(config: &ServeConfig) -> Duration {
+    (config.lifetimes.ca / 10).clamp(
+        config.reload_interval * 3,
+        Duration::from_secs(24 * 3600).max(config.reload_interval * 3),
+    )
+}
+
+async fn reload_policies(dir: &Path, state: &AppState) {
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || tollgate_engine::load_dir(&dir)).await {
+        Ok(Ok(store)) => {
+            let count = store.policies().len();
+            state.store().replace(store);
+            state.metrics().policies_loaded.set(count as i64);
+            tracing::info!(policies = count, "policies reloaded");
         }
+        Ok(Err(e)) => {
+            state
+                .metrics()
+                .policy_load_errors
+                .inc_by(e.problem_count() as u64);
+            tracing::error!(error = %e, "policy reload failed; keeping the previous policies");
+        }
+        Err(e) => tracing::error!(error = %e, "policy reload task failed"),
+    }
+}
+
+/// Applies the registration when it changed; a failure is logged and retried next time.
+async fn register(registrar: &mut Option<Registrar>, cert_dir: &CertDir, state: &AppState) {
+    let Some(registrar) = registrar else { return };
+    let ca = match cert_dir.ca_pem() {
+        Ok(ca) => ca,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register: no CA bundle");
+            return;
+        }
+    };
+    match registrar.sync(&state.store().current(), &ca).await {
+        Ok(true) => tracing::info!("registration applied (webhook configurations, CRD conversion)"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "registration failed; retrying at the next reload"),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::certs::{CertDir, Validity};
+use crate::certs::{CA_NEXT_CERT, CA_NEXT_KEY, CA_PREVIOUS_CERT, CertDir, Validity};
 use crate::metrics::Metrics;
 
 /// How often the same expiry warning may repeat.
@@ -59,6 +59,38 @@ impl CertUpkeep {
             self.warn_if_near(which, validity, now);
         }
         renewed
+    }
+
+    /// With registration: one step of a CA rotation when it is due, each step only once the
+    /// apiserver has the bundle it relies on (`published`) and the previous step has had
+    /// `overlap` to reach every replica and apiserver.
+    pub fn advance_ca_rotation(&mut self, published: bool, overlap: Duration) {
+        let age = |name: &str| {
+            std::fs::metadata(self.dir.path(name))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default()
+        };
+        let due = if self.dir.path(CA_NEXT_KEY).exists() {
+            published && age(CA_NEXT_CERT) >= overlap
+        } else if self.dir.path(CA_PREVIOUS_CERT).exists() {
+            age(CA_PREVIOUS_CERT) >= overlap
+        } else {
+            self.dir.owns_ca()
+                && self.dir.serving_issued_here()
+                && self
+                    .dir
+                    .ca_validity()
+                    .is_ok_and(|ca| ca.renewal_due(SystemTime::now()))
+        };
+        if !due {
+            return;
+        }
+        match self.dir.rotate_ca_step(&self.sans) {
+            Ok(step) => tracing::info!(step = ?step, "CA rotation: {}", step.describe()),
+            Err(e) => tracing::error!(error = %e, "CA rotation step failed; retrying later"),
+        }
     }
 
     fn warn_if_near(&mut self, which: &'static str, validity: Validity, now: SystemTime) {

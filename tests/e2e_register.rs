@@ -1,0 +1,367 @@
+//! `tollgate serve --register` against a real kube-apiserver (on loopback): registration from
+//! nothing, a policy for a new kind picked up and dropped without any manual apply, and serving
+//! certificate renewal plus a full CA rotation under a steady stream of creates.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, Error};
+use serde_json::json;
+use support::cluster::{Cluster, free_port};
+
+const NS: &str = "payments";
+
+struct Tollgate(Child);
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn api(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(
+        client.clone(),
+        NS,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+fn gateways(client: &Client, version: &str) -> Api<DynamicObject> {
+    api(
+        client,
+        "payments.example.com",
+        version,
+        "PaymentGateway",
+        "paymentgateways",
+    )
+}
+
+fn widgets(client: &Client) -> Api<DynamicObject> {
+    api(client, "tests.example.com", "v1", "Widget", "widgets")
+}
+
+fn gateway(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "payments.example.com/v1", "kind": "PaymentGateway",
+        "metadata": {"name": name},
+        "spec": {"provider": "adyen", "endpoint": "https://checkout.adyen.example",
+                 "credentialsSecretRef": {"name": "adyen-credentials"}},
+    }))
+    .unwrap()
+}
+
+fn widget(name: &str, size: i64) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "tests.example.com/v1", "kind": "Widget",
+        "metadata": {"name": name}, "spec": {"size": size},
+    }))
+    .unwrap()
+}
+
+const WIDGET_POLICY: &str = r#"apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: widget
+spec:
+  match:
+    group: tests.example.com
+    kind: Widget
+    resource: widgets
+    versions: ["v1"]
+    scope: Namespaced
+    operations: ["CREATE", "UPDATE"]
+  enforcement: enforce
+  schema:
+    type: object
+    properties:
+      spec:
+        type: object
+        properties:
+          size: {type: integer, maximum: 10}
+"#;
+
+async fn install_widget_crd(client: &Client) {
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.tests.example.com"},
+        "spec": {
+            "group": "tests.example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("Widget CRD created");
+}
+
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => {
+                eprintln!("{what}: after {:.1}s", started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(last) if started.elapsed() > limit => {
+                panic!("{what}: still failing after {limit:?}: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn denial(result: Result<DynamicObject, Error>) -> Result<String, String> {
+    match result {
+        Err(Error::Api(status))
+            if status.code == 400 || status.code == 422 || status.code == 403 =>
+        {
+            Ok(status.message)
+        }
+        Err(other) => Err(other.to_string()),
+        Ok(_) => Err("allowed".into()),
+    }
+}
+
+/// The number of CA certificates in the ValidatingWebhookConfiguration's caBundle, and the text.
+async fn registered_bundle(client: &Client) -> Option<(usize, String)> {
+    let vwc: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+            ),
+            "validatingwebhookconfigurations",
+        ),
+    );
+    let found = vwc.get_opt("tollgate").await.ok()??;
+    let encoded = found.data["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()?
+        .to_string();
+    let pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?,
+    )
+    .ok()?;
+    Some((pem.matches("BEGIN CERTIFICATE").count(), pem))
+}
+
+fn start_tollgate(cluster: &Cluster, dir: &Path, port: u16) -> Tollgate {
+    let log = std::fs::File::create(dir.join("tollgate.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--register",
+            "--reload-interval",
+            "1",
+            "--cert-lifetime",
+            "8s",
+            "--ca-lifetime",
+            "60s",
+        ])
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--url",
+            &format!("https://127.0.0.1:{port}"),
+        ])
+        .arg("--policies")
+        .arg(dir.join("policies"))
+        .arg("--cert-dir")
+        .arg(dir.join("certs"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "tollgate=info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("tollgate starts");
+    Tollgate(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_register_keeps_registration_and_certificates_in_step() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    support::install_example_crd(&client, NS).await;
+    install_widget_crd(&client).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        support::repo_path("policies/paymentgateway.yaml"),
+        dir.path().join("policies/paymentgateway.yaml"),
+    )
+    .unwrap();
+    let _tollgate = start_tollgate(&cluster, dir.path(), free_port());
+    let log = || std::fs::read_to_string(dir.path().join("tollgate.log")).unwrap_or_default();
+
+    // 1. From nothing: registered, then validated, defaulted and converted.
+    eventually(
+        "registration and admission",
+        Duration::from_secs(60),
+        || async {
+            gateways(&client, "v1")
+                .create(&PostParams::default(), &gateway("pg-first"))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    let stored = gateways(&client, "v1").get("pg-first").await.unwrap();
+    assert_eq!(
+        stored.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
+        "tollgate"
+    );
+    let message = denial(
+        gateways(&client, "v1")
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "payments.example.com/v1", "kind": "PaymentGateway",
+                    "metadata": {"name": "pg-bad"}, "spec": {"provider": "adyen"},
+                }))
+                .unwrap(),
+            )
+            .await,
+    )
+    .expect("an invalid gateway is denied");
+    assert!(message.contains("tollgate"), "{message}");
+    eventually(
+        "conversion through the registered CRD stanza",
+        Duration::from_secs(30),
+        || async {
+            let old = gateways(&client, "v1alpha1")
+                .get("pg-first")
+                .await
+                .map_err(|e| e.to_string())?;
+            match old.data["spec"]["url"].as_str() {
+                Some("https://checkout.adyen.example") => Ok(()),
+                _ => Err(format!("not converted: {}", old.data["spec"])),
+            }
+        },
+    )
+    .await;
+
+    // 2. A policy for a new kind is enforced without any manual apply, then dropped again.
+    assert!(
+        widgets(&client)
+            .create(&PostParams::default(), &widget("w-before", 99))
+            .await
+            .is_ok()
+    );
+    std::fs::write(dir.path().join("policies/widget.yaml"), WIDGET_POLICY).unwrap();
+    eventually("the new kind enforced", Duration::from_secs(30), || async {
+        denial(
+            widgets(&client)
+                .create(&PostParams::default(), &widget("w-big", 99))
+                .await,
+        )
+        .map(|_| ())
+    })
+    .await;
+    assert!(
+        widgets(&client)
+            .create(&PostParams::default(), &widget("w-small", 3))
+            .await
+            .is_ok()
+    );
+    std::fs::remove_file(dir.path().join("policies/widget.yaml")).unwrap();
+    eventually("the kind unregistered", Duration::from_secs(30), || async {
+        widgets(&client)
+            .create(&PostParams::default(), &widget("w-big-again", 99))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+
+    // 3. Serving renewals and a full CA rotation under a steady stream of creates.
+    let initial = registered_bundle(&client)
+        .await
+        .expect("a registered caBundle");
+    assert_eq!(initial.0, 1);
+    let (mut created, mut converted, mut failures) = (0u32, 0u32, Vec::new());
+    let mut saw_two_cas = false;
+    let started = Instant::now();
+    let mut i = 0;
+    loop {
+        i += 1;
+        let name = format!("pg-steady-{i}");
+        match gateways(&client, "v1")
+            .create(&PostParams::default(), &gateway(&name))
+            .await
+        {
+            Ok(_) => created += 1,
+            Err(e) => failures.push(format!("create {name}: {e}")),
+        }
+        match gateways(&client, "v1alpha1").get(&name).await {
+            Ok(_) => converted += 1,
+            Err(e) => failures.push(format!("get v1alpha1 {name}: {e}")),
+        }
+        if i % 20 == 0 {
+            let _ = gateways(&client, "v1")
+                .delete_collection(&DeleteParams::default(), &Default::default())
+                .await;
+        }
+        if let Some((count, pem)) = registered_bundle(&client).await {
+            saw_two_cas |= count == 2;
+            if saw_two_cas && count == 1 && pem != initial.1 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "no complete CA rotation within 150 s:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = log();
+    let renewals = text.matches("serving certificate renewed").count();
+    let rotation_steps = text.matches("CA rotation:").count();
+    println!(
+        "rotation under load: {created} creates and {converted} conversions in {:.0} s, {} failed; {renewals} serving renewals, {rotation_steps} CA rotation steps",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests:\n{}\n{text}",
+        failures.join("\n")
+    );
+    assert!(renewals >= 1, "{text}");
+    assert_eq!(rotation_steps, 3, "{text}");
+}
