@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /validate, /mutate and the probes over HTTPS.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Evaluate one AdmissionReview or ConversionReview offline and print the response the server would send.
     Review(ReviewArgs),
     /// Check the policy files and report every problem with file and line.
@@ -354,7 +354,7 @@ impl CliError {
 
 pub fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Review(args) => review(&args),
         Command::Check(args) => check(&args),
         Command::Certs(args) => certs(&args),
