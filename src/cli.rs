@@ -181,6 +181,15 @@ pub struct ManifestsArgs {
     /// Leave caBundle out (for templates that get it injected at install time).
     #[arg(long)]
     pub no_ca_bundle: bool,
+    /// Let cert-manager issue the serving certificate from this Issuer (in tollgate's namespace)
+    /// and inject the CA (`cert-manager.io/inject-ca-from`) instead of an inline caBundle.
+    /// Needs --service.
+    #[arg(long, value_name = "ISSUER", requires = "service")]
+    pub cert_manager: Option<String>,
+    /// With --cert-manager: also render that Issuer, a CA of its own bootstrapped by a
+    /// self-signed Issuer.
+    #[arg(long, requires = "cert_manager")]
+    pub create_issuer: bool,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -599,7 +608,7 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
     let usage = |e: manifests::ManifestError| CliError::Usage(e.to_string());
     let store = policy::load_dir(&args.policies).map_err(|e| CliError::Usage(e.to_string()))?;
     let target = args.target.target()?;
-    let ca_bundle = if args.no_ca_bundle {
+    let ca_bundle = if args.no_ca_bundle || args.cert_manager.is_some() {
         None
     } else {
         let pem = CertDir::new(&args.cert_dir).ca_pem().map_err(|e| {
@@ -620,6 +629,13 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
         image: args.image.clone(),
         replicas: args.replicas,
         policies_dir: args.policies.clone(),
+        cert_manager: args
+            .cert_manager
+            .clone()
+            .map(|issuer| manifests::CertManager {
+                issuer,
+                create_issuer: args.create_issuer,
+            }),
     };
     let docs = manifests::render(&store, &options).map_err(usage)?;
     let text = format!(

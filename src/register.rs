@@ -124,6 +124,7 @@ impl Registrar {
             image: String::new(),
             replicas: 0,
             policies_dir: PathBuf::new(),
+            cert_manager: None,
         };
         manifests::registration(store, &options)
     }

@@ -787,3 +787,69 @@ fn test_refuses_unusable_input_with_file_and_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn manifests_with_cert_manager_inject_the_ca_instead_of_embedding_it() {
+    let (code, stdout, stderr) = manifests(&[
+        "--service",
+        "tollgate/tollgate",
+        "--crd",
+        "deploy/crd-paymentgateway.yaml",
+        "--cert-manager",
+        "tollgate-ca",
+        "--create-issuer",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("caBundle"), "no inline caBundle");
+    let docs: Vec<Value> = tollgate_engine::policy::yaml::parse_documents(&stdout)
+        .expect("YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} rendered"))
+    };
+    let certificate = find("Certificate", "tollgate-tls");
+    assert_eq!(certificate["spec"]["secretName"], "tollgate-tls");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "tollgate-ca");
+    assert_eq!(
+        certificate["spec"]["dnsNames"],
+        json!([
+            "tollgate.tollgate.svc",
+            "tollgate.tollgate.svc.cluster.local"
+        ])
+    );
+    assert_eq!(
+        find("Issuer", "tollgate-ca")["spec"]["ca"]["secretName"],
+        "tollgate-ca-ca"
+    );
+    assert!(find("Issuer", "tollgate-ca-selfsigned")["spec"]["selfSigned"].is_object());
+    assert_eq!(find("Certificate", "tollgate-ca-ca")["spec"]["isCA"], true);
+    for (kind, name) in [
+        ("ValidatingWebhookConfiguration", "tollgate"),
+        ("MutatingWebhookConfiguration", "tollgate"),
+        (
+            "CustomResourceDefinition",
+            "paymentgateways.payments.example.com",
+        ),
+    ] {
+        assert_eq!(
+            find(kind, name)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            "tollgate/tollgate-tls",
+            "{kind}"
+        );
+    }
+    // The Deployment mounts the Secret the Certificate fills.
+    assert!(stdout.contains("secretName: tollgate-tls"), "{stdout}");
+
+    let (code, _, stderr) = manifests(&[
+        "--url",
+        "https://127.0.0.1:9443",
+        "--cert-manager",
+        "tollgate-ca",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--service"), "{stderr}");
+}

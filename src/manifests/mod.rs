@@ -2,6 +2,7 @@
 //! (`webhooks`), the CRD conversion stanzas (`crd`) and, for an in-cluster target, everything
 //! needed to run tollgate there (`install`), printed as YAML (`output`).
 
+mod cert_manager;
 mod crd;
 mod install;
 mod output;
@@ -12,6 +13,7 @@ pub use output::to_yaml;
 use std::path::PathBuf;
 
 use base64::Engine;
+pub use cert_manager::{CertManager, INJECT_ANNOTATION};
 use serde_json::{Value, json};
 use tollgate_engine::Store;
 
@@ -82,6 +84,8 @@ pub struct Options {
     pub replicas: u16,
     /// The policy files, embedded as a ConfigMap for an in-cluster target.
     pub policies_dir: PathBuf,
+    /// CA injection by cert-manager instead of an inline `caBundle` (Service targets only).
+    pub cert_manager: Option<CertManager>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +117,24 @@ pub fn render(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestEr
         docs.extend(install::in_cluster(store, options, namespace, name)?);
     }
     docs.extend(registration(store, options)?);
+    match (&options.cert_manager, &options.target) {
+        (None, _) => {}
+        (Some(cert_manager), Target::Service { namespace, name }) => {
+            if options.ca_bundle.is_some() {
+                return Err(ManifestError::Usage(
+                    "with cert-manager the caBundle is injected; render without one".into(),
+                ));
+            }
+            cert_manager::annotate(&mut docs, namespace, name);
+            docs.extend(cert_manager::documents(cert_manager, namespace, name));
+        }
+        (Some(_), Target::Url(_)) => {
+            return Err(ManifestError::Usage(
+                "--cert-manager needs --service: cert-manager issues for an in-cluster Service"
+                    .into(),
+            ));
+        }
+    }
     Ok(docs)
 }
 
