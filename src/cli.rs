@@ -286,6 +286,12 @@ pub struct ServeArgs {
     /// --service namespace, or "tollgate").
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Share the CA and serving pair with the other replicas through this Secret
+    /// (NAMESPACE/NAME; kube config as for --register): the first replica creates it, the
+    /// others adopt it, renewals and CA rotation steps are written once. --cert-dir is then this
+    /// replica's working copy.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub cert_secret: Option<String>,
     /// With --register: webhook timeoutSeconds (1-30).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=30))]
     pub timeout_seconds: u8,
@@ -388,6 +394,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     config.reload_interval = Duration::from_secs(args.reload_interval.max(1));
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     apply_connection_args(&args, &mut config)?;
+    config.cert_secret = args.cert_secret.clone();
     if args.register {
         let target = args.target.target()?;
         config.register = Some(crate::register::RegisterConfig {

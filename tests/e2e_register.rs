@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,28 +176,34 @@ async fn registered_bundle(client: &Client) -> Option<(usize, String)> {
 }
 
 fn start_tollgate(cluster: &Cluster, dir: &Path, port: u16) -> Tollgate {
-    let log = std::fs::File::create(dir.join("tollgate.log")).unwrap();
+    let lifetimes = ["--cert-lifetime", "8s", "--ca-lifetime", "60s"];
+    start_tollgate_with(cluster, dir, port, port, &lifetimes, "tollgate")
+}
+
+/// tollgate on `port`, registered as `https://127.0.0.1:{registered_port}`, with its own cert
+/// dir (`NAME-certs`) and log (`NAME.log`).
+fn start_tollgate_with(
+    cluster: &Cluster,
+    dir: &Path,
+    port: u16,
+    registered_port: u16,
+    extra: &[&str],
+    name: &str,
+) -> Tollgate {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "serve",
-            "--register",
-            "--reload-interval",
-            "1",
-            "--cert-lifetime",
-            "8s",
-            "--ca-lifetime",
-            "60s",
-        ])
+        .args(["serve", "--register", "--reload-interval", "1"])
+        .args(extra)
         .args([
             "--addr",
             &format!("127.0.0.1:{port}"),
             "--url",
-            &format!("https://127.0.0.1:{port}"),
+            &format!("https://127.0.0.1:{registered_port}"),
         ])
         .arg("--policies")
         .arg(dir.join("policies"))
         .arg("--cert-dir")
-        .arg(dir.join("certs"))
+        .arg(dir.join(format!("{name}-certs")))
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("RUST_LOG", "tollgate=info")
         .stdin(Stdio::null())
@@ -364,4 +371,145 @@ async fn serve_register_keeps_registration_and_certificates_in_step() {
     );
     assert!(renewals >= 1, "{text}");
     assert_eq!(rotation_steps, 3, "{text}");
+}
+
+async fn secret_files(client: &Client) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let secret = secrets.get_opt("tollgate-certs").await.ok()??;
+    Some(secret.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_ca_through_a_secret_and_write_each_renewal_once() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    support::install_example_crd(&client, NS).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        support::repo_path("policies/paymentgateway.yaml"),
+        dir.path().join("policies/paymentgateway.yaml"),
+    )
+    .unwrap();
+    // Both register the same address, as replicas behind one Service do.
+    let (port_a, port_b) = (free_port(), free_port());
+    let shared = [
+        "--cert-secret",
+        "default/tollgate-certs",
+        "--cert-lifetime",
+        "6s",
+    ];
+    let _a = start_tollgate_with(&cluster, dir.path(), port_a, port_a, &shared, "a");
+    let _b = start_tollgate_with(&cluster, dir.path(), port_b, port_a, &shared, "b");
+    let logs = || {
+        ["a", "b"]
+            .map(|n| {
+                std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default()
+            })
+            .join("\n")
+    };
+    eventually(
+        "registration and admission",
+        Duration::from_secs(60),
+        || async {
+            gateways(&client, "v1")
+                .create(&PostParams::default(), &gateway("pg-shared"))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+
+    let (mut bundles, mut serving, mut failures) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        i += 1;
+        if let Err(e) = gateways(&client, "v1")
+            .create(&PostParams::default(), &gateway(&format!("pg-s-{i}")))
+            .await
+        {
+            failures.push(e.to_string());
+        }
+        if let Some((_, pem)) = registered_bundle(&client).await {
+            bundles.insert(pem);
+        }
+        if let Some(files) = secret_files(&client).await {
+            serving.insert(files["tls.crt"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = logs();
+    let stored = text
+        .matches("certificate change stored in the shared Secret")
+        .count();
+    println!(
+        "shared Secret: {i} creates, {} failed; caBundle values seen {}; serving certificates in the Secret {}; renewals stored {stored}, adopted from the other replica {}",
+        failures.len(),
+        bundles.len(),
+        serving.len(),
+        text.matches("adopting theirs").count()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bundles.len(), 1, "the caBundle flapped:\n{text}");
+    assert!(serving.len() >= 2, "no renewal reached the Secret:\n{text}");
+    // Each renewal is written once: every stored change is a distinct certificate seen in the
+    // Secret (a losing replica adopts the winner's instead of writing its own).
+    assert!(
+        stored <= serving.len() + 1,
+        "renewals written more than once:\n{text}"
+    );
+    eventually(
+        "both replicas serve the Secret's pair",
+        Duration::from_secs(10),
+        || async {
+            let secret = secret_files(&client).await.ok_or("no Secret")?;
+            for name in ["a", "b"] {
+                for file in ["ca.crt", "tls.crt"] {
+                    let local = std::fs::read(dir.path().join(format!("{name}-certs/{file}")))
+                        .map_err(|e| e.to_string())?;
+                    if local != secret[file] {
+                        return Err(format!("{name}/{file} differs"));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+
+    // A broken hand edit is refused loudly; admission keeps working.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    secrets
+        .patch(
+            "tollgate-certs",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"tls.crt": base64::engine::general_purpose::STANDARD.encode("not a certificate")}})),
+        )
+        .await
+        .expect("Secret edited");
+    eventually(
+        "the broken Secret refused by both",
+        Duration::from_secs(20),
+        || async {
+            let text = logs();
+            let refused = text.matches("does not hold a working CA").count();
+            if refused >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{refused} refusals"))
+            }
+        },
+    )
+    .await;
+    gateways(&client, "v1")
+        .create(&PostParams::default(), &gateway("pg-after-broken-secret"))
+        .await
+        .expect("admission still works with the pair in use");
 }

@@ -139,7 +139,7 @@ pub(crate) fn read(path: &Path) -> Result<String, CertError> {
 }
 
 /// Written to a temporary file and renamed, so a reader never sees a half-written key.
-pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertError> {
     let io_err = |source| CertError::Io {
         path: path.to_path_buf(),
         source,

@@ -49,6 +49,7 @@ impl Server {
             tls,
             state,
             registrar,
+            cert_secret,
         } = self;
         let limits = config.connections.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -71,6 +72,7 @@ impl Server {
             Arc::clone(&tls),
             state.clone(),
             registrar,
+            cert_secret,
         ));
 
         if let Ok(addr) = listener.local_addr() {

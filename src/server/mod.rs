@@ -2,6 +2,7 @@
 //! then `listener` (accept, handshake, serve HTTP, drain on shutdown) while `reload` watches the
 //! policy files and certificates and swaps in what changed.
 
+mod cert_secret;
 mod connection;
 mod listener;
 mod reload;
@@ -24,6 +25,7 @@ use crate::certs::{CertDir, CertError, CertOutcome, Lifetimes};
 use crate::http::{AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::register::{RegisterConfig, RegisterError, Registrar};
+use cert_secret::{CertSecret, SecretError};
 use tls::{ReloadableCert, TlsSettings};
 
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct ServeConfig {
     pub expiry_warning: Duration,
     /// Register with the apiserver (`serve --register`).
     pub register: Option<RegisterConfig>,
+    /// Share the certificates with other replicas through this Secret (NAMESPACE/NAME).
+    pub cert_secret: Option<String>,
 }
 
 impl ServeConfig {
@@ -67,6 +71,7 @@ impl ServeConfig {
             lifetimes: Lifetimes::default(),
             expiry_warning: Duration::from_secs(30 * 24 * 3600),
             register: None,
+            cert_secret: None,
         }
     }
 }
@@ -82,6 +87,9 @@ pub enum ServeError {
     /// rustls rejected the configuration, or the client CA is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The shared certificate Secret could not be used.
+    #[error(transparent)]
+    CertSecret(#[from] SecretError),
     /// Registration with the apiserver could not start.
     #[error(transparent)]
     Register(#[from] RegisterError),
@@ -103,6 +111,7 @@ impl ServeError {
                 | Self::Certs(_)
                 | Self::Tls(_)
                 | Self::Register(RegisterError::Config(_))
+                | Self::CertSecret(SecretError::Name(_) | SecretError::Config(_))
         )
     }
 }
@@ -114,6 +123,7 @@ pub struct Server {
     tls: Arc<TlsSettings>,
     state: AppState,
     registrar: Option<Registrar>,
+    cert_secret: Option<CertSecret>,
 }
 
 pub async fn run(
@@ -135,6 +145,21 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
         "policies loaded"
     );
     let cert_dir = CertDir::new(&config.cert_dir).with_lifetimes(config.lifetimes);
+    let cert_secret = match &config.cert_secret {
+        Some(spec) => {
+            let mut secret = CertSecret::connect(spec).await?;
+            match secret.start(&cert_dir, &config.sans).await {
+                Ok(()) => {}
+                // A broken Secret never replaces a working pair already here.
+                Err(e @ SecretError::Invalid { .. }) if cert_dir.load_serving_key().is_ok() => {
+                    tracing::error!(error = %e, "refusing the shared Secret; serving the certificates in the cert dir");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Some(secret)
+        }
+        None => None,
+    };
     match cert_dir.ensure(&config.sans)? {
         CertOutcome::Existing => {
             tracing::info!(dir = %config.cert_dir.display(), "using existing certificates")
@@ -160,6 +185,7 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
         None => None,
     };
     Ok(Server {
+        cert_secret,
         registrar,
         config,
         listener,

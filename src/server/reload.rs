@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::ServeConfig;
+use super::cert_secret::{self, CertSecret};
 use super::renewal::CertUpkeep;
 use super::tls::TlsSettings;
 use crate::certs::CertDir;
@@ -19,6 +20,7 @@ pub async fn watch(
     tls: Arc<TlsSettings>,
     state: AppState,
     mut registrar: Option<Registrar>,
+    mut cert_secret: Option<CertSecret>,
 ) {
     let cert_dir = CertDir::new(&config.cert_dir);
     let mut upkeep = CertUpkeep::new(
@@ -34,12 +36,29 @@ pub async fn watch(
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        if let Some(secret) = &mut cert_secret
+            && let Err(e) = secret.pull(&cert_dir).await
+        {
+            tracing::error!(error = %e, "keeping the certificates in use");
+        }
+        let before = cert_secret::read_files(&cert_dir).ok();
         upkeep.tick(state.metrics());
         if let Some(registrar) = &registrar {
             let published = cert_dir
                 .ca_pem()
                 .is_ok_and(|ca| registrar.published(&state.store().current(), &ca));
             upkeep.advance_ca_rotation(published, overlap);
+        }
+        if let Some(secret) = &mut cert_secret
+            && before != cert_secret::read_files(&cert_dir).ok()
+        {
+            match secret.push(&cert_dir).await {
+                Ok(true) => tracing::info!("certificate change stored in the shared Secret"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot store the certificate change in the shared Secret; retrying")
+                }
+            }
         }
         match tls.cert().reload_from(&cert_dir) {
             Ok(true) => tracing::info!("serving certificate reloaded"),
