@@ -166,6 +166,33 @@ async fn slow_and_silent_clients_are_cut_off_on_http1_and_h2() {
     server.finish().await;
 }
 
+#[tokio::test]
+async fn a_handshake_that_never_finishes_is_cut_off() {
+    let server = start(|c| c.connections.handshake_timeout = Duration::from_secs(1)).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut half = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    // The first bytes of a ClientHello record, then nothing.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("partial hello");
+    a_valid_review_succeeds(&server).await;
+    assert!(
+        closed_by_server(&mut silent).await,
+        "silent TCP client kept"
+    );
+    assert!(closed_by_server(&mut half).await, "half handshake kept");
+    let metrics = server.state.metrics().encode().expect("metrics");
+    assert!(
+        metrics.contains("tollgate_connections_refused_total{reason=\"handshake_timeout\"} 2"),
+        "{metrics}"
+    );
+    server.finish().await;
+}
+
 /// Holds one in-flight slot: headers sent, body announced but never finished.
 async fn hold_in_flight_slot(server: &TestServer) -> Tls {
     let mut stream = h1(server).await;

@@ -56,7 +56,7 @@ impl CertUpkeep {
         ] {
             let Ok(validity) = validity else { continue };
             metrics.set_certificate_expiry(which, validity.expires_unix());
-            self.warn_if_near(which, validity, now);
+            let _ = self.warn_if_near(which, validity, now);
         }
         renewed
     }
@@ -93,17 +93,18 @@ impl CertUpkeep {
         }
     }
 
-    fn warn_if_near(&mut self, which: &'static str, validity: Validity, now: SystemTime) {
+    /// Returns whether it warned.
+    fn warn_if_near(&mut self, which: &'static str, validity: Validity, now: SystemTime) -> bool {
         let remaining = validity.remaining(now);
         if remaining > self.warn_within {
-            return;
+            return false;
         }
         if self
             .last_warned
             .get(which)
             .is_some_and(|at| at.elapsed() < WARN_EVERY)
         {
-            return;
+            return false;
         }
         self.last_warned.insert(which, Instant::now());
         let advice = match which {
@@ -118,6 +119,40 @@ impl CertUpkeep {
             remaining_seconds = remaining.as_secs(),
             expires_unix = validity.expires_unix(),
             "certificate expires soon; {advice}"
+        );
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_within_the_window_and_at_most_hourly() {
+        let mut upkeep = CertUpkeep::new(
+            CertDir::new("/nonexistent"),
+            Vec::new(),
+            Duration::from_secs(30 * 24 * 3600),
+        );
+        let now = SystemTime::now();
+        let far = Validity {
+            not_before: now,
+            not_after: now + Duration::from_secs(90 * 24 * 3600),
+        };
+        let near = Validity {
+            not_before: now,
+            not_after: now + Duration::from_secs(10 * 24 * 3600),
+        };
+        assert!(!upkeep.warn_if_near("serving", far, now));
+        assert!(upkeep.warn_if_near("serving", near, now));
+        assert!(
+            !upkeep.warn_if_near("serving", near, now),
+            "repeated within the hour"
+        );
+        assert!(
+            upkeep.warn_if_near("ca", near, now),
+            "each certificate on its own"
         );
     }
 }
