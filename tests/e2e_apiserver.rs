@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::net::SocketAddr;
 
 use std::time::{Duration, Instant};
@@ -118,25 +120,6 @@ fn api_message(result: Result<DynamicObject, Error>) -> String {
         Ok(o) => panic!("expected a rejection, got {:?}", o.metadata.name),
         Err(Error::Api(status)) => status.message.clone(),
         Err(other) => panic!("expected an API error, got {other}"),
-    }
-}
-
-/// Polls until `check` passes; registration and certificate changes reach the apiserver's
-/// webhook clients asynchronously.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(last) if started.elapsed() > limit => {
-                panic!("{what}: still failing after {limit:?}: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
     }
 }
 

@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -117,26 +119,6 @@ async fn install_widget_crd(client: &Client) {
         .expect("Widget CRD created");
 }
 
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(()) => {
-                eprintln!("{what}: after {:.1}s", started.elapsed().as_secs_f64());
-                return;
-            }
-            Err(last) if started.elapsed() > limit => {
-                panic!("{what}: still failing after {limit:?}: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 fn denial(result: Result<DynamicObject, Error>) -> Result<String, String> {
     match result {
         Err(Error::Api(status))
@@ -173,6 +155,37 @@ async fn registered_bundle(client: &Client) -> Option<(usize, String)> {
     )
     .ok()?;
     Some((pem.matches("BEGIN CERTIFICATE").count(), pem))
+}
+
+/// The namespace and example CRD in the cluster, and a policy directory with the example policy.
+async fn prepare(cluster: &Cluster) -> (Client, tempfile::TempDir) {
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    support::install_example_crd(&client, NS).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        support::repo_path("policies/paymentgateway.yaml"),
+        dir.path().join("policies/paymentgateway.yaml"),
+    )
+    .unwrap();
+    (client, dir)
+}
+
+/// Waits until tollgate registered itself and a PaymentGateway named `name` gets through.
+async fn until_admitted(client: &Client, name: &str) {
+    eventually(
+        "registration and admission",
+        Duration::from_secs(60),
+        || async {
+            gateways(client, "v1")
+                .create(&PostParams::default(), &gateway(name))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
 }
 
 fn start_tollgate(cluster: &Cluster, dir: &Path, port: u16) -> Tollgate {
@@ -219,34 +232,13 @@ async fn serve_register_keeps_registration_and_certificates_in_step() {
     let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let client = cluster.client.clone();
-    support::create_namespace(&client, NS).await;
-    support::install_example_crd(&client, NS).await;
+    let (client, dir) = prepare(&cluster).await;
     install_widget_crd(&client).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::copy(
-        support::repo_path("policies/paymentgateway.yaml"),
-        dir.path().join("policies/paymentgateway.yaml"),
-    )
-    .unwrap();
     let _tollgate = start_tollgate(&cluster, dir.path(), free_port());
     let log = || std::fs::read_to_string(dir.path().join("tollgate.log")).unwrap_or_default();
 
     // 1. From nothing: registered, then validated, defaulted and converted.
-    eventually(
-        "registration and admission",
-        Duration::from_secs(60),
-        || async {
-            gateways(&client, "v1")
-                .create(&PostParams::default(), &gateway("pg-first"))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await;
+    until_admitted(&client, "pg-first").await;
     let stored = gateways(&client, "v1").get("pg-first").await.unwrap();
     assert_eq!(
         stored.metadata.labels.unwrap()["app.kubernetes.io/managed-by"],
@@ -385,16 +377,7 @@ async fn replicas_share_one_ca_through_a_secret_and_write_each_renewal_once() {
     let Some(cluster) = Cluster::start().await else {
         return;
     };
-    let client = cluster.client.clone();
-    support::create_namespace(&client, NS).await;
-    support::install_example_crd(&client, NS).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::copy(
-        support::repo_path("policies/paymentgateway.yaml"),
-        dir.path().join("policies/paymentgateway.yaml"),
-    )
-    .unwrap();
+    let (client, dir) = prepare(&cluster).await;
     // Both register the same address, as replicas behind one Service do.
     let (port_a, port_b) = (free_port(), free_port());
     let shared = [
@@ -412,18 +395,7 @@ async fn replicas_share_one_ca_through_a_secret_and_write_each_renewal_once() {
             })
             .join("\n")
     };
-    eventually(
-        "registration and admission",
-        Duration::from_secs(60),
-        || async {
-            gateways(&client, "v1")
-                .create(&PostParams::default(), &gateway("pg-shared"))
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await;
+    until_admitted(&client, "pg-shared").await;
 
     let (mut bundles, mut serving, mut failures) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
     let started = Instant::now();

@@ -76,3 +76,25 @@ pub async fn create_namespace(client: &kube::Client, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("namespace {name} not created: {e}"));
 }
+
+/// Polls until `check` passes (printing how long it took); registration and certificate changes
+/// reach the apiserver's webhook clients asynchronously.
+pub async fn eventually<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(()) => {
+                eprintln!("{what}: after {:.1}s", started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(last) if started.elapsed() > limit => {
+                panic!("{what}: still failing after {limit:?}: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}

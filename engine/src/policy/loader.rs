@@ -72,12 +72,22 @@ pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
             }),
         }
     }
+    into_store(policies, errors, dir)
+}
+
+/// The policy set, or every problem found (duplicate names included); `source` names an empty
+/// one.
+fn into_store(
+    policies: Vec<CompiledPolicy>,
+    mut errors: Vec<PolicyError>,
+    source: &Path,
+) -> Result<Store, LoadError> {
     report_duplicate_names(&policies, &mut errors);
     if !errors.is_empty() {
         return Err(LoadError::Invalid(errors));
     }
     if policies.is_empty() {
-        return Err(LoadError::Empty(dir.to_path_buf()));
+        return Err(LoadError::Empty(source.to_path_buf()));
     }
     Ok(Store::new(policies))
 }
@@ -88,14 +98,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Store, LoadError> {
     let mut errors = Vec::new();
     let mut policies = Vec::new();
     load_text(file, text, &mut policies, &mut errors);
-    report_duplicate_names(&policies, &mut errors);
-    if !errors.is_empty() {
-        return Err(LoadError::Invalid(errors));
-    }
-    if policies.is_empty() {
-        return Err(LoadError::Empty(file.to_path_buf()));
-    }
-    Ok(Store::new(policies))
+    into_store(policies, errors, file)
 }
 
 /// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
