@@ -1,6 +1,9 @@
 //! The load driver: fixed keep-alive connections over TLS, HTTP/1.1 or h2, either at a fixed
 //! request rate (for CPU per request and latency) or as fast as answers come back (throughput).
 //! Latency is measured from the moment a request is sent to the last byte of its answer.
+//! Like the apiserver's Go client, a connection the server retires (`Connection: close` after an
+//! answer, GOAWAY on h2) is replaced by a new one, and a request the server refused unprocessed
+//! on a retiring h2 connection is sent again on the new one.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -71,6 +74,19 @@ impl Target {
     }
 
     async fn connect(&self, protocol: Protocol) -> anyhow::Result<Sender> {
+        let connection = self.open(protocol).await?;
+        Ok(Sender {
+            target: self.clone(),
+            connection: match connection {
+                Connection::H2(sender) => {
+                    Connection::Shared(Arc::new(tokio::sync::RwLock::new((0, sender))))
+                }
+                other => other,
+            },
+        })
+    }
+
+    async fn open(&self, protocol: Protocol) -> anyhow::Result<Connection> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         let config = match protocol {
@@ -84,12 +100,12 @@ impl Target {
             Protocol::Http1 => {
                 let (sender, connection) = http1::handshake(io).await?;
                 tokio::spawn(connection);
-                Sender::Http1(sender)
+                Connection::Http1(sender)
             }
             Protocol::H2 => {
                 let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await?;
                 tokio::spawn(connection);
-                Sender::H2(sender)
+                Connection::H2(sender)
             }
         })
     }
@@ -105,8 +121,12 @@ impl Target {
                 }
             }
             Protocol::H2 => {
-                if let Sender::H2(shared) = self.connect(protocol).await? {
-                    senders.extend((0..count).map(|_| Sender::H2(shared.clone())));
+                if let Connection::H2(sender) = self.open(protocol).await? {
+                    let shared = Arc::new(tokio::sync::RwLock::new((0, sender)));
+                    senders.extend((0..count).map(|_| Sender {
+                        target: self.clone(),
+                        connection: Connection::Shared(Arc::clone(&shared)),
+                    }));
                 }
             }
         }
@@ -155,25 +175,65 @@ fn rustls_pemfile_certs(
         .context("CA file is not PEM")
 }
 
-pub enum Sender {
+/// One live connection; h2 connections are shared by every sender of a run and replaced once
+/// (the generation says which one a sender saw fail).
+enum Connection {
     Http1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
+    Shared(Arc<tokio::sync::RwLock<(u64, http2::SendRequest<Full<Bytes>>)>>),
+}
+
+pub struct Sender {
+    target: Target,
+    connection: Connection,
 }
 
 impl Sender {
     async fn exchange(&mut self, call: &Call) -> anyhow::Result<Bytes> {
-        let request = hyper::Request::post(call.path.as_str())
-            .header(hyper::header::HOST, "127.0.0.1")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(call.body.clone()))?;
-        let response = match self {
-            Self::Http1(s) => {
-                s.ready().await?;
-                s.send_request(request).await?
+        let request = || {
+            hyper::Request::post(call.path.as_str())
+                .header(hyper::header::HOST, "127.0.0.1")
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(call.body.clone()))
+        };
+        let response = match &mut self.connection {
+            Connection::Http1(s) => {
+                if s.ready().await.is_err() {
+                    // Closed by the server after its last answer (`Connection: close`).
+                    if let Connection::Http1(fresh) = self.target.open(Protocol::Http1).await? {
+                        *s = fresh;
+                    }
+                    s.ready().await?;
+                }
+                s.send_request(request()?).await?
             }
-            Self::H2(s) => {
+            Connection::H2(s) => {
                 s.ready().await?;
-                s.send_request(request).await?
+                s.send_request(request()?).await?
+            }
+            Connection::Shared(shared) => {
+                let (generation, mut s) = shared.read().await.clone();
+                let first = match s.ready().await {
+                    Ok(()) => s.send_request(request()?).await,
+                    Err(e) => Err(e),
+                };
+                match first {
+                    Ok(response) => response,
+                    // The connection is going away (GOAWAY: a stream beyond the server's last
+                    // one was not processed); retried once on a fresh connection, as Go does.
+                    Err(_) => {
+                        let mut current = shared.write().await;
+                        if current.0 == generation
+                            && let Connection::H2(fresh) = self.target.open(Protocol::H2).await?
+                        {
+                            *current = (generation + 1, fresh);
+                        }
+                        let mut s = current.1.clone();
+                        drop(current);
+                        s.ready().await?;
+                        s.send_request(request()?).await?
+                    }
+                }
             }
         };
         let status = response.status();

@@ -113,12 +113,17 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// `h2` when ALPN chose it; a client speaking h2 without ALPN is recognised at its first
-    /// request.
+    /// request. The request and age limits are shortened by up to a quarter at random (whole
+    /// requests only, so small limits stay exact), so
+    /// connections opened together (a client starting up) are not all retired at once — a burst
+    /// of handshakes would show in everyone's latency.
     pub fn new(limits: &ConnectionLimits, max_requests: u64, h2: bool) -> Arc<Self> {
+        let cut = jitter() / 4.0;
+        let max_requests = max_requests.max(1);
         Arc::new(Self {
             born: Instant::now(),
-            max_requests: max_requests.max(1),
-            max_age: limits.max_age,
+            max_requests: max_requests - (max_requests as f64 * cut) as u64,
+            max_age: limits.max_age.mul_f64(1.0 - cut),
             idle_timeout: limits.header_read_timeout,
             served: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -190,6 +195,15 @@ impl Lifecycle {
     }
 }
 
+/// A number in [0, 1), different for every connection.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Counts a request in flight until its future ends, answered or abandoned.
 struct InFlight(Arc<Lifecycle>);
 
@@ -249,4 +263,28 @@ pub fn service(
             Ok(response)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retirement_limits_are_spread_but_small_limits_stay_exact() {
+        let limits = ConnectionLimits::default();
+        let spread: std::collections::BTreeSet<u64> = (0..200)
+            .map(|_| Lifecycle::new(&limits, 1000, false).max_requests)
+            .collect();
+        assert!(
+            spread.iter().all(|&n| (750..=1000).contains(&n)),
+            "{spread:?}"
+        );
+        assert!(spread.len() > 20, "not spread: {spread:?}");
+        for _ in 0..50 {
+            assert_eq!(Lifecycle::new(&limits, 3, false).max_requests, 3);
+            assert_eq!(Lifecycle::new(&limits, 1, false).max_requests, 1);
+            let age = Lifecycle::new(&limits, 1000, true).max_age;
+            assert!(age > limits.max_age.mul_f64(0.74) && age <= limits.max_age);
+        }
+    }
 }
