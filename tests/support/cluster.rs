@@ -176,6 +176,26 @@ impl Cluster {
             return None;
         }
         tollgate::install_crypto_provider();
+        // Ports are picked by binding and releasing them, so another process can take one in
+        // between: a server that exits at start-up is retried on fresh ports.
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = Self::launch(&etcd_bin, &apiserver_bin).await;
+            match cluster.wait_ready(Duration::from_secs(120)).await {
+                Ok(()) => return Some(cluster),
+                Err(reason) if attempt < ATTEMPTS && cluster.exited() => {
+                    eprintln!(
+                        "e2e cluster attempt {attempt} failed, retrying on new ports: {reason}"
+                    );
+                }
+                Err(reason) => panic!("{reason}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// etcd and kube-apiserver on fresh loopback ports in a fresh directory.
+    async fn launch(etcd_bin: &Path, apiserver_bin: &Path) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |name: &str| dir.path().join(name);
         let pki = pki();
@@ -207,7 +227,7 @@ impl Cluster {
             // Tests need no durability across machine crashes; skip fsync-heavy defaults.
             "--unsafe-no-fsync".into(),
         ];
-        let etcd = spawn_logged(&etcd_bin, &etcd_args, &path("etcd.log"));
+        let etcd = spawn_logged(etcd_bin, &etcd_args, &path("etcd.log"));
         write_admission_config(dir.path());
 
         let api_args: Vec<String> = vec![
@@ -243,7 +263,7 @@ impl Cluster {
             "--profiling=false".into(),
             "--v=1".into(),
         ];
-        let apiserver = spawn_logged(&apiserver_bin, &api_args, &path("apiserver.log"));
+        let apiserver = spawn_logged(apiserver_bin, &api_args, &path("apiserver.log"));
 
         let kubeconfig = path("kubeconfig");
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -264,19 +284,23 @@ impl Cluster {
         .await
         .expect("kube config");
         let client = kube::Client::try_from(config).expect("client");
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             client,
             kubeconfig,
             etcd,
             apiserver,
             controller_manager: None,
-        };
-        cluster.wait_ready(Duration::from_secs(120)).await;
-        Some(cluster)
+        }
     }
 
-    async fn wait_ready(&mut self, limit: Duration) {
+    /// Whether etcd or kube-apiserver has exited.
+    fn exited(&mut self) -> bool {
+        matches!(self.apiserver.try_wait(), Ok(Some(_)))
+            || matches!(self.etcd.try_wait(), Ok(Some(_)))
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let started = Instant::now();
         loop {
             let request = http::Request::get("/readyz")
@@ -289,19 +313,25 @@ impl Cluster {
                     "kube-apiserver ready after {:.1}s",
                     started.elapsed().as_secs_f64()
                 );
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.apiserver.try_wait() {
-                panic!(
+                return Err(format!(
                     "kube-apiserver exited ({status}):\n{}",
                     self.log_tail("apiserver.log")
-                );
+                ));
+            }
+            if let Ok(Some(status)) = self.etcd.try_wait() {
+                return Err(format!(
+                    "etcd exited ({status}):\n{}",
+                    self.log_tail("etcd.log")
+                ));
             }
             if started.elapsed() > limit {
-                panic!(
+                return Err(format!(
                     "kube-apiserver not ready after {limit:?}:\n{}",
                     self.log_tail("apiserver.log")
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
