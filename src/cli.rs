@@ -274,6 +274,14 @@ pub struct ServeArgs {
     /// h2: largest request header list, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub h2_max_header_list_size: u32,
+    /// h2: streams a client may reset before they are served; more ends the connection with
+    /// GOAWAY ENHANCE_YOUR_CALM (rapid-reset protection).
+    #[arg(long, default_value_t = 20)]
+    pub h2_max_pending_resets: usize,
+    /// h2: seconds between PINGs on a connection; a peer that does not answer within
+    /// --header-read-timeout is considered gone.
+    #[arg(long, default_value_t = 30)]
+    pub h2_keep_alive_interval: u64,
     /// Register with the apiserver (kube config from KUBECONFIG, ~/.kube/config or in-cluster):
     /// server-side apply, as field manager "tollgate", of the webhook configurations and CRD
     /// conversion stanzas `tollgate manifests` renders, kept in step with the policies and the
@@ -488,6 +496,8 @@ fn apply_connection_args(args: &ServeArgs, config: &mut ServeConfig) -> Result<(
     limits.close_grace = config.shutdown_grace;
     limits.h2_max_concurrent_streams = args.h2_max_concurrent_streams.max(1);
     limits.h2_max_header_list_size = args.h2_max_header_list_size;
+    limits.h2_max_pending_reset_streams = args.h2_max_pending_resets.max(1);
+    limits.h2_keep_alive_interval = Duration::from_secs(args.h2_keep_alive_interval.max(1));
     Ok(())
 }
 

@@ -853,3 +853,78 @@ fn manifests_with_cert_manager_inject_the_ca_instead_of_embedding_it() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--service"), "{stderr}");
 }
+
+#[test]
+fn serve_help_documents_every_limit_with_its_default_and_bad_flags_are_refused() {
+    let out = tollgate().args(["serve", "--help"]).output().expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, default) in [
+        ("--max-connections", "1024"),
+        ("--max-in-flight", "256"),
+        ("--handshake-timeout", "10"),
+        ("--header-read-timeout", "10"),
+        ("--max-connection-requests", "1000"),
+        ("--max-connection-age", "300"),
+        ("--h2-max-concurrent-streams", "100"),
+        ("--h2-max-header-list-size", "16384"),
+        ("--h2-max-pending-resets", "20"),
+        ("--h2-keep-alive-interval", "30"),
+        ("--cert-lifetime", "365d"),
+        ("--ca-lifetime", "3650d"),
+        ("--expiry-warning", "30d"),
+    ] {
+        // The flag's own entry (up to the next flag), with clap's line wrapping undone.
+        let mut lines = help.lines().skip_while(|l| {
+            let indent = l.len() - l.trim_start().len();
+            !(indent < 8 && l.trim_start().starts_with(flag))
+        });
+        let first = lines.next().unwrap_or_default();
+        let entry: Vec<&str> = std::iter::once(first)
+            // Entries start at a small indent; their wrapped text is indented further.
+            .chain(lines.take_while(|l| {
+                let indent = l.len() - l.trim_start().len();
+                !(indent < 8 && l.trim_start().starts_with('-'))
+            }))
+            .collect();
+        let line = entry
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(&format!("[default: {default}]")),
+            "{flag}: {line}"
+        );
+    }
+    for text in [
+        "--client-ca",
+        "--anonymous-endpoint",
+        "--register",
+        "--cert-secret",
+    ] {
+        assert!(help.contains(text), "{text} missing from serve --help");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "x").expect("write");
+    let out = tollgate()
+        .args(["serve", "--addr", "127.0.0.1:0", "--client-ca"])
+        .arg(&ca)
+        .args(["--anonymous-endpoint", "/nope"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nope"));
+    let out = tollgate()
+        .args(["serve", "--anonymous-endpoint", "/convert"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "needs --client-ca");
+    let out = tollgate()
+        .args(["serve", "--addr", "127.0.0.1:0", "--register"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url or --service"));
+}
