@@ -128,6 +128,17 @@ impl Validity {
     }
 }
 
+/// Where a CA rotation stands, by what the directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationPhase {
+    /// No rotation under way.
+    Idle,
+    /// `ca-next.*` exist: both CAs trusted, the old one signs.
+    Staged,
+    /// `ca-previous.crt` exists: both trusted, the new one signs.
+    Switched,
+}
+
 /// What one `certs --rotate-ca` (or one automatic step) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationStep {
@@ -243,9 +254,20 @@ impl CertDir {
         Ok(())
     }
 
-    /// One step of a CA rotation, decided by what the directory holds.
-    pub fn rotate_ca_step(&self, sans: &[String]) -> Result<RotationStep, CertError> {
+    pub fn rotation_phase(&self) -> RotationPhase {
         if self.path(CA_NEXT_KEY).exists() {
+            RotationPhase::Staged
+        } else if self.path(CA_PREVIOUS_CERT).exists() {
+            RotationPhase::Switched
+        } else {
+            RotationPhase::Idle
+        }
+    }
+
+    /// One step of a CA rotation, decided by `rotation_phase`.
+    pub fn rotate_ca_step(&self, sans: &[String]) -> Result<RotationStep, CertError> {
+        let phase = self.rotation_phase();
+        if phase == RotationPhase::Staged {
             // Switch: the new CA signs from now on; the old one stays trusted.
             let next = read(&self.path(CA_NEXT_CERT))?;
             let old_bundle = read(&self.path(CA_CERT))?;
@@ -265,7 +287,7 @@ impl CertDir {
             remove(&self.path(CA_NEXT_CERT))?;
             return Ok(RotationStep::Switched);
         }
-        if self.path(CA_PREVIOUS_CERT).exists() {
+        if phase == RotationPhase::Switched {
             let bundle = read(&self.path(CA_CERT))?;
             let current = first_certificate(&bundle).to_string();
             write_file(

@@ -16,16 +16,7 @@ impl CertDir {
         let key_path = self.path(TLS_KEY);
         let cert_pem = read(&cert_path)?;
         check_validity(&cert_path, &cert_pem)?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| CertError::Pem {
-                    path: cert_path.clone(),
-                    reason: e.to_string(),
-                })?;
-        if chain.is_empty() {
-            return Err(CertError::NoCertificate(cert_path));
-        }
+        let chain = certificates(&cert_path, &cert_pem)?;
         let key_pem = read(&key_path)?;
         let key =
             PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| CertError::Pem {
@@ -48,6 +39,20 @@ impl CertDir {
             .map_err(|e| mismatch(format!("the key does not match the certificate ({e})")))?;
         Ok(Arc::new(certified))
     }
+}
+
+/// Every certificate of a PEM text (at least one), in order.
+fn certificates(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate(path.to_path_buf()));
+    }
+    Ok(certs)
 }
 
 pub(super) fn check_validity(path: &Path, pem: &str) -> Result<(), CertError> {
@@ -81,16 +86,7 @@ pub(super) fn check_validity(path: &Path, pem: &str) -> Result<(), CertError> {
 /// The CAs trusted to sign client certificates (`serve --client-ca`): every certificate in the
 /// PEM file, each checked by rustls as a trust anchor.
 pub fn load_client_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
-    let pem = read(path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Pem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(CertError::NoCertificate(path.to_path_buf()));
-    }
+    let certs = certificates(path, &read(path)?)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|e| CertError::Parse {

@@ -7,7 +7,8 @@ mod lifecycle;
 mod load;
 
 pub use lifecycle::{
-    CA_NEXT_CERT, CA_NEXT_KEY, CA_PREVIOUS_CERT, Lifetimes, RotationStep, Validity, parse_lifetime,
+    CA_NEXT_CERT, CA_NEXT_KEY, CA_PREVIOUS_CERT, Lifetimes, RotationPhase, RotationStep, Validity,
+    parse_lifetime,
 };
 pub use load::load_client_roots;
 

@@ -27,10 +27,6 @@ impl InFlightLimit {
     pub fn new(max: usize) -> Self {
         Self(Arc::new(Semaphore::new(max.max(1))))
     }
-
-    pub fn available(&self) -> usize {
-        self.0.available_permits()
-    }
 }
 
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -41,7 +41,9 @@ pub async fn watch(
         {
             tracing::error!(error = %e, "keeping the certificates in use");
         }
-        let before = cert_secret::read_files(&cert_dir).ok();
+        let before = cert_secret
+            .is_some()
+            .then(|| cert_secret::read_files(&cert_dir).ok());
         upkeep.tick(state.metrics());
         if let Some(registrar) = &registrar {
             let published = cert_dir
@@ -50,7 +52,7 @@ pub async fn watch(
             upkeep.advance_ca_rotation(published, overlap);
         }
         if let Some(secret) = &mut cert_secret
-            && before != cert_secret::read_files(&cert_dir).ok()
+            && before != Some(cert_secret::read_files(&cert_dir).ok())
         {
             match secret.push(&cert_dir).await {
                 Ok(true) => tracing::info!("certificate change stored in the shared Secret"),

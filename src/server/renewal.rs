@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::certs::{CA_NEXT_CERT, CA_NEXT_KEY, CA_PREVIOUS_CERT, CertDir, Validity};
+use crate::certs::{CA_NEXT_CERT, CA_PREVIOUS_CERT, CertDir, RotationPhase, Validity};
 use crate::metrics::Metrics;
 
 /// How often the same expiry warning may repeat.
@@ -28,10 +28,8 @@ impl CertUpkeep {
         }
     }
 
-    /// Returns whether a new serving certificate was written.
-    pub fn tick(&mut self, metrics: &Metrics) -> bool {
+    pub fn tick(&mut self, metrics: &Metrics) {
         let now = SystemTime::now();
-        let mut renewed = false;
         let due = self
             .dir
             .serving_validity()
@@ -39,7 +37,6 @@ impl CertUpkeep {
         if due && self.dir.owns_ca() && self.dir.serving_issued_here() {
             match self.dir.renew_serving(&self.sans) {
                 Ok(fresh) => {
-                    renewed = true;
                     tracing::info!(
                         expires_unix = fresh.expires_unix(),
                         "serving certificate renewed from the CA"
@@ -58,7 +55,6 @@ impl CertUpkeep {
             metrics.set_certificate_expiry(which, validity.expires_unix());
             let _ = self.warn_if_near(which, validity, now);
         }
-        renewed
     }
 
     /// With registration: one step of a CA rotation when it is due, each step only once the
@@ -72,17 +68,17 @@ impl CertUpkeep {
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default()
         };
-        let due = if self.dir.path(CA_NEXT_KEY).exists() {
-            published && age(CA_NEXT_CERT) >= overlap
-        } else if self.dir.path(CA_PREVIOUS_CERT).exists() {
-            age(CA_PREVIOUS_CERT) >= overlap
-        } else {
-            self.dir.owns_ca()
-                && self.dir.serving_issued_here()
-                && self
-                    .dir
-                    .ca_validity()
-                    .is_ok_and(|ca| ca.renewal_due(SystemTime::now()))
+        let due = match self.dir.rotation_phase() {
+            RotationPhase::Staged => published && age(CA_NEXT_CERT) >= overlap,
+            RotationPhase::Switched => age(CA_PREVIOUS_CERT) >= overlap,
+            RotationPhase::Idle => {
+                self.dir.owns_ca()
+                    && self.dir.serving_issued_here()
+                    && self
+                        .dir
+                        .ca_validity()
+                        .is_ok_and(|ca| ca.renewal_due(SystemTime::now()))
+            }
         };
         if !due {
             return;
