@@ -1,8 +1,8 @@
 //! tollgate: an admission webhook server for Kubernetes custom resources.
 //!
 //! The policy core is the `tollgate-engine` crate; this crate is the webhook server and the
-//! command line. `server::run(config, shutdown)` is the entry point; `http::router(state)` is the
-//! whole HTTP surface and can be driven without a socket.
+//! command line. `server::run(config, shutdown)` is the entry point; `http::Front::new(state)` is
+//! the whole HTTP surface and can be driven without a socket.
 
 #![forbid(unsafe_code)]
 
@@ -19,7 +19,6 @@ pub mod server;
 mod shutdown;
 mod telemetry;
 
-pub use http::router;
 pub use server::{ServeConfig, run};
 
 /// Both rustls users here (server and any client) must agree on one crypto provider; an

@@ -1,4 +1,4 @@
-//! The router without a socket (tower `oneshot`): what only needs HTTP semantics.
+//! The HTTP surface without a socket (`Front::handle`): what only needs HTTP semantics.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
 
@@ -6,9 +6,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tollgate::http::{AppState, HttpConfig, router};
+use tollgate::http::{AppState, Front, HttpConfig};
 use tollgate::metrics::Metrics;
-use tower::ServiceExt;
 
 fn state() -> AppState {
     let store = tollgate_engine::load_dir(std::path::Path::new(concat!(
@@ -28,10 +27,7 @@ async fn get(state: &AppState, path: &str) -> (StatusCode, Value) {
 }
 
 async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
-    let response = router(state.clone())
-        .oneshot(request)
-        .await
-        .expect("infallible");
+    let response = Front::new(state.clone()).handle(request).await;
     let status = response.status();
     let bytes = response
         .into_body()

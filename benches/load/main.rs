@@ -58,11 +58,14 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(suite(settings))
 }
 
-/// `drive ADDR CERT_DIR ENDPOINT SECONDS CLIENTS [h2]`: load against a server started by hand,
-/// for profiling it (`perf record -p PID`) while this runs.
+/// `drive ADDR CERT_DIR ENDPOINT SECONDS CLIENTS [h2] [--rate R]`: load against a server started
+/// by hand, for profiling it (`perf record -p PID`) while this runs; open throttle unless a total
+/// rate in requests/s is given (the CPU rows of the suite run at a fixed rate).
 async fn drive(args: &[String]) -> anyhow::Result<()> {
     let [addr, cert_dir, endpoint, seconds, clients, rest @ ..] = args else {
-        anyhow::bail!("usage: drive ADDR CERT_DIR validate|mutate|convert SECONDS CLIENTS [h2]");
+        anyhow::bail!(
+            "usage: drive ADDR CERT_DIR validate|mutate|convert SECONDS CLIENTS [h2] [--rate R]"
+        );
     };
     let call = match endpoint.as_str() {
         "validate" => workload::validate()?,
@@ -77,8 +80,17 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
     };
     let target = driver::Target::new(addr.parse()?, &Path::new(cert_dir).join("ca.crt"))?;
     let senders = target.senders(protocol, clients.parse()?).await?;
-    let outcome =
-        driver::open_throttle(senders, &call, Duration::from_secs_f64(seconds.parse()?)).await;
+    let duration = Duration::from_secs_f64(seconds.parse()?);
+    let rate = rest
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| rest.get(i + 1))
+        .map(|r| r.parse::<f64>())
+        .transpose()?;
+    let outcome = match rate {
+        Some(rate) => driver::fixed_rate(senders, &call, rate, duration).await.0,
+        None => driver::open_throttle(senders, &call, duration).await,
+    };
     report_failure("server", &outcome);
     println!(
         "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",

@@ -1,51 +1,62 @@
 //! Reading a review body: JSON content type, a size limit (an UPDATE carries two objects, so the
 //! default is well above axum's 2 MiB) and a read deadline against slow senders.
 
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::HttpConfig;
 
-pub struct ReviewBody(pub Bytes);
-
-impl FromRequest<AppState> for ReviewBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.config().max_body_bytes;
-        check_content_type(req.headers())?;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return Err(too_large(limit));
-        }
-        let read = axum::body::to_bytes(req.into_body(), limit);
-        match tokio::time::timeout(state.config().body_read_timeout, read).await {
-            Err(_) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {}",
-                    humanize(state.config().body_read_timeout)
-                ),
-            )),
-            Ok(Err(e)) if is_length_limit(&e) => Err(too_large(limit)),
-            Ok(Err(e)) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read request body: {e}"),
-            )),
-            Ok(Ok(bytes)) => Ok(Self(bytes)),
-        }
+/// The whole body of a review, within the configured size and time.
+pub async fn read<B>(config: &HttpConfig, headers: &HeaderMap, body: B) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = config.max_body_bytes;
+    check_content_type(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut collect = pin!(Limited::new(body, limit).collect());
+    // A small review usually arrives with its headers: then the first poll finishes it and no
+    // deadline timer is set up at all.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => tokio::time::timeout(config.body_read_timeout, collect)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {}",
+                        humanize(config.body_read_timeout)
+                    ),
+                )
+            })?,
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if is_length_limit(e.as_ref()) => Err(too_large(limit)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read request body: {e}"),
+        )),
     }
 }
 
-fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -68,8 +79,8 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
             return true;
@@ -79,6 +90,6 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-pub fn humanize(d: Duration) -> String {
+fn humanize(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }

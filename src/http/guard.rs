@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::routes::Endpoint;
@@ -29,33 +29,42 @@ impl InFlightLimit {
     }
 }
 
+/// The router's layer (probes, metrics, unknown paths): only the client check applies there.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let endpoint = Endpoint::from_path(request.uri().path());
-    if request.extensions().get::<AnonymousClient>().is_some()
-        && !endpoint.is_some_and(|e| state.config().anonymous_endpoints.contains(&e))
-    {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} needs a client certificate signed by the configured client CA",
-                request.uri().path()
-            ),
-        )
-        .into_response();
+    let anonymous = request.extensions().get::<AnonymousClient>().is_some();
+    match check_client(&state, request.uri().path(), anonymous) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
     }
-    if endpoint.and_then(Endpoint::review_label).is_none() {
-        return next.run(request).await;
-    }
-    let Ok(_permit) = Arc::clone(&state.in_flight_limit().0).try_acquire_owned() else {
-        return ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many reviews in flight (limit {}); retry shortly",
-                state.config().max_in_flight
-            ),
-        )
-        .retry_after(1)
-        .into_response();
+}
+
+/// A client without a certificate may only call the endpoints configured for it.
+pub fn check_client(state: &AppState, path: &str, anonymous: bool) -> Result<(), ApiError> {
+    let allowed = || {
+        Endpoint::from_path(path).is_some_and(|e| state.config().anonymous_endpoints.contains(&e))
     };
-    next.run(request).await
+    if anonymous && !allowed() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{path} needs a client certificate signed by the configured client CA"),
+        ));
+    }
+    Ok(())
+}
+
+/// A slot for one review, held until it is answered; none left means 429 before the body is
+/// read.
+pub fn review_slot(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    Arc::clone(&state.in_flight_limit().0)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many reviews in flight (limit {}); retry shortly",
+                    state.config().max_in_flight
+                ),
+            )
+            .retry_after(1)
+        })
 }

@@ -1,13 +1,15 @@
-//! HTTP layer. `routes` lists every endpoint once. A request travels through `observe` (metrics
-//! and the log line), `body` (extract the review), then the handlers in `admission` and
-//! `conversion` (decode, evaluate, encode — inline or on the bounded `worker` pool, as `review`
-//! decides) or `probes`. No policy logic here.
+//! HTTP layer. `routes` lists every endpoint once. A request enters at `front`: a review passes
+//! `guard` (client and in-flight checks), `body` (read within limits) and the handlers in
+//! `admission` and `conversion` (decode, evaluate, encode — inline or on the bounded `worker`
+//! pool, as `review` decides), all under `observe` (metrics and the log line); anything else
+//! goes through the axum router to `probes`. No policy logic here.
 
 mod admission;
 mod body;
 mod conversion;
 mod deadline;
 mod error;
+mod front;
 mod guard;
 mod observe;
 mod probes;
@@ -17,35 +19,35 @@ mod state;
 mod worker;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use admission::{
     AdmissionReviewIn, AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review,
 };
 pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
+pub use front::Front;
 pub use guard::AnonymousClient;
 pub use routes::Endpoint;
 pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
 
-/// The handler behind each endpoint of the table.
-fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+/// The handler behind each endpoint the router serves; reviews are served by `front` itself.
+fn handler(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {
     match endpoint {
-        Endpoint::Validate => post(admission::validate),
-        Endpoint::Mutate => post(admission::mutate),
-        Endpoint::Convert => post(conversion::convert),
-        Endpoint::Healthz => get(probes::healthz),
-        Endpoint::Readyz => get(probes::readyz),
-        Endpoint::Metrics => get(probes::metrics),
+        Endpoint::Validate | Endpoint::Mutate | Endpoint::Convert => None,
+        Endpoint::Healthz => Some(get(probes::healthz)),
+        Endpoint::Readyz => Some(get(probes::readyz)),
+        Endpoint::Metrics => Some(get(probes::metrics)),
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// Everything but reviews: probes, metrics, and the answers for unknown paths and wrong methods.
+fn router(state: AppState) -> Router {
     Endpoint::ALL
         .into_iter()
-        .fold(Router::new(), |router, endpoint| {
-            router.route(endpoint.path(), handler(endpoint))
+        .filter_map(|endpoint| Some((endpoint, handler(endpoint)?)))
+        .fold(Router::new(), |router, (endpoint, handler)| {
+            router.route(endpoint.path(), handler)
         })
         .fallback(probes::not_found)
         .method_not_allowed_fallback(probes::method_not_allowed)
@@ -59,8 +61,6 @@ pub fn router(state: AppState) -> Router {
         ))
         // Last resort: a panic outside evaluation still yields a JSON answer, never a dropped connection.
         .layer(CatchPanicLayer::custom(probes::panic_response))
-        // The body limit is enforced (with a JSON reason) by the review extractor.
-        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -1,11 +1,13 @@
 //! One tracing span and one set of metrics per request.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::routes::Endpoint;
 use super::state::AppState;
@@ -41,18 +43,30 @@ fn routine(decision: &str) -> bool {
     matches!(decision, "allowed" | "patched" | "converted")
 }
 
+/// The router's layer: the same observation for probes and unknown paths (a debug line).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let endpoint = Endpoint::from_path(request.uri().path()).and_then(Endpoint::review_label);
-    // Debug level: at the default level it costs nothing per request; the answer's log line
-    // below carries the fields itself.
-    let span = tracing::debug_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
+    let label = Endpoint::from_path(request.uri().path()).and_then(Endpoint::review_label);
+    let span = request_span(request.method(), request.uri().path());
+    observed(&state, label, span, next.run(request)).await
+}
+
+/// Debug level: at the default level it costs nothing per request; the answer's log line
+/// carries the fields itself.
+pub fn request_span(method: &Method, path: &str) -> Span {
+    tracing::debug_span!("request", method = %method, path = %path)
+}
+
+/// Runs `work` (one request) and records its answer: the in-flight gauge while it runs, then
+/// for reviews (`label`) the metrics and the log line, for anything else a debug line.
+pub async fn observed(
+    state: &AppState,
+    label: Option<&'static str>,
+    span: Span,
+    work: impl Future<Output = Response>,
+) -> Response {
     let started = Instant::now();
-    let _in_flight = InFlight::enter(&state);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let _in_flight = InFlight::enter(state);
+    let mut response = work.instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let decision = response
         .extensions()
@@ -60,7 +74,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .map_or("none", |d| d.0);
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = label else {
         span.in_scope(|| tracing::debug!(status, latency_ms, "request answered"));
         return response;
     };

@@ -43,16 +43,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no such endpoint: {}", uri.path()),
-    )
+    unknown(uri.path())
+}
+
+pub fn unknown(path: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    wrong_method(&method, uri.path())
+}
+
+pub fn wrong_method(method: &axum::http::Method, path: &str) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} is not allowed on {}", uri.path()),
+        format!("method {method} is not allowed on {path}"),
     )
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::http::AnonymousClient;
+use crate::http::{AnonymousClient, Front};
 
 /// Limits on connections and what each may do. The defaults suit the kube-apiserver: it keeps a
 /// few long-lived HTTP/1.1 connections per replica and retries on `Retry-After`.
@@ -226,10 +226,31 @@ impl Drop for InFlight {
     }
 }
 
-/// The per-connection service: the router, plus the request counting and the "please reconnect"
-/// signal on the last answer this connection gives.
+/// Who answers a connection's requests.
+#[derive(Clone)]
+pub enum Responder {
+    /// The whole HTTP surface.
+    Regular(Front),
+    /// A connection beyond the cap: every request gets 503 with `Retry-After`.
+    Overflow(Router),
+}
+
+impl Responder {
+    async fn respond(self, request: Request<Incoming>) -> axum::response::Response {
+        match self {
+            Self::Regular(front) => front.handle(request).await,
+            Self::Overflow(router) => {
+                let Ok(response) = router.oneshot(request).await;
+                response
+            }
+        }
+    }
+}
+
+/// The per-connection service: the responder, plus the request counting and the "please
+/// reconnect" signal on the last answer this connection gives.
 pub fn service(
-    router: Router,
+    responder: Responder,
     lifecycle: Arc<Lifecycle>,
     anonymous: bool,
 ) -> impl hyper::service::Service<
@@ -240,7 +261,7 @@ pub fn service(
 > + Send
 + 'static {
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        let router = router.clone();
+        let responder = responder.clone();
         let lifecycle = Arc::clone(&lifecycle);
         if anonymous {
             request.extensions_mut().insert(AnonymousClient);
@@ -248,7 +269,7 @@ pub fn service(
         async move {
             let h2 = request.version() == Version::HTTP_2;
             let in_flight = InFlight::enter(&lifecycle, h2);
-            let Ok(mut response) = router.oneshot(request).await;
+            let mut response = responder.respond(request).await;
             if lifecycle.exhausted() {
                 lifecycle.retired.store(true, Ordering::Relaxed);
                 if h2 {

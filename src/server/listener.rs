@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use super::connection::{self, ConnectionLimits, Lifecycle, OVERFLOW_CONNECTIONS};
+use super::connection::{self, ConnectionLimits, Lifecycle, OVERFLOW_CONNECTIONS, Responder};
 use super::tls::{ClientAuth, TlsSettings};
 use super::{Server, reload};
 use crate::http::{self, AppState};
@@ -32,7 +32,7 @@ struct ConnectionContext {
     tls: Arc<TlsSettings>,
     requires_client_cert: bool,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    router: Router,
+    front: http::Front,
     overflow_router: Router,
     limits: ConnectionLimits,
     state: AppState,
@@ -58,7 +58,7 @@ impl Server {
             requires_client_cert: matches!(config.client_auth, ClientAuth::Verify { .. }),
             tls: Arc::clone(&tls),
             builder: Arc::new(limits.builder()),
-            router: http::router(state.clone()),
+            front: http::Front::new(state.clone()),
             overflow_router: http::overflow_router(),
             limits: limits.clone(),
             state: state.clone(),
@@ -152,16 +152,19 @@ async fn serve_connection(
     // With mutual TLS, a connection without a certificate got this far only because some
     // endpoints are open to anonymous clients; the HTTP layer enforces which.
     let anonymous = context.requires_client_cert && tls.get_ref().1.peer_certificates().is_none();
-    let (router, max_requests) = match slot {
-        Slot::Regular => (context.router.clone(), context.limits.max_requests),
+    let (responder, max_requests) = match slot {
+        Slot::Regular => (
+            Responder::Regular(context.front.clone()),
+            context.limits.max_requests,
+        ),
         Slot::Overflow => {
             metrics.refuse_connection("limit");
-            (context.overflow_router.clone(), 1)
+            (Responder::Overflow(context.overflow_router.clone()), 1)
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let lifecycle = Lifecycle::new(&context.limits, max_requests, h2);
-    let service = connection::service(router, Arc::clone(&lifecycle), anonymous);
+    let service = connection::service(responder, Arc::clone(&lifecycle), anonymous);
     let conn = context.builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
 

@@ -3,18 +3,14 @@
 mod decide;
 mod wire;
 
-use axum::extract::{RawQuery, State};
-use axum::response::Response;
 use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
 use wire::{AdmissionRequestIn, AdmissionResponseOut};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
-use super::body::ReviewBody;
 use super::observe::ReviewTag;
 use super::review::{self, Answer, Review};
-use super::state::AppState;
 use super::worker::WorkError;
 
 /// Everything the server or `tollgate review` does with one AdmissionReview body: the exact
@@ -31,25 +27,9 @@ pub fn review_body(
     ))
 }
 
-pub async fn validate(state: State<AppState>, query: RawQuery, body: ReviewBody) -> Response {
-    admit(state, query, body, Mode::Validate).await
-}
-
-pub async fn mutate(state: State<AppState>, query: RawQuery, body: ReviewBody) -> Response {
-    admit(state, query, body, Mode::Mutate).await
-}
-
-async fn admit(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    ReviewBody(body): ReviewBody,
-    mode: Mode,
-) -> Response {
-    review::run(Admission(mode), state, query, body).await
-}
-
+/// Validate or mutate, as a kind of review the HTTP layer runs.
 #[derive(Debug, Clone, Copy)]
-struct Admission(Mode);
+pub struct Admission(pub Mode);
 
 impl Review for Admission {
     type Parsed = (String, AdmissionRequestIn);

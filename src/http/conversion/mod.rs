@@ -2,8 +2,6 @@
 
 mod wire;
 
-use axum::extract::{RawQuery, State};
-use axum::response::Response;
 use kube::core::conversion::{ConversionRequest, ConversionResponse};
 use kube::core::response::StatusSummary;
 use kube::core::{Status, TypeMeta};
@@ -11,22 +9,13 @@ use tollgate_engine::Store;
 
 pub use wire::{CONVERSION_KIND, ConversionParseError, review_body};
 
-use super::body::ReviewBody;
 use super::observe::ReviewTag;
 use super::review::{self, Answer, Review};
-use super::state::AppState;
 use super::worker::WorkError;
 
-pub async fn convert(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    ReviewBody(body): ReviewBody,
-) -> Response {
-    review::run(Conversion, state, query, body).await
-}
-
+/// The ConversionReview, as a kind of review the HTTP layer runs.
 #[derive(Debug, Clone, Copy)]
-struct Conversion;
+pub struct Conversion;
 
 impl Review for Conversion {
     type Parsed = (TypeMeta, ConversionRequest);
