@@ -25,16 +25,19 @@ pub struct Answer {
 
 /// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
 pub trait Review: Copy + Send + 'static {
-    type Parsed: Send + 'static;
+    /// The review as read; it may borrow from the body.
+    type Parsed<'a>: Send;
     /// What an answer needs, besides the uid in the tag, when evaluation fails (apiVersion).
     type Envelope: Send + 'static;
 
     /// The body as a review, or the reason it is not one (answered with 400).
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String>;
-    fn envelope(self, parsed: &Self::Parsed) -> (Self::Envelope, ReviewTag);
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String>;
+    /// The review independent of its body, to be judged on another thread.
+    fn into_owned(self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static>;
+    fn envelope(self, parsed: &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag);
     /// Whether judging it costs no more than reading it.
-    fn linear(self, store: &Store, parsed: &Self::Parsed) -> bool;
-    fn answer(self, store: &Store, parsed: Self::Parsed) -> Answer;
+    fn linear(self, store: &Store, parsed: &Self::Parsed<'_>) -> bool;
+    fn answer(self, store: &Store, parsed: Self::Parsed<'_>) -> Answer;
     /// The answer when evaluation did not finish (deadline, panic, shutdown).
     fn failed(self, envelope: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer;
 }
@@ -52,12 +55,13 @@ pub async fn run<R: Review>(
         Ok(parsed) => parsed,
         Err(message) => return ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
     };
-    drop(body);
     let (envelope, tag) = review.envelope(&parsed);
     let store = state.store().current();
     let outcome = if review.linear(&store, &parsed) {
         worker::run_inline(|| review.answer(&store, parsed))
     } else {
+        let parsed = review.into_owned(parsed);
+        drop(body);
         state
             .run_pooled(query.as_deref(), store, move |store| {
                 review.answer(store, parsed)
@@ -78,11 +82,9 @@ async fn run_large<R: Review>(
     // deadline: a deadline that passes during evaluation is then still answered with the uid.
     let parsed = match state
         .run_pooled_reading(move || {
-            let parsed = review.parse(&body);
-            drop(body);
-            parsed.map(|parsed| {
+            review.parse(&body).map(|parsed| {
                 let (envelope, tag) = review.envelope(&parsed);
-                (parsed, envelope, tag)
+                (review.into_owned(parsed), envelope, tag)
             })
         })
         .await

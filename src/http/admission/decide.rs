@@ -17,7 +17,7 @@ pub enum Mode {
 }
 
 pub fn evaluate(store: &Store, request: &AdmissionRequestIn, mode: Mode) -> AdmissionResponseOut {
-    let uid = request.uid.as_str();
+    let uid: &str = &request.uid;
     let Some(target) = target_of(request) else {
         return AdmissionResponseOut::allowed(uid);
     };
@@ -52,7 +52,7 @@ pub fn evaluate(store: &Store, request: &AdmissionRequestIn, mode: Mode) -> Admi
 
 /// What the policies judge, or `None` for requests they never concern: subresources (status,
 /// scale), DELETE and CONNECT, and requests without an object.
-fn target_of(request: &AdmissionRequestIn) -> Option<Target<'_>> {
+fn target_of<'r>(request: &'r AdmissionRequestIn<'_>) -> Option<Target<'r>> {
     if request
         .sub_resource
         .as_deref()

@@ -6,7 +6,7 @@ mod wire;
 use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
-use wire::{AdmissionRequestIn, AdmissionResponseOut};
+use wire::{AdmissionRequestIn, AdmissionResponseOut, Text};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
 use super::observe::ReviewTag;
@@ -32,28 +32,32 @@ pub fn review_body(
 pub struct Admission(pub Mode);
 
 impl Review for Admission {
-    type Parsed = (String, AdmissionRequestIn);
+    type Parsed<'a> = (Text<'a>, AdmissionRequestIn<'a>);
     type Envelope = String;
 
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
         AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
     }
 
-    fn envelope(self, (api_version, request): &Self::Parsed) -> (Self::Envelope, ReviewTag) {
-        let tag = ReviewTag {
-            uid: request.uid.clone(),
-            group: request.kind.group.clone(),
-            kind: request.kind.kind.clone(),
-            operation: request.operation_name(),
-        };
-        (api_version.clone(), tag)
+    fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
+        (api_version.into_owned(), request.into_owned())
     }
 
-    fn linear(self, store: &Store, (_, request): &Self::Parsed) -> bool {
+    fn envelope(self, (api_version, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
+        let tag = ReviewTag {
+            uid: request.uid.to_string(),
+            group: request.kind.group.to_string(),
+            kind: request.kind.kind.to_string(),
+            operation: request.operation_name(),
+        };
+        (api_version.to_string(), tag)
+    }
+
+    fn linear(self, store: &Store, (_, request): &Self::Parsed<'_>) -> bool {
         store.evaluation_is_linear(&request.kind.group, &request.kind.kind)
     }
 
-    fn answer(self, store: &Store, (api_version, request): Self::Parsed) -> Answer {
+    fn answer(self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
         answer(&api_version, evaluate(store, &request, self.0))
     }
 

@@ -18,14 +18,19 @@ use super::worker::WorkError;
 pub struct Conversion;
 
 impl Review for Conversion {
-    type Parsed = (TypeMeta, ConversionRequest);
+    type Parsed<'a> = (TypeMeta, ConversionRequest);
     type Envelope = TypeMeta;
 
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed, String> {
+    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
         wire::parse(body).map_err(|e| e.to_string())
     }
 
-    fn envelope(self, (types, request): &Self::Parsed) -> (Self::Envelope, ReviewTag) {
+    /// Already owned: the objects are the whole review.
+    fn into_owned(self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static> {
+        parsed
+    }
+
+    fn envelope(self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
         let tag = ReviewTag {
             uid: request.uid.clone(),
             group: request.desired_api_version.clone(),
@@ -36,11 +41,11 @@ impl Review for Conversion {
     }
 
     /// Conversion has no CEL: its cost follows the number and size of the objects.
-    fn linear(self, _: &Store, _: &Self::Parsed) -> bool {
+    fn linear(self, _: &Store, _: &Self::Parsed<'_>) -> bool {
         true
     }
 
-    fn answer(self, store: &Store, (types, request): Self::Parsed) -> Answer {
+    fn answer(self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
         answer(types, wire::convert_request(store, request))
     }
 
