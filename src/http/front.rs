@@ -47,7 +47,8 @@ impl Front {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let review = Endpoint::from_path(request.uri().path()).filter(|e| e.review_label().is_some());
+        let review =
+            Endpoint::from_path(request.uri().path()).filter(|e| e.review_label().is_some());
         let Some(endpoint) = review else {
             let Ok(response) = self.0.router.clone().oneshot(request.map(Body::new)).await;
             return response;
@@ -96,6 +97,8 @@ where
         Endpoint::Validate => review::run(Admission(Mode::Validate), state, query, body).await,
         Endpoint::Mutate => review::run(Admission(Mode::Mutate), state, query, body).await,
         Endpoint::Convert => review::run(Conversion, state, query, body).await,
-        Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => probes::unknown(parts.uri.path()).into_response(),
+        Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => {
+            probes::unknown(parts.uri.path()).into_response()
+        }
     }
 }

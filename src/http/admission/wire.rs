@@ -120,7 +120,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 f.write_str("a string")
             }
 
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
                 Ok(Text(Cow::Borrowed(v)))
             }
 
@@ -143,6 +146,9 @@ pub enum ReviewParseError {
     /// The body is not JSON, or not shaped like an AdmissionReview.
     #[error("request body is not a valid AdmissionReview: {0}")]
     Json(#[source] serde_json::Error),
+    /// JSON is UTF-8 text (RFC 8259).
+    #[error("request body is not a valid AdmissionReview: not UTF-8 text ({0})")]
+    NotUtf8(#[source] std::str::Utf8Error),
     #[error("unsupported apiVersion {0:?}: expected {ADMISSION_V1:?} or {ADMISSION_V1BETA1:?}")]
     ApiVersion(String),
     #[error("unsupported kind {0:?}: expected {ADMISSION_KIND:?}")]
@@ -208,7 +214,10 @@ impl<'a> AdmissionReviewIn<'a> {
     pub fn from_slice(
         body: &'a [u8],
     ) -> Result<(Text<'a>, AdmissionRequestIn<'a>), ReviewParseError> {
-        let review: Self = serde_json::from_slice(body).map_err(ReviewParseError::Json)?;
+        // Checking the whole body once is cheaper than serde_json checking every string it
+        // meets (a sixth of the decoding instructions in a callgrind profile).
+        let text = std::str::from_utf8(body).map_err(ReviewParseError::NotUtf8)?;
+        let review: Self = serde_json::from_str(text).map_err(ReviewParseError::Json)?;
         if *review.api_version != *ADMISSION_V1 && *review.api_version != *ADMISSION_V1BETA1 {
             return Err(ReviewParseError::ApiVersion(review.api_version.to_string()));
         }
@@ -374,6 +383,26 @@ mod tests {
     }
 
     #[test]
+    fn escaped_strings_are_decoded_and_plain_ones_borrowed() -> Result<(), ReviewParseError> {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u-\u0041","kind":{"group":"g","version":"v1","kind":"K\"q"},
+            "resource":{"group":"g","version":"v1","resource":"ks"},"name":"n\n1",
+            "operation":"CREATE","userInfo":{"username":"al\/ice","groups":["a\u00e9"]}}}"#;
+        let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
+        assert_eq!(&*api_version, ADMISSION_V1);
+        assert!(matches!(api_version.0, Cow::Borrowed(_)));
+        assert_eq!(&*request.uid, "u-A");
+        assert_eq!(&*request.kind.kind, "K\"q");
+        assert_eq!(&*request.name, "n\n1");
+        assert_eq!(&*request.user_info.username, "al/ice");
+        assert_eq!(request.user_info.groups, ["a\u{e9}"]);
+        let owned: AdmissionRequestIn<'static> = request.into_owned();
+        assert_eq!(&*owned.uid, "u-A");
+        assert_eq!(&*owned.kind.group, "g");
+        Ok(())
+    }
+
+    #[test]
     fn parse_errors_are_specific() {
         let cases = [
             (r#"{"#, "not a valid AdmissionReview"),
@@ -390,6 +419,15 @@ mod tests {
                 "has no request",
             ),
         ];
+        let not_utf8 = AdmissionReviewIn::from_slice(b"{\"apiVersion\": \"\xff\"}")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            not_utf8
+                .as_deref()
+                .is_some_and(|e| e.contains("not UTF-8 text")),
+            "{not_utf8:?}"
+        );
         for (body, expected) in cases {
             let err = AdmissionReviewIn::from_slice(body.as_bytes())
                 .err()

@@ -17,6 +17,9 @@ pub enum ConversionParseError {
     /// The body is not JSON, or not shaped like a ConversionReview.
     #[error("request body is not a valid ConversionReview: {0}")]
     Json(#[source] serde_json::Error),
+    /// JSON is UTF-8 text (RFC 8259).
+    #[error("request body is not a valid ConversionReview: not UTF-8 text ({0})")]
+    NotUtf8(#[source] std::str::Utf8Error),
     #[error("unsupported apiVersion {0:?}: expected {CONVERSION_V1:?} or {CONVERSION_V1BETA1:?}")]
     ApiVersion(String),
     #[error("unsupported kind {0:?}: expected {CONVERSION_KIND:?}")]
@@ -28,8 +31,10 @@ pub enum ConversionParseError {
 }
 
 pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionParseError> {
+    // One check of the whole body instead of one per string (see the admission decoder).
+    let text = std::str::from_utf8(body).map_err(ConversionParseError::NotUtf8)?;
     let review: ConversionReview =
-        serde_json::from_slice(body).map_err(ConversionParseError::Json)?;
+        serde_json::from_str(text).map_err(ConversionParseError::Json)?;
     if review.types.api_version != CONVERSION_V1 && review.types.api_version != CONVERSION_V1BETA1 {
         return Err(ConversionParseError::ApiVersion(review.types.api_version));
     }
@@ -81,4 +86,22 @@ pub fn into_review(types: TypeMeta, response: ConversionResponse) -> ConversionR
 pub fn review_body(store: &Store, body: &[u8]) -> Result<ConversionReview, ConversionParseError> {
     let (types, request) = parse(body)?;
     Ok(into_review(types, convert_request(store, request)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_with_the_reason() {
+        let refused = parse(b"{\"apiVersion\": \"\xc3\x28\"}")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("not a valid ConversionReview: not UTF-8 text")),
+            "{refused:?}"
+        );
+    }
 }
