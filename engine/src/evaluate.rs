@@ -64,7 +64,7 @@ pub fn default_patch(store: &Store, target: &Target<'_>) -> json_patch::Patch {
             policy.apply_defaults(&mut defaulted);
         }
     }
-    json_patch::diff(object, &defaulted)
+    crate::patch::diff(object, &defaulted)
 }
 
 /// Converts one object to `desired_api_version` (`group/version`) by its kind's rules. An object

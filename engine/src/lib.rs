@@ -15,6 +15,7 @@ mod defaults;
 pub mod duration;
 pub mod evaluate;
 mod immutable;
+mod patch;
 pub mod path;
 pub mod policy;
 pub mod rollout;
