@@ -291,7 +291,7 @@ impl Outcome {
         }
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub fn merge(&mut self, other: Outcome) {
         self.answered += other.answered;
         self.failed += other.failed;
         if self.first_failure.is_none() {

@@ -15,6 +15,7 @@ mod report;
 mod servers;
 mod workload;
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,9 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
             "CPU per request and latency at a fixed {RATE} req/s over {RATE_CONNECTIONS} keep-alive \
              connections (h2: one connection, {RATE_CONNECTIONS} concurrent streams); then \
              requests/s with 1, 16 and 64 clients sending as fast as answers arrive. `×` is \
-             tollgate divided by the floor of the same row pair."
+             tollgate divided by the floor of the same row pair. Each figure is the median of \
+             {ROUNDS} phases per server, floor and tollgate alternating (latencies: all phases \
+             merged)."
         ),
         &[
             "endpoint",
@@ -171,10 +174,7 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
     let mut transport = Vec::new();
     for call in [&validate, &mutate, &convert] {
         for protocol in [Protocol::Http1, Protocol::H2] {
-            let mut pair = Vec::new();
-            for server in [&floor, &tollgate] {
-                pair.push(measure_wire(server, call, protocol, &settings).await?);
-            }
+            let pair = measure_pair([&floor, &tollgate], call, protocol, &settings).await?;
             let (f, t) = (&pair[0], &pair[1]);
             for (m, server) in [(f, "floor"), (t, "tollgate")] {
                 wire.row(vec![
@@ -286,7 +286,7 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
     report.write(
         &settings.out,
         &format!(
-            "{:.1} s per phase after {:.1} s warm-up; load driver in the same machine (benches/load/driver.rs)",
+            "{:.1} s per phase after {:.1} s warm-up (transport rows: {ROUNDS} alternating phases of a third of that per server); load driver in the same machine (benches/load/driver.rs)",
             settings.phase.as_secs_f64(),
             settings.warmup.as_secs_f64()
         ),
@@ -306,28 +306,63 @@ struct WireFigures {
     failed: u64,
 }
 
-async fn measure_wire(
-    server: &ServerProcess,
+/// Every figure of a row pair comes from this many phases per server, floor and tollgate
+/// alternating, each a third of the configured phase; the median of each figure is kept (the
+/// latency histograms are merged). On a shared machine one noisy phase then cannot decide a
+/// ratio, as it could when each server was measured once.
+const ROUNDS: usize = 3;
+
+async fn measure_pair(
+    servers: [&ServerProcess; 2],
     call: &Call,
     protocol: Protocol,
     settings: &Settings,
-) -> anyhow::Result<WireFigures> {
-    let (cpu_us, fixed) = at_fixed_rate(server, call, protocol, RATE, settings).await?;
-    let mut throughput = [0.0; 3];
-    let mut failed = fixed.failed;
-    for (slot, clients) in throughput.iter_mut().zip(THROTTLE_CONNECTIONS) {
-        let senders = server.target.senders(protocol, clients).await?;
-        let outcome = driver::open_throttle(senders, call, settings.phase).await;
-        failed += outcome.failed;
-        report_failure(&server.name, &outcome);
-        *slot = outcome.per_second();
+) -> anyhow::Result<[WireFigures; 2]> {
+    let round = Settings {
+        phase: settings.phase / ROUNDS as u32,
+        warmup: settings.warmup,
+        out: settings.out.clone(),
+    };
+    let mut cpu = [Vec::new(), Vec::new()];
+    let mut fixed: [Option<Outcome>; 2] = [None, None];
+    let mut throughput = [
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    ];
+    let mut failed = [0, 0];
+    for _ in 0..ROUNDS {
+        for (i, server) in servers.iter().enumerate() {
+            let (cpu_us, outcome) = at_fixed_rate(server, call, protocol, RATE, &round).await?;
+            cpu[i].push(cpu_us);
+            failed[i] += outcome.failed;
+            match &mut fixed[i] {
+                Some(all) => all.merge(outcome),
+                slot @ None => *slot = Some(outcome),
+            }
+            for (samples, clients) in throughput[i].iter_mut().zip(THROTTLE_CONNECTIONS) {
+                let senders = server.target.senders(protocol, clients).await?;
+                let outcome = driver::open_throttle(senders, call, round.phase).await;
+                failed[i] += outcome.failed;
+                report_failure(&server.name, &outcome);
+                samples.push(outcome.per_second());
+            }
+        }
     }
-    Ok(WireFigures {
-        cpu_us,
-        fixed,
-        throughput,
-        failed,
-    })
+    let mut figures = |i: usize| -> anyhow::Result<WireFigures> {
+        Ok(WireFigures {
+            cpu_us: median(&cpu[i]),
+            fixed: fixed[i].take().context("no rounds measured")?,
+            throughput: [0, 1, 2].map(|c| median(&throughput[i][c])),
+            failed: failed[i],
+        })
+    };
+    Ok([figures(0)?, figures(1)?])
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Server CPU µs per answered request and the latency distribution at a fixed rate.

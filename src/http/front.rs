@@ -91,8 +91,7 @@ where
         Ok(body) => body,
         Err(refused) => return refused.into_response(),
     };
-    let query = parts.uri.query().map(str::to_owned);
-    let state = state.clone();
+    let query = parts.uri.query();
     match endpoint {
         Endpoint::Validate => review::run(Admission(Mode::Validate), state, query, body).await,
         Endpoint::Mutate => review::run(Admission(Mode::Mutate), state, query, body).await,

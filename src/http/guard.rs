@@ -1,13 +1,11 @@
 //! Who may call what, and how many reviews run at once: the checks a request passes before its
 //! body is read.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::error::ApiError;
 use super::routes::Endpoint;
@@ -20,12 +18,12 @@ pub struct AnonymousClient;
 
 /// Reviews being read or judged at once, across all connections. Excess reviews are answered at
 /// once with 429 and `Retry-After` instead of queueing without bound.
-#[derive(Debug, Clone)]
-pub struct InFlightLimit(Arc<Semaphore>);
+#[derive(Debug)]
+pub struct InFlightLimit(Semaphore);
 
 impl InFlightLimit {
     pub fn new(max: usize) -> Self {
-        Self(Arc::new(Semaphore::new(max.max(1))))
+        Self(Semaphore::new(max.max(1)))
     }
 }
 
@@ -54,17 +52,15 @@ pub fn check_client(state: &AppState, path: &str, anonymous: bool) -> Result<(),
 
 /// A slot for one review, held until it is answered; none left means 429 before the body is
 /// read.
-pub fn review_slot(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.in_flight_limit().0)
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many reviews in flight (limit {}); retry shortly",
-                    state.config().max_in_flight
-                ),
-            )
-            .retry_after(1)
-        })
+pub fn review_slot(state: &AppState) -> Result<SemaphorePermit<'_>, ApiError> {
+    state.in_flight_limit().0.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many reviews in flight (limit {}); retry shortly",
+                state.config().max_in_flight
+            ),
+        )
+        .retry_after(1)
+    })
 }

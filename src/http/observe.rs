@@ -112,16 +112,16 @@ pub async fn observed(
 }
 
 /// Keeps the in-flight gauge right even when the client goes away mid-request.
-struct InFlight(AppState);
+struct InFlight<'a>(&'a AppState);
 
-impl InFlight {
-    fn enter(state: &AppState) -> Self {
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a AppState) -> Self {
         state.metrics().in_flight.inc();
-        Self(state.clone())
+        Self(state)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.metrics().in_flight.dec();
     }

@@ -44,8 +44,8 @@ pub trait Review: Copy + Send + 'static {
 
 pub async fn run<R: Review>(
     review: R,
-    state: AppState,
-    query: Option<String>,
+    state: &AppState,
+    query: Option<&str>,
     body: Bytes,
 ) -> Response {
     if body.len() > state.config().inline_max_bytes {
@@ -63,9 +63,7 @@ pub async fn run<R: Review>(
         let parsed = review.into_owned(parsed);
         drop(body);
         state
-            .run_pooled(query.as_deref(), store, move |store| {
-                review.answer(store, parsed)
-            })
+            .run_pooled(query, store, move |store| review.answer(store, parsed))
             .await
     };
     let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, &tag, e));
@@ -74,8 +72,8 @@ pub async fn run<R: Review>(
 
 async fn run_large<R: Review>(
     review: R,
-    state: AppState,
-    query: Option<String>,
+    state: &AppState,
+    query: Option<&str>,
     body: Bytes,
 ) -> Response {
     // Reading is linear in the body (at most `max_body_bytes`), so it is not held to the caller's
@@ -104,9 +102,7 @@ async fn run_large<R: Review>(
     let (parsed, envelope, tag) = parsed;
     let store = state.store().current();
     let answer = state
-        .run_pooled(query.as_deref(), store, move |store| {
-            review.answer(store, parsed)
-        })
+        .run_pooled(query, store, move |store| review.answer(store, parsed))
         .await
         .unwrap_or_else(|e| review.failed(&envelope, &tag, e));
     respond(answer, tag)
