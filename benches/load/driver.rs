@@ -175,6 +175,9 @@ fn rustls_pemfile_certs(
         .context("CA file is not PEM")
 }
 
+/// Longest wait for one answer (the apiserver's webhook timeout is at most 30 s).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One live connection; h2 connections are shared by every sender of a run and replaced once
 /// (the generation says which one a sender saw fail).
 enum Connection {
@@ -245,7 +248,11 @@ impl Sender {
     }
 
     async fn send(&mut self, call: &Call) -> anyhow::Result<()> {
-        let body = self.exchange(call).await?;
+        // A request that never ends (a connection lost in a way the client does not notice)
+        // becomes a counted failure instead of a benchmark that hangs.
+        let body = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(call))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {EXCHANGE_TIMEOUT:?}"))??;
         if memchr_contains(&body, call.expect.as_bytes()) {
             Ok(())
         } else {

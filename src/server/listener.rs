@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::connection::{self, ConnectionLimits, Lifecycle, OVERFLOW_CONNECTIONS, Responder};
+use super::linger::Lingering;
 use super::tls::{ClientAuth, TlsSettings};
 use super::{Server, reload};
 use crate::http::{self, AppState};
@@ -165,7 +166,9 @@ async fn serve_connection(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let lifecycle = Lifecycle::new(&context.limits, max_requests, h2);
     let service = connection::service(responder, Arc::clone(&lifecycle), anonymous);
-    let conn = context.builder.serve_connection(TokioIo::new(tls), service);
+    let conn = context
+        .builder
+        .serve_connection(TokioIo::new(Lingering::new(tls)), service);
     tokio::pin!(conn);
 
     metrics.connections_open.inc();

@@ -4,6 +4,7 @@
 
 mod cert_secret;
 mod connection;
+mod linger;
 mod listener;
 mod reload;
 mod renewal;
