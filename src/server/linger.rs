@@ -27,10 +27,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Lingering<T> {
     pub fn new(io: T) -> Self {
         Self { io: Some(io) }
     }
-
-    pub fn get_ref(&self) -> Option<&T> {
-        self.io.as_ref()
-    }
 }
 
 fn gone() -> io::Error {
