@@ -5,8 +5,11 @@
 //! ours: compiled once per policy into a plan that only holds the branches that carry defaults.
 //! `$ref`s become indexes into a table, so recursive schemas cost one plan per definition.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
 /// `spec.defaults.labels` / `.annotations`: added to an object's metadata when absent.
@@ -21,19 +24,24 @@ impl MetadataDefaults {
         self.labels.is_empty() && self.annotations.is_empty()
     }
 
-    pub fn apply(&self, object: &mut Value) {
+    pub fn apply<'p>(&'p self, object: &mut Value, inserted: &mut Inserted<'p>) {
         if self.is_empty() {
             return;
         }
         let Some(map) = object.as_object_mut() else {
             return;
         };
+        if !map.contains_key("metadata") {
+            inserted.mark(Step::key("metadata"), Change::Add);
+        }
         let metadata = map
             .entry("metadata")
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(metadata) = metadata.as_object_mut() {
-            insert_missing(metadata, "labels", &self.labels);
-            insert_missing(metadata, "annotations", &self.annotations);
+            inserted.path.push(Step::key("metadata"));
+            insert_missing(metadata, "labels", &self.labels, inserted);
+            insert_missing(metadata, "annotations", &self.annotations, inserted);
+            inserted.path.pop();
         }
     }
 
@@ -57,13 +65,19 @@ impl MetadataDefaults {
     }
 }
 
-fn insert_missing(
+fn insert_missing<'p>(
     metadata: &mut Map<String, Value>,
-    field: &str,
-    entries: &BTreeMap<String, String>,
+    field: &'static str,
+    entries: &'p BTreeMap<String, String>,
+    inserted: &mut Inserted<'p>,
 ) {
     if entries.is_empty() {
         return;
+    }
+    match metadata.get(field) {
+        None => inserted.mark(Step::key(field), Change::Add),
+        Some(Value::Null) => inserted.mark(Step::key(field), Change::Replace),
+        Some(_) => {}
     }
     let target = metadata
         .entry(field)
@@ -72,12 +86,115 @@ fn insert_missing(
         *target = Value::Object(Map::new());
     }
     if let Some(target) = target.as_object_mut() {
+        inserted.path.push(Step::key(field));
         for (key, value) in entries {
-            target
-                .entry(key.clone())
-                .or_insert_with(|| Value::String(value.clone()));
+            if !target.contains_key(key) {
+                inserted.mark(Step::key(key), Change::Add);
+                target.insert(key.clone(), Value::String(value.clone()));
+            }
+        }
+        inserted.path.pop();
+    }
+}
+
+/// One step of a path into an object: a key (borrowed from the policy where it can be) or an
+/// array index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step<'p> {
+    Key(Cow<'p, str>),
+    Index(usize),
+}
+
+impl<'p> Step<'p> {
+    fn key(key: &'p str) -> Self {
+        Self::Key(Cow::Borrowed(key))
+    }
+}
+
+/// How a default changed the object at a path: a field added, or a `null` map replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Add,
+    Replace,
+}
+
+/// Where defaulting put things, noted while it runs so the JSON Patch needs no comparison of
+/// the whole object with its copy (`into_patch`). Off, it notes nothing (validation's copy).
+#[derive(Debug)]
+pub struct Inserted<'p> {
+    on: bool,
+    path: Vec<Step<'p>>,
+    found: Vec<(Vec<Step<'p>>, Change)>,
+}
+
+impl<'p> Inserted<'p> {
+    pub fn on() -> Self {
+        Self {
+            on: true,
+            path: Vec::new(),
+            found: Vec::new(),
         }
     }
+
+    fn off() -> Self {
+        Self {
+            on: false,
+            path: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, last: Step<'p>, change: Change) {
+        if self.on {
+            let mut path = self.path.clone();
+            path.push(last);
+            self.found.push((path, change));
+        }
+    }
+
+    /// The patch from the object before defaulting to `after`: one operation per outermost
+    /// change, carrying its final subtree, in the order `json_patch::diff` gives (keys in map
+    /// order, depth first) — the same patch, computed from what was done instead of by
+    /// comparing the two objects.
+    pub fn into_patch(mut self, after: &Value) -> json_patch::Patch {
+        self.found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut operations = Vec::new();
+        let mut outermost: Option<&[Step<'p>]> = None;
+        for (path, change) in &self.found {
+            if outermost.is_some_and(|outer| path.starts_with(outer)) {
+                continue;
+            }
+            outermost = Some(path);
+            let Some(value) = lookup(after, path) else {
+                continue;
+            };
+            let pointer = PointerBuf::from_tokens(path.iter().map(|step| match step {
+                Step::Key(key) => Token::new(key.as_ref()),
+                Step::Index(index) => Token::from(*index),
+            }));
+            let value = value.clone();
+            operations.push(match change {
+                Change::Add => PatchOperation::Add(AddOperation {
+                    path: pointer,
+                    value,
+                }),
+                Change::Replace => PatchOperation::Replace(ReplaceOperation {
+                    path: pointer,
+                    value,
+                }),
+            });
+        }
+        json_patch::Patch(operations)
+    }
+}
+
+fn lookup<'v>(value: &'v Value, path: &[Step<'_>]) -> Option<&'v Value> {
+    path.iter()
+        .try_fold(value, |node, step| match (node, step) {
+            (Value::Object(map), Step::Key(key)) => map.get(key.as_ref()),
+            (Value::Array(items), Step::Index(index)) => items.get(*index),
+            _ => None,
+        })
 }
 
 /// Kubernetes' qualified names: an optional DNS-subdomain prefix, `/`, and a name of at most 63
@@ -154,7 +271,12 @@ impl Defaulter {
     /// Fills in every absent field that has a default, then descends into it, so an object
     /// defaulted to `{}` also receives its own nested defaults.
     pub fn apply(&self, value: &mut Value) {
-        self.root.apply(value, &self.refs);
+        self.root.apply(value, &self.refs, &mut Inserted::off());
+    }
+
+    /// `apply`, noting where each default went.
+    pub fn apply_noting<'p>(&'p self, value: &mut Value, inserted: &mut Inserted<'p>) {
+        self.root.apply(value, &self.refs, inserted);
     }
 
     /// Whether `apply` would add nothing: lets callers skip copying a complete object.
@@ -200,10 +322,15 @@ impl DefaultPlan {
             }
     }
 
-    fn apply(&self, value: &mut Value, table: &[DefaultPlan]) {
+    fn apply<'p>(
+        &'p self,
+        value: &mut Value,
+        table: &'p [DefaultPlan],
+        inserted: &mut Inserted<'p>,
+    ) {
         for idx in &self.refs {
             if let Some(plan) = table.get(*idx) {
-                plan.apply(value, table);
+                plan.apply(value, table, inserted);
             }
         }
         match value {
@@ -212,23 +339,32 @@ impl DefaultPlan {
                     if !map.contains_key(&prop.name)
                         && let Some(default) = &prop.default
                     {
+                        inserted.mark(Step::key(&prop.name), Change::Add);
                         map.insert(prop.name.clone(), default.clone());
                     }
                     if let Some(child) = map.get_mut(&prop.name) {
-                        prop.nested.apply(child, table);
+                        inserted.path.push(Step::key(&prop.name));
+                        prop.nested.apply(child, table, inserted);
+                        inserted.path.pop();
                     }
                 }
                 if let Some(additional) = &self.additional {
                     for (key, child) in map.iter_mut() {
                         if !self.declared.iter().any(|d| d == key) {
-                            additional.apply(child, table);
+                            inserted.path.push(Step::Key(Cow::Owned(key.clone())));
+                            additional.apply(child, table, inserted);
+                            inserted.path.pop();
                         }
                     }
                 }
             }
             Value::Array(items) => {
                 if let Some(plan) = &self.items {
-                    items.iter_mut().for_each(|item| plan.apply(item, table));
+                    for (index, item) in items.iter_mut().enumerate() {
+                        inserted.path.push(Step::Index(index));
+                        plan.apply(item, table, inserted);
+                        inserted.path.pop();
+                    }
                 }
             }
             _ => {}
@@ -353,9 +489,50 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn defaulted(schema: Value, mut object: Value) -> Value {
-        Defaulter::from_schema(&schema).apply(&mut object);
-        object
+    /// The object defaulted by `schema`; on the way, checks that the patch noted while
+    /// defaulting is exactly the one comparing the two objects gives, and that it applies.
+    fn defaulted(schema: Value, object: Value) -> Value {
+        let defaulter = Defaulter::from_schema(&schema);
+        let mut plain = object.clone();
+        defaulter.apply(&mut plain);
+        let mut noted = object.clone();
+        let mut inserted = Inserted::on();
+        defaulter.apply_noting(&mut noted, &mut inserted);
+        assert_eq!(noted, plain);
+        check_patch(&object, &noted, inserted.into_patch(&noted));
+        plain
+    }
+
+    fn check_patch(before: &Value, after: &Value, patch: json_patch::Patch) {
+        assert_eq!(
+            patch,
+            json_patch::diff(before, after),
+            "{before} -> {after}"
+        );
+        let mut patched = before.clone();
+        assert!(json_patch::patch(&mut patched, &patch).is_ok());
+        assert_eq!(&patched, after);
+    }
+
+    #[test]
+    fn metadata_defaults_note_added_maps_keys_and_replaced_nulls() {
+        let defaults = MetadataDefaults {
+            labels: BTreeMap::from([("app.kubernetes.io/name".into(), "x".into())]),
+            annotations: BTreeMap::from([("a~b".into(), "y".into())]),
+        };
+        for object in [
+            json!({"kind": "K"}),
+            json!({"metadata": {"name": "n"}}),
+            json!({"metadata": {"labels": null, "annotations": {"other": "1"}}}),
+            json!({"metadata": {"labels": {"app.kubernetes.io/name": "kept"}}}),
+            json!({"metadata": {"labels": "not a map"}}),
+            json!("not an object"),
+        ] {
+            let mut after = object.clone();
+            let mut inserted = Inserted::on();
+            defaults.apply(&mut after, &mut inserted);
+            check_patch(&object, &after, inserted.into_patch(&after));
+        }
     }
 
     #[test]

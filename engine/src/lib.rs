@@ -15,7 +15,6 @@ mod defaults;
 pub mod duration;
 pub mod evaluate;
 mod immutable;
-mod patch;
 pub mod path;
 pub mod policy;
 pub mod rollout;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
 use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
-use crate::defaults::{Defaulter, MetadataDefaults};
+use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
 use crate::immutable;
 use crate::path::FieldPath;
 use crate::rollout::Rollout;
@@ -173,9 +173,9 @@ impl CompiledPolicy {
     }
 
     /// Applies the static labels/annotations and the schema defaults, never overwriting a value.
-    pub fn apply_defaults(&self, object: &mut Value) {
-        self.metadata_defaults.apply(object);
-        self.defaulter.apply(object);
+    pub(crate) fn apply_defaults<'p>(&'p self, object: &mut Value, inserted: &mut Inserted<'p>) {
+        self.metadata_defaults.apply(object, inserted);
+        self.defaulter.apply_noting(object, inserted);
     }
 }
 
@@ -248,10 +248,10 @@ impl Store {
         &self.policies
     }
 
-    pub fn matching<'s>(
+    pub fn matching<'s: 't, 't>(
         &'s self,
-        target: &'s Target<'_>,
-    ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
+        target: &'t Target<'_>,
+    ) -> impl Iterator<Item = &'s CompiledPolicy> + 't {
         self.for_kind(target.group, target.kind)
             .filter(move |p| p.applies_to(target))
     }

@@ -16,11 +16,15 @@ pub enum Mode {
     Mutate,
 }
 
-pub fn evaluate(store: &Store, request: &AdmissionRequestIn, mode: Mode) -> AdmissionResponseOut {
-    let uid: &str = &request.uid;
-    let Some(target) = target_of(request) else {
-        return AdmissionResponseOut::allowed(uid);
+pub fn evaluate(
+    store: &Store,
+    mut request: AdmissionRequestIn<'_>,
+    mode: Mode,
+) -> AdmissionResponseOut {
+    let Some(target) = target_of(&request) else {
+        return AdmissionResponseOut::allowed(&request.uid);
     };
+    let uid: &str = &request.uid;
     match mode {
         Mode::Validate => {
             let verdict = evaluate::validate(store, &target);
@@ -35,7 +39,14 @@ pub fn evaluate(store: &Store, request: &AdmissionRequestIn, mode: Mode) -> Admi
             response.with_warnings(verdict.warnings)
         }
         Mode::Mutate => {
-            let patch = evaluate::default_patch(store, &target);
+            // The policies are chosen on the object as received; then that very object is
+            // defaulted in place (no copy) and the patch noted on the way.
+            let defaults = evaluate::defaults_for(store, &target);
+            let Some(object) = request.object.as_mut() else {
+                return AdmissionResponseOut::allowed(&request.uid);
+            };
+            let patch = defaults.apply(object);
+            let uid: &str = &request.uid;
             if patch.0.is_empty() {
                 return AdmissionResponseOut::allowed(uid);
             }

@@ -23,7 +23,7 @@ pub fn review_body(
     let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
     Ok(AdmissionReviewOut::new(
         &api_version,
-        evaluate(store, &request, mode),
+        evaluate(store, request, mode),
     ))
 }
 
@@ -58,7 +58,7 @@ impl Review for Admission {
     }
 
     fn answer(self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
-        answer(&api_version, evaluate(store, &request, self.0))
+        answer(&api_version, evaluate(store, request, self.0))
     }
 
     fn failed(self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
