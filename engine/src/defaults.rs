@@ -38,10 +38,10 @@ impl MetadataDefaults {
             .entry("metadata")
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(metadata) = metadata.as_object_mut() {
-            inserted.path.push(Step::key("metadata"));
+            inserted.enter(|| Step::key("metadata"));
             insert_missing(metadata, "labels", &self.labels, inserted);
             insert_missing(metadata, "annotations", &self.annotations, inserted);
-            inserted.path.pop();
+            inserted.leave();
         }
     }
 
@@ -86,14 +86,14 @@ fn insert_missing<'p>(
         *target = Value::Object(Map::new());
     }
     if let Some(target) = target.as_object_mut() {
-        inserted.path.push(Step::key(field));
+        inserted.enter(|| Step::key(field));
         for (key, value) in entries {
             if !target.contains_key(key) {
                 inserted.mark(Step::key(key), Change::Add);
                 target.insert(key.clone(), Value::String(value.clone()));
             }
         }
-        inserted.path.pop();
+        inserted.leave();
     }
 }
 
@@ -141,6 +141,19 @@ impl<'p> Inserted<'p> {
             on: false,
             path: Vec::new(),
             found: Vec::new(),
+        }
+    }
+
+    /// Descends one step (built only when noting: validation's copy pays nothing for paths).
+    fn enter(&mut self, step: impl FnOnce() -> Step<'p>) {
+        if self.on {
+            self.path.push(step());
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.on {
+            self.path.pop();
         }
     }
 
@@ -343,17 +356,17 @@ impl DefaultPlan {
                         map.insert(prop.name.clone(), default.clone());
                     }
                     if let Some(child) = map.get_mut(&prop.name) {
-                        inserted.path.push(Step::key(&prop.name));
+                        inserted.enter(|| Step::key(&prop.name));
                         prop.nested.apply(child, table, inserted);
-                        inserted.path.pop();
+                        inserted.leave();
                     }
                 }
                 if let Some(additional) = &self.additional {
                     for (key, child) in map.iter_mut() {
                         if !self.declared.iter().any(|d| d == key) {
-                            inserted.path.push(Step::Key(Cow::Owned(key.clone())));
+                            inserted.enter(|| Step::Key(Cow::Owned(key.clone())));
                             additional.apply(child, table, inserted);
-                            inserted.path.pop();
+                            inserted.leave();
                         }
                     }
                 }
@@ -361,9 +374,9 @@ impl DefaultPlan {
             Value::Array(items) => {
                 if let Some(plan) = &self.items {
                     for (index, item) in items.iter_mut().enumerate() {
-                        inserted.path.push(Step::Index(index));
+                        inserted.enter(|| Step::Index(index));
                         plan.apply(item, table, inserted);
-                        inserted.path.pop();
+                        inserted.leave();
                     }
                 }
             }

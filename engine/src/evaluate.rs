@@ -78,8 +78,8 @@ pub fn defaults_for<'s>(store: &'s Store, target: &Target<'_>) -> Defaults<'s> {
 pub struct Defaults<'s>(Vec<&'s CompiledPolicy>);
 
 impl Defaults<'_> {
-    /// Fills in `object`'s missing defaults and returns the patch from the object as it was,
-    /// the same as diffing the two (`crate::patch::diff`) but without a copy or a comparison.
+    /// Fills in `object`'s missing defaults and returns the patch from the object as it was:
+    /// the patch `json_patch::diff` of the two would give, without a copy or a comparison.
     pub fn apply(&self, object: &mut Value) -> json_patch::Patch {
         let mut inserted = Inserted::on();
         for policy in &self.0 {

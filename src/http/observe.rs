@@ -9,7 +9,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::{Instrument, Span};
 
-use super::routes::Endpoint;
 use super::state::AppState;
 
 /// Tagged onto responses so the observation layer can count decisions without parsing bodies.
@@ -43,11 +42,11 @@ fn routine(decision: &str) -> bool {
     matches!(decision, "allowed" | "patched" | "converted")
 }
 
-/// The router's layer: the same observation for probes and unknown paths (a debug line).
+/// The router's layer: probes and unknown paths get the gauge and a debug line (reviews never
+/// reach the router; `Front` observes them with their label).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let label = Endpoint::from_path(request.uri().path()).and_then(Endpoint::review_label);
     let span = request_span(request.method(), request.uri().path());
-    observed(&state, label, span, next.run(request)).await
+    observed(&state, None, span, next.run(request)).await
 }
 
 /// Debug level: at the default level it costs nothing per request; the answer's log line
