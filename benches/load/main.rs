@@ -61,18 +61,22 @@ fn main() -> anyhow::Result<()> {
 
 /// `drive ADDR CERT_DIR ENDPOINT SECONDS CLIENTS [h2] [--rate R]`: load against a server started
 /// by hand, for profiling it (`perf record -p PID`) while this runs; open throttle unless a total
-/// rate in requests/s is given (the CPU rows of the suite run at a fixed rate).
+/// rate in requests/s is given (the CPU rows of the suite run at a fixed rate). `convert=N` sends
+/// ConversionReviews of N objects.
 async fn drive(args: &[String]) -> anyhow::Result<()> {
     let [addr, cert_dir, endpoint, seconds, clients, rest @ ..] = args else {
         anyhow::bail!(
-            "usage: drive ADDR CERT_DIR validate|mutate|convert SECONDS CLIENTS [h2] [--rate R]"
+            "usage: drive ADDR CERT_DIR validate|mutate|convert[=N] SECONDS CLIENTS [h2] [--rate R]"
         );
     };
-    let call = match endpoint.as_str() {
-        "validate" => workload::validate()?,
-        "mutate" => workload::mutate()?,
-        "convert" => workload::convert(1)?,
-        other => anyhow::bail!("unknown endpoint {other}"),
+    let call = match endpoint.split_once('=') {
+        Some(("convert", objects)) => workload::convert(objects.parse()?)?,
+        _ => match endpoint.as_str() {
+            "validate" => workload::validate()?,
+            "mutate" => workload::mutate()?,
+            "convert" => workload::convert(1)?,
+            other => anyhow::bail!("unknown endpoint {other}"),
+        },
     };
     let protocol = if rest.iter().any(|a| a == "h2") {
         Protocol::H2

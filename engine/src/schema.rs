@@ -38,12 +38,15 @@ pub fn declares(schema: &Value, path: &FieldPath) -> bool {
     subschema(schema, path).is_some()
 }
 
+/// The subschemas that declare one field (nearly always one or two).
+pub type Subschemas<'s> = smallvec::SmallVec<[&'s Value; 2]>;
+
 /// Every subschema of `root` that declares field `key` directly below one of `nodes` (through
 /// `properties`, `additionalProperties`, `allOf` and same-document `$ref`s). Walking a path key
 /// by key with this agrees with `declares` on the whole path: the path is declared exactly when
 /// the set stays non-empty.
-pub fn declared_children<'s>(root: &'s Value, nodes: &[&'s Value], key: &str) -> Vec<&'s Value> {
-    let mut found = Vec::new();
+pub fn declared_children<'s>(root: &'s Value, nodes: &[&'s Value], key: &str) -> Subschemas<'s> {
+    let mut found = Subschemas::new();
     for node in nodes {
         collect_children(root, node, key, 0, &mut found);
     }
@@ -55,7 +58,7 @@ fn collect_children<'s>(
     node: &'s Value,
     key: &str,
     hops: usize,
-    found: &mut Vec<&'s Value>,
+    found: &mut Subschemas<'s>,
 ) {
     let Some(obj) = node.as_object() else {
         return;
@@ -199,7 +202,7 @@ mod tests {
             let keys: Vec<String> = text.split('.').map(String::from).collect();
             let mut nodes = vec![&schema];
             for key in &keys {
-                nodes = declared_children(&schema, &nodes, key);
+                nodes = declared_children(&schema, &nodes, key).to_vec();
             }
             assert_eq!(!nodes.is_empty(), declares(&schema, &path(text)), "{text}");
         }

@@ -11,6 +11,7 @@ mod deadline;
 mod error;
 mod front;
 mod guard;
+mod json_writer;
 mod observe;
 mod probes;
 mod review;

@@ -2,68 +2,74 @@
 
 use serde_json::{Map, Value};
 
-use crate::path::{FieldPath, Segment};
+use crate::path::{FieldPath, Segment, pointer_from_keys};
 
-fn keys(path: &FieldPath) -> Option<Vec<&str>> {
-    path.0
-        .iter()
-        .map(|s| match s {
-            Segment::Key(k) => Some(k.as_str()),
-            Segment::Index(_) => None,
-        })
-        .collect()
+/// A moved field's place: its keys (moves address object keys, never array elements) and its
+/// JSON pointer, the annotation's name for it. Prepared once, when the rules compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyPath {
+    pub keys: Vec<String>,
+    pub pointer: String,
 }
 
-/// Removes the value at `path`; parents left empty by the removal go too, so that moving a
+impl KeyPath {
+    /// `None` for a path through an array element.
+    pub fn new(path: &FieldPath) -> Option<Self> {
+        let keys = path
+            .0
+            .iter()
+            .map(|s| match s {
+                Segment::Key(k) => Some(k.clone()),
+                Segment::Index(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let pointer = pointer_from_keys(&keys);
+        Some(Self { keys, pointer })
+    }
+}
+
+/// Removes the value at `keys`; parents left empty by the removal go too, so that moving a
 /// field out leaves no husk behind (and moving it back recreates them).
-pub(crate) fn take(object: &mut Map<String, Value>, path: &FieldPath) -> Option<Value> {
-    take_keys(object, &keys(path)?)
-}
-
-fn take_keys(object: &mut Map<String, Value>, keys: &[&str]) -> Option<Value> {
+pub(crate) fn take(object: &mut Map<String, Value>, keys: &[String]) -> Option<Value> {
     match keys {
         [] => None,
-        [last] => object.remove(*last),
+        [last] => object.remove(last),
         [first, rest @ ..] => {
-            let child = object.get_mut(*first)?.as_object_mut()?;
-            let value = take_keys(child, rest)?;
+            let child = object.get_mut(first)?.as_object_mut()?;
+            let value = take(child, rest)?;
             if child.is_empty() {
-                object.remove(*first);
+                object.remove(first);
             }
             Some(value)
         }
     }
 }
 
-/// Sets `value` at `path`, creating parent objects. Fails (giving the value back) when a parent
+/// Sets `value` at `keys`, creating parent objects. Fails (giving the value back) when a parent
 /// exists but is not an object, or the target is already taken.
 pub(crate) fn put(
     object: &mut Map<String, Value>,
-    path: &FieldPath,
+    keys: &[String],
     value: Value,
 ) -> Result<(), Value> {
-    let Some(keys) = keys(path) else {
-        return Err(value);
-    };
-    put_keys(object, &keys, value)
-}
-
-fn put_keys(object: &mut Map<String, Value>, keys: &[&str], value: Value) -> Result<(), Value> {
     match keys {
         [] => Err(value),
         [last] => {
-            if object.contains_key(*last) {
+            if object.contains_key(last) {
                 return Err(value);
             }
-            object.insert((*last).to_string(), value);
+            object.insert(last.clone(), value);
             Ok(())
         }
         [first, rest @ ..] => {
-            let child = object
-                .entry((*first).to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
+            let child = match object.get_mut(first) {
+                Some(child) => child,
+                None => object
+                    .entry(first.clone())
+                    .or_insert_with(|| Value::Object(Map::new())),
+            };
             match child.as_object_mut() {
-                Some(child) => put_keys(child, rest, value),
+                Some(child) => put(child, rest, value),
                 None => Err(value),
             }
         }
@@ -102,8 +108,12 @@ mod tests {
     use crate::path::keys_from_pointer;
     use serde_json::json;
 
-    fn path(text: &str) -> FieldPath {
-        FieldPath::parse(text).unwrap_or_default()
+    fn path(text: &str) -> Vec<String> {
+        FieldPath::parse(text)
+            .ok()
+            .and_then(|p| KeyPath::new(&p))
+            .map(|k| k.keys)
+            .unwrap_or_default()
     }
 
     fn obj(v: Value) -> Map<String, Value> {

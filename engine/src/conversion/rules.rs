@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::fields::KeyPath;
 use super::spec::{ConversionSpec, SpokeSpec};
 use crate::path::{FieldPath, Segment, escape_pointer};
 use crate::schema;
@@ -13,6 +14,9 @@ use crate::schema;
 pub(crate) struct Move {
     pub spoke: FieldPath,
     pub hub: FieldPath,
+    /// The same two places, ready for moving values.
+    pub spoke_keys: KeyPath,
+    pub hub_keys: KeyPath,
 }
 
 #[derive(Debug, Clone)]
@@ -149,10 +153,16 @@ fn compile_spoke(
             &moves,
             version,
         ) {
-            Ok(()) => moves.push(Move {
-                spoke: spoke_path,
-                hub: hub_path,
-            }),
+            Ok(()) => match (KeyPath::new(&spoke_path), KeyPath::new(&hub_path)) {
+                (Some(spoke_keys), Some(hub_keys)) => moves.push(Move {
+                    spoke: spoke_path,
+                    hub: hub_path,
+                    spoke_keys,
+                    hub_keys,
+                }),
+                // `check_move` already refused paths through array elements.
+                _ => fail(&pointer, format!("{here}: array elements cannot be moved")),
+            },
             Err(reason) => fail(&pointer, format!("{here}: {reason}")),
         }
     }

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::fields;
+use super::fields::KeyPath;
 use super::preserved;
 use super::rules::KindConversion;
-use crate::path::{FieldPath, Segment, keys_from_pointer, pointer_from_keys};
+use super::rules::Move;
+use crate::path::{keys_from_pointer, pointer_from_keys};
 use crate::schema;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +66,6 @@ impl KindConversion {
         if from != self.hub
             && let Some(spoke) = self.spokes.get(from)
         {
-            let moves: Vec<(&FieldPath, &FieldPath)> =
-                spoke.moves.iter().map(|m| (&m.spoke, &m.hub)).collect();
             current = step(
                 current,
                 Side {
@@ -76,14 +76,15 @@ impl KindConversion {
                     version: &self.hub,
                     schema: &self.hub_schema,
                 },
-                &moves,
+                Moves {
+                    moves: &spoke.moves,
+                    to_hub: true,
+                },
             )?;
         }
         if target != self.hub
             && let Some(spoke) = self.spokes.get(target)
         {
-            let moves: Vec<(&FieldPath, &FieldPath)> =
-                spoke.moves.iter().map(|m| (&m.hub, &m.spoke)).collect();
             current = step(
                 current,
                 Side {
@@ -94,7 +95,10 @@ impl KindConversion {
                     version: target,
                     schema: &spoke.schema,
                 },
-                &moves,
+                Moves {
+                    moves: &spoke.moves,
+                    to_hub: false,
+                },
             )?;
         }
         current.insert(
@@ -111,12 +115,32 @@ struct Side<'a> {
     schema: &'a Value,
 }
 
+/// A spoke's field moves, in the direction of one step.
+#[derive(Clone, Copy)]
+struct Moves<'a> {
+    moves: &'a [Move],
+    to_hub: bool,
+}
+
+impl<'a> Moves<'a> {
+    /// Each move as (where the value is, where it goes).
+    fn ends(self) -> impl Iterator<Item = (&'a KeyPath, &'a KeyPath)> {
+        self.moves.iter().map(move |m| {
+            if self.to_hub {
+                (&m.spoke_keys, &m.hub_keys)
+            } else {
+                (&m.hub_keys, &m.spoke_keys)
+            }
+        })
+    }
+}
+
 /// One hop between the hub and a spoke (either direction).
 fn step(
     mut object: Map<String, Value>,
     from: Side<'_>,
     to: Side<'_>,
-    moves: &[(&FieldPath, &FieldPath)],
+    moves: Moves<'_>,
 ) -> Result<Map<String, Value>, ConvertError> {
     let api_version = object.remove("apiVersion");
     let kind = object.remove("kind");
@@ -129,11 +153,11 @@ fn step(
 
     let mut out = Map::new();
     let mut stash: BTreeMap<String, Value> = BTreeMap::new();
-    for (from_path, to_path) in moves {
-        if let Some(value) = fields::take(&mut object, from_path)
-            && let Err(value) = fields::put(&mut out, to_path, value)
+    for (from_path, to_path) in moves.ends() {
+        if let Some(value) = fields::take(&mut object, &from_path.keys)
+            && let Err(value) = fields::put(&mut out, &to_path.keys, value)
         {
-            stash.insert(pointer_from_keys(&key_segments(from_path)), value);
+            stash.insert(from_path.pointer.clone(), value);
         }
     }
     let kept_parents = parents_that_survived_moves(&object, moves);
@@ -229,25 +253,25 @@ fn stash_at(
 }
 
 /// Ancestors of move targets that the source still has as objects after its moved fields left.
-fn parents_that_survived_moves(
+fn parents_that_survived_moves<'m>(
     source: &Map<String, Value>,
-    moves: &[(&FieldPath, &FieldPath)],
-) -> Vec<Vec<String>> {
-    let mut found = Vec::new();
-    for (_, to_path) in moves {
-        let keys = key_segments(to_path);
+    moves: Moves<'m>,
+) -> Vec<&'m [String]> {
+    let mut found: Vec<&[String]> = Vec::new();
+    for (_, to_path) in moves.ends() {
+        let keys = to_path.keys.as_slice();
         for len in 1..keys.len() {
             let ancestor = &keys[..len];
-            let is_object = ancestor
-                .iter()
-                .try_fold(source, |map, key| map.get(key)?.as_object())
-                .is_some();
-            if is_object && !found.iter().any(|f: &Vec<String>| f.as_slice() == ancestor) {
-                found.push(ancestor.to_vec());
+            if object_at(source, ancestor).is_some() && !found.contains(&ancestor) {
+                found.push(ancestor);
             }
         }
     }
     found
+}
+
+fn object_at<'v>(map: &'v Map<String, Value>, keys: &[String]) -> Option<&'v Map<String, Value>> {
+    keys.iter().try_fold(map, |m, key| m.get(key)?.as_object())
 }
 
 /// Moving a field back removes parents it leaves empty, which cannot tell "created for the move"
@@ -255,37 +279,137 @@ fn parents_that_survived_moves(
 /// the annotation brings it back.
 fn mark_parents_the_way_back_would_drop(
     out: &Map<String, Value>,
-    moves: &[(&FieldPath, &FieldPath)],
-    candidates: Vec<Vec<String>>,
+    moves: Moves<'_>,
+    candidates: Vec<&[String]>,
     stash: &mut BTreeMap<String, Value>,
 ) {
-    if candidates.is_empty() {
-        return;
-    }
-    let mut way_back = out.clone();
-    for (_, to_path) in moves {
-        fields::take(&mut way_back, to_path);
-    }
-    let exists = |map: &Map<String, Value>, keys: &[String]| {
-        keys.iter()
-            .try_fold(map, |m, key| m.get(key)?.as_object())
-            .is_some()
-    };
     for ancestor in candidates {
-        let pointer = pointer_from_keys(&ancestor);
-        if exists(out, &ancestor) && !exists(&way_back, &ancestor) && !stash.contains_key(&pointer)
-        {
-            stash.insert(pointer, Value::Object(Map::new()));
+        let Some(parent) = object_at(out, ancestor) else {
+            continue;
+        };
+        let taken_below: Vec<&[String]> = moves
+            .ends()
+            .filter_map(|(_, to_path)| to_path.keys.strip_prefix(ancestor))
+            .collect();
+        if survives_taking(parent, &taken_below) {
+            continue;
         }
+        stash
+            .entry(pointer_from_keys(ancestor))
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
-fn key_segments(path: &FieldPath) -> Vec<String> {
-    path.0
-        .iter()
-        .map(|s| match s {
-            Segment::Key(k) => k.clone(),
-            Segment::Index(i) => i.to_string(),
+/// Whether `map` is still there after `fields::take` of each of `paths` (relative to it, none
+/// inside another, as the rules guarantee): a take removes the maps it empties, so the map stays
+/// when something in it stays, or when it was empty already (nothing in it could be taken).
+/// Answers without the copy that taking them for real would need.
+fn survives_taking(map: &Map<String, Value>, paths: &[&[String]]) -> bool {
+    map.is_empty()
+        || map.iter().any(|(key, child)| {
+            let below: Vec<&[String]> = paths
+                .iter()
+                .filter_map(|path| match path.split_first() {
+                    Some((first, rest)) if first == key => Some(rest),
+                    _ => None,
+                })
+                .collect();
+            if below.is_empty() {
+                return true;
+            }
+            if below.iter().any(|rest| rest.is_empty()) {
+                return false;
+            }
+            match child {
+                Value::Object(child) => survives_taking(child, &below),
+                // A take through a value that is not an object takes nothing.
+                _ => true,
+            }
         })
-        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `survives_taking` must answer: take every path out of a copy, then look.
+    fn survives_by_taking(map: &Map<String, Value>, paths: &[&[String]]) -> bool {
+        let mut copy = Value::Object(map.clone());
+        for path in paths {
+            if let Value::Object(root) = &mut copy {
+                // Paths start inside `map`: wrap it so that emptying it shows as removal.
+                let mut outer = Map::new();
+                outer.insert("m".into(), Value::Object(std::mem::take(root)));
+                let mut keys = vec!["m".to_string()];
+                keys.extend(path.iter().cloned());
+                fields::take(&mut outer, &keys);
+                copy = outer.remove("m").unwrap_or(Value::Null);
+            }
+        }
+        copy.is_object()
+    }
+
+    fn tree() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![Just(Value::Null), (0i64..3).prop_map(Value::from)];
+        leaf.prop_recursive(4, 24, 3, |inner| {
+            prop::collection::btree_map("[abc]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        })
+    }
+
+    /// Paths none of which is a prefix of another, as the rules allow.
+    fn paths() -> impl Strategy<Value = Vec<Vec<String>>> {
+        prop::collection::vec(prop::collection::vec("[abc]", 1..4), 0..4).prop_map(|mut all| {
+            let mut kept: Vec<Vec<String>> = Vec::new();
+            all.retain(|p| !p.is_empty());
+            for path in all {
+                if !kept
+                    .iter()
+                    .any(|k| k.starts_with(&path) || path.starts_with(k))
+                {
+                    kept.push(path);
+                }
+            }
+            kept
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn survival_is_answered_as_taking_for_real_would(map in tree(), paths in paths()) {
+            let map = match map {
+                Value::Object(m) => m,
+                other => Map::from_iter([("a".to_string(), other)]),
+            };
+            let paths: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+            prop_assert_eq!(survives_taking(&map, &paths), survives_by_taking(&map, &paths));
+        }
+    }
+
+    #[test]
+    fn an_emptied_map_goes_and_an_empty_one_stays() {
+        let keys = |p: &[&str]| p.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let retry = keys(&["retry"]);
+        let map = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert!(!survives_taking(
+            &map(serde_json::json!({"retry": 3})),
+            &[&retry]
+        ));
+        assert!(survives_taking(
+            &map(serde_json::json!({"retry": 3, "x": 1})),
+            &[&retry]
+        ));
+        assert!(survives_taking(&map(serde_json::json!({})), &[&retry]));
+        let deep = keys(&["a", "b"]);
+        assert!(!survives_taking(
+            &map(serde_json::json!({"a": {"b": 1}})),
+            &[&deep]
+        ));
+        assert!(survives_taking(
+            &map(serde_json::json!({"a": {"b": 1, "c": {}}})),
+            &[&deep]
+        ));
+        assert!(survives_taking(&map(serde_json::json!({"a": 5})), &[&deep]));
+    }
 }

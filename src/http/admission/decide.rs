@@ -50,13 +50,7 @@ pub fn evaluate(
             if patch.0.is_empty() {
                 return AdmissionResponseOut::allowed(uid);
             }
-            AdmissionResponseOut::patched(uid, &patch).unwrap_or_else(|e| {
-                AdmissionResponseOut::errored(
-                    uid,
-                    500,
-                    format!("cannot encode the JSON patch: {e}"),
-                )
-            })
+            AdmissionResponseOut::patched(uid, &patch)
         }
     }
 }

@@ -10,7 +10,7 @@ use wire::{AdmissionRequestIn, AdmissionResponseOut, Text};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
 use super::observe::ReviewTag;
-use super::review::{self, Answer, Review};
+use super::review::{Answer, Review};
 use super::worker::WorkError;
 
 /// Everything the server or `tollgate review` does with one AdmissionReview body: the exact
@@ -72,7 +72,7 @@ impl Review for Admission {
 fn answer(api_version: &str, response: AdmissionResponseOut) -> Answer {
     let decision = response.decision().as_str();
     Answer {
-        body: review::encode(&AdmissionReviewOut::new(api_version, response)),
+        body: AdmissionReviewOut::new(api_version, response).to_json(),
         decision,
     }
 }

@@ -11,6 +11,8 @@ use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::http::json_writer;
+
 pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
 pub const ADMISSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
 pub const ADMISSION_KIND: &str = "AdmissionReview";
@@ -249,6 +251,56 @@ impl AdmissionReviewOut {
             response,
         }
     }
+
+    /// The answer document: what `serde_json::to_vec(self)` gives, written directly (the
+    /// base64 patch is most of a mutate answer; see `json_writer`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let response = &self.response;
+        let patch_len = response.patch.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(192 + patch_len);
+        out.extend_from_slice(b"{\"apiVersion\":");
+        json_writer::write_str(&mut out, &self.api_version);
+        out.extend_from_slice(b",\"kind\":");
+        json_writer::write_str(&mut out, self.kind);
+        out.extend_from_slice(b",\"response\":{\"uid\":");
+        json_writer::write_str(&mut out, &response.uid);
+        out.extend_from_slice(if response.allowed {
+            b",\"allowed\":true"
+        } else {
+            b",\"allowed\":false"
+        });
+        if let Some(status) = &response.status {
+            out.extend_from_slice(b",\"status\":{\"status\":");
+            json_writer::write_str(&mut out, status.status);
+            out.extend_from_slice(b",\"code\":");
+            out.extend_from_slice(status.code.to_string().as_bytes());
+            out.extend_from_slice(b",\"reason\":");
+            json_writer::write_str(&mut out, status.reason);
+            out.extend_from_slice(b",\"message\":");
+            json_writer::write_str(&mut out, &status.message);
+            out.push(b'}');
+        }
+        if let Some(patch) = &response.patch {
+            out.extend_from_slice(b",\"patch\":");
+            json_writer::write_str(&mut out, patch);
+        }
+        if let Some(patch_type) = response.patch_type {
+            out.extend_from_slice(b",\"patchType\":");
+            json_writer::write_str(&mut out, patch_type);
+        }
+        if !response.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":[");
+            for (i, warning) in response.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_writer::write_str(&mut out, warning);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -322,13 +374,13 @@ impl AdmissionResponseOut {
         }
     }
 
-    pub fn patched(uid: &str, patch: &json_patch::Patch) -> Result<Self, serde_json::Error> {
-        let bytes = serde_json::to_vec(patch)?;
-        Ok(Self {
+    pub fn patched(uid: &str, patch: &json_patch::Patch) -> Self {
+        let bytes = json_writer::patch_to_vec(patch);
+        Self {
             patch: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
             patch_type: Some("JSONPatch"),
             ..Self::allowed(uid)
-        })
+        }
     }
 
     /// The webhook could not reach a decision; the apiserver applies its failurePolicy.
@@ -369,7 +421,7 @@ mod tests {
     fn patch_goes_out_as_base64_string() -> Result<(), serde_json::Error> {
         let patch: json_patch::Patch =
             serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}]))?;
-        let out = serde_json::to_value(AdmissionResponseOut::patched("u1", &patch)?)?;
+        let out = serde_json::to_value(AdmissionResponseOut::patched("u1", &patch))?;
         assert_eq!(out["patchType"], "JSONPatch");
         let encoded = out["patch"].as_str().unwrap_or_default();
         let decoded = base64::engine::general_purpose::STANDARD
@@ -436,6 +488,37 @@ mod tests {
                 err.as_deref().is_some_and(|e| e.contains(expected)),
                 "{body}: {err:?}"
             );
+        }
+    }
+    proptest::proptest! {
+        #[test]
+        fn answers_are_written_as_serde_json_writes_them(
+            uid in ".{0,12}",
+            allowed: bool,
+            status in proptest::option::of((".{0,30}", 100u16..600)),
+            patch in proptest::option::of("[A-Za-z0-9+/=]{0,64}"),
+            warnings in proptest::collection::vec(".{0,20}", 0..3),
+        ) {
+            let response = AdmissionResponseOut {
+                uid,
+                allowed,
+                status: status.map(|(message, code)| StatusOut {
+                    status: "Failure",
+                    code,
+                    reason: "Invalid",
+                    message,
+                }),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                warnings,
+            };
+            for api_version in [ADMISSION_V1, ADMISSION_V1BETA1] {
+                let review = AdmissionReviewOut::new(api_version, response.clone());
+                proptest::prop_assert_eq!(
+                    review.to_json(),
+                    serde_json::to_vec(&review).unwrap_or_default()
+                );
+            }
         }
     }
 }

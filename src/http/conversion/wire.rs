@@ -55,8 +55,10 @@ pub fn convert_request(store: &Store, request: ConversionRequest) -> ConversionR
     response.uid = request.uid;
     let mut converted = Vec::with_capacity(request.objects.len());
     for (index, object) in request.objects.into_iter().enumerate() {
+        // Not `Value::pointer`: it unescapes every segment of the pointer first.
         let name = object
-            .pointer("/metadata/name")
+            .get("metadata")
+            .and_then(|metadata| metadata.get("name"))
             .and_then(Value::as_str)
             .map(str::to_string);
         match evaluate::convert(store, object, &request.desired_api_version) {
