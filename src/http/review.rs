@@ -7,8 +7,8 @@
 //! encoding and freeing a megabyte of JSON never occupies a connection task, so it cannot delay
 //! the small requests sharing that task's thread.
 
-use axum::body::Bytes;
-use axum::http::{StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tollgate_engine::Store;
 
@@ -109,7 +109,12 @@ async fn run_large<R: Review>(
 }
 
 fn respond(answer: Answer, tag: ReviewTag) -> Response {
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response();
+    // Built directly: the tuple form parses its header name and value on every answer.
+    let mut response = Response::new(Body::from(answer.body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
         .extensions_mut()
         .insert(DecisionTag(answer.decision));

@@ -359,9 +359,13 @@ fn evaluate(
     // Rules settled straight on the JSON need no CEL values; the rest go to the interpreter.
     let mut pending = Vec::new();
     for rule in &node.rules {
-        // An optional `oldSelf`, or a transition rule on CREATE, is the interpreter's case.
-        let settled = if rule.optional_old_self || (rule.transition && old.is_none()) {
+        // An optional `oldSelf` is the interpreter's case. A transition rule without an old
+        // value (CREATE, or a field the old object lacked) is not evaluated at all, as in
+        // Kubernetes; skipped here, it costs no CEL scope.
+        let settled = if rule.optional_old_self {
             Settled::Open
+        } else if rule.transition && old.is_none() {
+            continue;
         } else {
             rule.expression.settle(&bindings)
         };

@@ -1,7 +1,7 @@
 //! The compiled, immutable policy set that requests are evaluated against.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -206,15 +206,16 @@ fn labels_of(object: &Value) -> BTreeMap<String, String> {
 #[derive(Debug, Default)]
 pub struct Store {
     policies: Vec<Arc<CompiledPolicy>>,
-    /// group -> kind -> indexes into `policies`; looked up by `&str` on every request.
-    by_group_kind: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// group -> kind -> indexes into `policies`; looked up by `&str` on every request (ordered
+    /// maps: a few string comparisons cost less than hashing both names with SipHash).
+    by_group_kind: BTreeMap<String, BTreeMap<String, Vec<usize>>>,
 }
 
 impl Store {
     pub(crate) fn new(mut policies: Vec<CompiledPolicy>) -> Self {
         // A stable order makes defaulting and messages deterministic across reloads.
         policies.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut by_group_kind: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        let mut by_group_kind: BTreeMap<String, BTreeMap<String, Vec<usize>>> = BTreeMap::new();
         for (idx, policy) in policies.iter().enumerate() {
             by_group_kind
                 .entry(policy.matcher.group.clone())
