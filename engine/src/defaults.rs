@@ -159,7 +159,9 @@ impl<'p> Inserted<'p> {
 
     fn mark(&mut self, last: Step<'p>, change: Change) {
         if self.on {
-            let mut path = self.path.clone();
+            // Sized for the last step too: a clone then a push would allocate twice.
+            let mut path = Vec::with_capacity(self.path.len() + 1);
+            path.extend(self.path.iter().cloned());
             path.push(last);
             self.found.push((path, change));
         }
@@ -181,10 +183,7 @@ impl<'p> Inserted<'p> {
             let Some(value) = lookup(after, path) else {
                 continue;
             };
-            let pointer = PointerBuf::from_tokens(path.iter().map(|step| match step {
-                Step::Key(key) => Token::new(key.as_ref()),
-                Step::Index(index) => Token::from(*index),
-            }));
+            let pointer = pointer_to(path);
             let value = value.clone();
             operations.push(match change {
                 Change::Add => PatchOperation::Add(AddOperation {
@@ -199,6 +198,40 @@ impl<'p> Inserted<'p> {
         }
         json_patch::Patch(operations)
     }
+}
+
+/// The JSON pointer naming `path`, written in one buffer (`PointerBuf::from_tokens` grows its
+/// string token by token and allocates for every index).
+fn pointer_to(path: &[Step<'_>]) -> PointerBuf {
+    let mut text = String::with_capacity(
+        path.iter()
+            .map(|step| match step {
+                Step::Key(key) => key.len() + 1,
+                Step::Index(_) => 8,
+            })
+            .sum(),
+    );
+    for step in path {
+        text.push('/');
+        match step {
+            Step::Key(key) if key.contains(['~', '/']) => {
+                text.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Step::Key(key) => text.push_str(key),
+            Step::Index(index) => {
+                use std::fmt::Write;
+                let _ = write!(text, "{index}");
+            }
+        }
+    }
+    // Always valid (every token escaped above); a failure would be a bug, answered with the
+    // token-by-token construction rather than a panic.
+    PointerBuf::parse(text).unwrap_or_else(|_| {
+        PointerBuf::from_tokens(path.iter().map(|step| match step {
+            Step::Key(key) => Token::new(key.as_ref()),
+            Step::Index(index) => Token::from(*index),
+        }))
+    })
 }
 
 fn lookup<'v>(value: &'v Value, path: &[Step<'_>]) -> Option<&'v Value> {
