@@ -289,14 +289,10 @@ impl AdmissionReviewOut {
             json_writer::write_str(&mut out, patch_type);
         }
         if !response.warnings.is_empty() {
-            out.extend_from_slice(b",\"warnings\":[");
-            for (i, warning) in response.warnings.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_writer::write_str(&mut out, warning);
-            }
-            out.push(b']');
+            out.extend_from_slice(b",\"warnings\":");
+            json_writer::write_array(&mut out, &response.warnings, |out, warning| {
+                json_writer::write_str(out, warning);
+            });
         }
         out.extend_from_slice(b"}}");
         out

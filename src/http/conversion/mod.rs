@@ -86,14 +86,13 @@ fn encode(types: TypeMeta, response: ConversionResponse) -> Vec<u8> {
         // A Status always encodes; if it ever did not, the whole answer says why.
         return review::encode(&wire::into_review(types, response));
     }
-    body.extend_from_slice(b",\"convertedObjects\":[");
-    for (i, object) in response.converted_objects.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        json_writer::write_value(&mut body, object);
-    }
-    body.extend_from_slice(b"]}}");
+    body.extend_from_slice(b",\"convertedObjects\":");
+    json_writer::write_array(
+        &mut body,
+        &response.converted_objects,
+        json_writer::write_value,
+    );
+    body.extend_from_slice(b"}}");
     body
 }
 
