@@ -76,6 +76,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {
             let (tcp, _) = listener.accept().await?;
+            // As tollgate does (src/server/listener.rs), so both send frames alike.
+            tcp.set_nodelay(true)?;
             let acceptor = acceptor.clone();
             let builder = Arc::clone(&builder);
             let answers = Arc::clone(&answers);
