@@ -12,6 +12,8 @@ use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
+use crate::path::escape_pointer;
+
 /// `spec.defaults.labels` / `.annotations`: added to an object's metadata when absent.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataDefaults {
@@ -214,9 +216,7 @@ fn pointer_to(path: &[Step<'_>]) -> PointerBuf {
     for step in path {
         text.push('/');
         match step {
-            Step::Key(key) if key.contains(['~', '/']) => {
-                text.push_str(&key.replace('~', "~0").replace('/', "~1"));
-            }
+            Step::Key(key) if key.contains(['~', '/']) => text.push_str(&escape_pointer(key)),
             Step::Key(key) => text.push_str(key),
             Step::Index(index) => {
                 use std::fmt::Write;

@@ -62,6 +62,7 @@ pub(crate) fn put(
             Ok(())
         }
         [first, rest @ ..] => {
+            // Looked up first: `entry` would take an owned key, an allocation per existing parent.
             let child = match object.get_mut(first) {
                 Some(child) => child,
                 None => object

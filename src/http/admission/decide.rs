@@ -43,10 +43,9 @@ pub fn evaluate(
             // defaulted in place (no copy) and the patch noted on the way.
             let defaults = evaluate::defaults_for(store, &target);
             let Some(object) = request.object.as_mut() else {
-                return AdmissionResponseOut::allowed(&request.uid);
+                return AdmissionResponseOut::allowed(uid);
             };
             let patch = defaults.apply(object);
-            let uid: &str = &request.uid;
             if patch.0.is_empty() {
                 return AdmissionResponseOut::allowed(uid);
             }
