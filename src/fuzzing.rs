@@ -21,7 +21,15 @@ pub fn example_store() -> &'static Store {
 
 /// Decode, evaluate (validate and mutate) and encode an AdmissionReview.
 pub fn admission_review(data: &[u8]) {
+    reader_agrees_with_serde(data);
     admission_against(example_store(), data);
+}
+
+/// The direct review reader must read every body as `serde` does, or leave it to `serde`.
+fn reader_agrees_with_serde(data: &[u8]) {
+    if let Some(disagreement) = http::reader_disagreement(data) {
+        panic!("the review reader disagrees with serde: {disagreement}");
+    }
 }
 
 fn admission_against(store: &Store, data: &[u8]) {
@@ -34,6 +42,7 @@ fn admission_against(store: &Store, data: &[u8]) {
 
 /// Decode, convert and encode a ConversionReview.
 pub fn conversion_review(data: &[u8]) {
+    reader_agrees_with_serde(data);
     if let Ok(out) = http::conversion_review(example_store(), data) {
         let _ = serde_json::to_vec(&out);
     }

@@ -173,10 +173,18 @@ impl<'p> Inserted<'p> {
     /// change, carrying its final subtree, in the order `json_patch::diff` gives (keys in map
     /// order, depth first) — the same patch, computed from what was done instead of by
     /// comparing the two objects.
-    pub fn into_patch(mut self, after: &Value) -> json_patch::Patch {
-        self.found.sort_by(|a, b| a.0.cmp(&b.0));
+    pub fn into_patch(self, after: &Value) -> json_patch::Patch {
         let mut operations = Vec::new();
+        self.each_operation(after, |operation| operations.push(operation.to_owned()));
+        json_patch::Patch(operations)
+    }
+
+    /// The operations of `into_patch`, in its order, each borrowing its value from `after`
+    /// (a server writes them out without building the patch: no subtree copies).
+    pub fn each_operation(mut self, after: &Value, mut each: impl FnMut(Operation<'_, 'p>)) {
+        self.found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut outermost: Option<&[Step<'p>]> = None;
+        let mut pointer = String::new();
         for (path, change) in &self.found {
             if outermost.is_some_and(|outer| path.starts_with(outer)) {
                 continue;
@@ -185,34 +193,56 @@ impl<'p> Inserted<'p> {
             let Some(value) = lookup(after, path) else {
                 continue;
             };
-            let pointer = pointer_to(path);
-            let value = value.clone();
-            operations.push(match change {
-                Change::Add => PatchOperation::Add(AddOperation {
-                    path: pointer,
-                    value,
-                }),
-                Change::Replace => PatchOperation::Replace(ReplaceOperation {
-                    path: pointer,
-                    value,
-                }),
+            write_pointer(&mut pointer, path);
+            each(Operation {
+                change: *change,
+                steps: path,
+                pointer: &pointer,
+                value,
             });
         }
-        json_patch::Patch(operations)
     }
 }
 
-/// The JSON pointer naming `path`, written in one buffer (`PointerBuf::from_tokens` grows its
-/// string token by token and allocates for every index).
-fn pointer_to(path: &[Step<'_>]) -> PointerBuf {
-    let mut text = String::with_capacity(
-        path.iter()
-            .map(|step| match step {
-                Step::Key(key) => key.len() + 1,
-                Step::Index(_) => 8,
-            })
-            .sum(),
-    );
+/// One operation of a defaulting patch.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation<'a, 'p> {
+    pub change: Change,
+    steps: &'a [Step<'p>],
+    /// The RFC 6901 pointer of `steps`.
+    pub pointer: &'a str,
+    pub value: &'a Value,
+}
+
+impl Operation<'_, '_> {
+    /// The `op` member of the JSON Patch operation.
+    pub fn op(&self) -> &'static str {
+        match self.change {
+            Change::Add => "add",
+            Change::Replace => "replace",
+        }
+    }
+
+    fn to_owned(self) -> PatchOperation {
+        // Always valid (every key escaped by `write_pointer`); a failure would be a bug,
+        // answered with the token-by-token construction rather than a panic.
+        let path = PointerBuf::parse(self.pointer.to_string()).unwrap_or_else(|_| {
+            PointerBuf::from_tokens(self.steps.iter().map(|step| match step {
+                Step::Key(key) => Token::new(key.as_ref()),
+                Step::Index(index) => Token::from(*index),
+            }))
+        });
+        let value = self.value.clone();
+        match self.change {
+            Change::Add => PatchOperation::Add(AddOperation { path, value }),
+            Change::Replace => PatchOperation::Replace(ReplaceOperation { path, value }),
+        }
+    }
+}
+
+/// Writes the JSON pointer naming `path` into `text` (cleared first).
+fn write_pointer(text: &mut String, path: &[Step<'_>]) {
+    text.clear();
     for step in path {
         text.push('/');
         match step {
@@ -224,14 +254,6 @@ fn pointer_to(path: &[Step<'_>]) -> PointerBuf {
             }
         }
     }
-    // Always valid (every token escaped above); a failure would be a bug, answered with the
-    // token-by-token construction rather than a panic.
-    PointerBuf::parse(text).unwrap_or_else(|_| {
-        PointerBuf::from_tokens(path.iter().map(|step| match step {
-            Step::Key(key) => Token::new(key.as_ref()),
-            Step::Index(index) => Token::from(*index),
-        }))
-    })
 }
 
 fn lookup<'v>(value: &'v Value, path: &[Step<'_>]) -> Option<&'v Value> {

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::cel::Applies;
 use crate::conversion::{ConvertError, split_api_version};
-use crate::defaults::Inserted;
+pub use crate::defaults::{Inserted, Operation as PatchOperation};
 use crate::policy::{CompiledPolicy, Enforcement, Store, Target};
 use crate::validate::Violation;
 
@@ -81,11 +81,18 @@ impl Defaults<'_> {
     /// Fills in `object`'s missing defaults and returns the patch from the object as it was:
     /// the patch `json_patch::diff` of the two would give, without a copy or a comparison.
     pub fn apply(&self, object: &mut Value) -> json_patch::Patch {
+        let inserted = self.apply_noting(object);
+        inserted.into_patch(object)
+    }
+
+    /// Fills in `object`'s missing defaults and returns where they went, to hand the patch's
+    /// operations over one by one (`Inserted::each_operation`).
+    pub fn apply_noting(&self, object: &mut Value) -> Inserted<'_> {
         let mut inserted = Inserted::on();
         for policy in &self.0 {
             policy.apply_defaults(object, &mut inserted);
         }
-        inserted.into_patch(object)
+        inserted
     }
 }
 

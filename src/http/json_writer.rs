@@ -6,8 +6,8 @@
 //! eight bytes at a time and copied once; only strings that need escapes take the byte-wise
 //! path. The tests hold the output to `serde_json`'s own on arbitrary documents.
 
-use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
+use tollgate_engine::evaluate::Inserted;
 
 /// True when no byte of `bytes` needs an escape (no control character, quote or backslash).
 /// Eight bytes at a time: most strings in an object are short, too short for vector code.
@@ -28,8 +28,10 @@ fn plain(bytes: &[u8]) -> bool {
 }
 
 /// Non-zero when one of the 8 bytes is a control character, a quote or a backslash. Exact as
-/// a yes/no answer (the usual "has a byte below n" word tricks, n <= 0x80).
-fn escapes_in(chunk: &[u8]) -> u64 {
+/// a yes/no answer (the usual "has a byte below n" word tricks, n <= 0x80), and its lowest set
+/// bit is in the first such byte (a false hit can only follow a true one: borrows run upwards,
+/// and the word is read little-endian so that upwards is later in the text).
+pub(super) fn escapes_in(chunk: &[u8]) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const CONTROL_END: u64 = ONES * 0x20;
@@ -37,7 +39,7 @@ fn escapes_in(chunk: &[u8]) -> u64 {
     const BACKSLASHES: u64 = ONES * b'\\' as u64;
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(chunk);
-    let word = u64::from_ne_bytes(bytes);
+    let word = u64::from_le_bytes(bytes);
     let below = |w: u64, n: u64| w.wrapping_sub(n) & !w;
     (below(word, CONTROL_END) | below(word ^ QUOTES, ONES) | below(word ^ BACKSLASHES, ONES))
         & HIGHS
@@ -127,41 +129,37 @@ pub fn write_array<T>(out: &mut Vec<u8>, items: &[T], write_item: fn(&mut Vec<u8
     out.push(b']');
 }
 
-/// A JSON Patch document as `serde_json::to_vec(patch)` writes it.
-pub fn patch_to_vec(patch: &Patch) -> Vec<u8> {
+/// The defaulting patch of `inserted` as `serde_json::to_vec(&inserted.into_patch(after))`
+/// writes it, without building the patch (no copies of the inserted subtrees); `None` when it
+/// has no operation.
+pub fn defaults_patch(inserted: Inserted<'_>, after: &Value) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
     out.push(b'[');
-    for (i, operation) in patch.0.iter().enumerate() {
-        if i > 0 {
+    let mut empty = true;
+    inserted.each_operation(after, |operation| {
+        if !empty {
             out.push(b',');
         }
-        let (op, path, value) = match operation {
-            PatchOperation::Add(add) => ("add", add.path.as_str(), &add.value),
-            PatchOperation::Replace(replace) => ("replace", replace.path.as_str(), &replace.value),
-            // Defaulting only adds and replaces; anything else is written the general way.
-            other => {
-                if serde_json::to_writer(&mut out, other).is_err() {
-                    out.extend_from_slice(b"null");
-                }
-                continue;
-            }
-        };
+        empty = false;
         out.extend_from_slice(b"{\"op\":\"");
-        out.extend_from_slice(op.as_bytes());
+        out.extend_from_slice(operation.op().as_bytes());
         out.extend_from_slice(b"\",\"path\":");
-        write_str(&mut out, path);
+        write_str(&mut out, operation.pointer);
         out.extend_from_slice(b",\"value\":");
-        write_value(&mut out, value);
+        write_value(&mut out, operation.value);
         out.push(b'}');
-    }
+    });
     out.push(b']');
-    out
+    (!empty).then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use tollgate_engine::cel::RequestInfo;
+    use tollgate_engine::evaluate;
+    use tollgate_engine::policy::{OperationName, Target};
 
     fn any_text() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -200,24 +198,47 @@ mod tests {
         }
 
         #[test]
-        fn patches_are_written_as_serde_json_writes_them(
-            ops in prop::collection::vec((0u8..4, any_text(), any_json()), 0..5)
+        fn defaulting_patches_are_written_as_serde_json_writes_them(
+            metadata in prop_oneof![
+                Just(None),
+                Just(Some(Value::Null)),
+                Just(Some(serde_json::json!({"labels": null}))),
+                prop::collection::btree_map(any_text(), any_text(), 0..3)
+                    .prop_map(|labels| Some(serde_json::json!({"labels": labels}))),
+            ],
+            spec in prop::collection::btree_map(
+                prop::sample::select(vec!["timeoutSeconds", "retry", "currencies", "replicas", "a/b~c"]),
+                prop_oneof![Just(Value::Null), Just(serde_json::json!({})), any_json()],
+                0..5,
+            ),
         ) {
-            let operations: Vec<Value> = ops
-                .into_iter()
-                .map(|(kind, key, value)| {
-                    let path = format!("/spec/{}", key.replace('~', "~0").replace('/', "~1"));
-                    match kind {
-                        0 => serde_json::json!({"op": "add", "path": path, "value": value}),
-                        1 => serde_json::json!({"op": "replace", "path": path, "value": value}),
-                        2 => serde_json::json!({"op": "remove", "path": path}),
-                        _ => serde_json::json!({"op": "test", "path": path, "value": value}),
-                    }
-                })
-                .collect();
-            let patch: Patch = serde_json::from_value(Value::Array(operations))
-                .unwrap_or_else(|_| Patch(Vec::new()));
-            prop_assert_eq!(patch_to_vec(&patch), serde_json::to_vec(&patch).unwrap_or_default());
+            let mut object = serde_json::json!({
+                "apiVersion": "payments.example.com/v1",
+                "kind": "PaymentGateway",
+                "spec": spec,
+            });
+            if let (Some(metadata), Some(map)) = (metadata, object.as_object_mut()) {
+                map.insert("metadata".to_string(), metadata);
+            }
+            let store = crate::fuzzing::example_store();
+            let target = Target {
+                group: "payments.example.com",
+                version: "v1",
+                kind: "PaymentGateway",
+                operation: OperationName::Create,
+                namespace: Some("payments"),
+                object: Some(&object),
+                old_object: None,
+                request: RequestInfo { name: "pg", username: "u", groups: &[], dry_run: false },
+            };
+            let defaults = evaluate::defaults_for(store, &target);
+            let mut built = object.clone();
+            let patch = defaults.apply(&mut built);
+            let expected = (!patch.0.is_empty()).then(|| serde_json::to_vec(&patch).unwrap_or_default());
+            let mut written = object.clone();
+            let inserted = defaults.apply_noting(&mut written);
+            prop_assert_eq!(defaults_patch(inserted, &written), expected);
+            prop_assert_eq!(written, built);
         }
     }
 

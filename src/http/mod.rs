@@ -11,6 +11,7 @@ mod deadline;
 mod error;
 mod front;
 mod guard;
+mod json_reader;
 mod json_writer;
 mod observe;
 mod probes;
@@ -31,6 +32,15 @@ pub use front::Front;
 pub use guard::AnonymousClient;
 pub use routes::Endpoint;
 pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
+
+/// Where the direct review reader (`json_reader`) reads `body` otherwise than `serde` would —
+/// as a JSON value, an AdmissionReview or a ConversionReview — for the fuzz targets.
+pub fn reader_disagreement(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    json_reader::disagreement(text)
+        .or_else(|| admission::read_disagreement(text))
+        .or_else(|| conversion::read_disagreement(text))
+}
 
 /// The handler behind each endpoint the router serves; reviews are served by `front` itself.
 fn handler(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {

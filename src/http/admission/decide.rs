@@ -9,6 +9,7 @@ use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
 
 use super::wire::{AdmissionRequestIn, AdmissionResponseOut};
+use crate::http::json_writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -45,11 +46,11 @@ pub fn evaluate(
             let Some(object) = request.object.as_mut() else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            let patch = defaults.apply(object);
-            if patch.0.is_empty() {
-                return AdmissionResponseOut::allowed(uid);
+            let inserted = defaults.apply_noting(object);
+            match json_writer::defaults_patch(inserted, object) {
+                Some(patch) => AdmissionResponseOut::patched(uid, &patch),
+                None => AdmissionResponseOut::allowed(uid),
             }
-            AdmissionResponseOut::patched(uid, &patch)
         }
     }
 }

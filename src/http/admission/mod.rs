@@ -1,7 +1,10 @@
 //! `POST /validate` and `POST /mutate`: AdmissionReview in, AdmissionReview out.
 
 mod decide;
+mod read;
 mod wire;
+
+pub use read::disagreement as read_disagreement;
 
 use tollgate_engine::Store;
 

@@ -1,6 +1,9 @@
 //! `POST /convert`: ConversionReview in, ConversionReview out.
 
+mod read;
 mod wire;
+
+pub use read::disagreement as read_disagreement;
 
 use kube::core::conversion::{ConversionRequest, ConversionResponse};
 use kube::core::response::StatusSummary;

@@ -5,6 +5,8 @@ use kube::core::{Status, TypeMeta};
 use serde_json::Value;
 
 use tollgate_engine::Store;
+
+use crate::http::json_reader::Unsure;
 use tollgate_engine::evaluate;
 
 pub const CONVERSION_V1: &str = "apiextensions.k8s.io/v1";
@@ -33,16 +35,23 @@ pub enum ConversionParseError {
 pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionParseError> {
     // One check of the whole body instead of one per string (see the admission decoder).
     let text = std::str::from_utf8(body).map_err(ConversionParseError::NotUtf8)?;
-    let review: ConversionReview =
-        serde_json::from_str(text).map_err(ConversionParseError::Json)?;
-    if review.types.api_version != CONVERSION_V1 && review.types.api_version != CONVERSION_V1BETA1 {
-        return Err(ConversionParseError::ApiVersion(review.types.api_version));
+    // The direct reader first; what it is unsure of (malformed bodies included) is decided,
+    // and its errors worded, by serde_json as before.
+    let (types, request) = match super::read::review(text) {
+        Ok(read) => read,
+        Err(Unsure) => {
+            let review: ConversionReview =
+                serde_json::from_str(text).map_err(ConversionParseError::Json)?;
+            (review.types, review.request)
+        }
+    };
+    if types.api_version != CONVERSION_V1 && types.api_version != CONVERSION_V1BETA1 {
+        return Err(ConversionParseError::ApiVersion(types.api_version));
     }
-    if review.types.kind != CONVERSION_KIND {
-        return Err(ConversionParseError::Kind(review.types.kind));
+    if types.kind != CONVERSION_KIND {
+        return Err(ConversionParseError::Kind(types.kind));
     }
-    let types = review.types.clone();
-    let request = review.request.ok_or(ConversionParseError::MissingRequest)?;
+    let request = request.ok_or(ConversionParseError::MissingRequest)?;
     if request.uid.is_empty() {
         return Err(ConversionParseError::EmptyUid);
     }

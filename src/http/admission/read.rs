@@ -1,0 +1,304 @@
+//! An AdmissionReview read by `json_reader` — the same fields, defaults and requirements as
+//! the `serde` derive of `AdmissionReviewIn`, which decides whatever this reader is unsure of
+//! (a duplicate or mistyped field, a missing required one, the sequence form of a struct).
+
+use std::borrow::Cow;
+
+use kube::core::admission::Operation;
+
+use super::wire::{AdmissionRequestIn, AdmissionReviewIn, KindIn, ResourceIn, Text, UserInfoIn};
+use crate::http::json_reader::{Read, Reader, Unsure, once};
+
+pub fn review(text: &str) -> Read<AdmissionReviewIn<'_>> {
+    let mut reader = Reader::new(text);
+    let mut api_version = None;
+    let mut kind = None;
+    let mut request = None;
+    reader.object(|reader, key| match &*key {
+        "apiVersion" => once(&mut api_version, text_of(reader)?),
+        "kind" => once(&mut kind, text_of(reader)?),
+        "request" => {
+            let read = if reader.null()? {
+                None
+            } else {
+                Some(request_of(reader)?)
+            };
+            once(&mut request, read)
+        }
+        _ => reader.skip(),
+    })?;
+    reader.finish()?;
+    Ok(AdmissionReviewIn {
+        api_version: api_version.ok_or(Unsure)?,
+        kind: kind.ok_or(Unsure)?,
+        request: request.flatten(),
+    })
+}
+
+fn text_of<'a>(reader: &mut Reader<'a>) -> Read<Text<'a>> {
+    reader.string().map(Text::from)
+}
+
+/// `Option<Text>`: `null` is none.
+fn optional_text<'a>(reader: &mut Reader<'a>) -> Read<Option<Text<'a>>> {
+    if reader.null()? {
+        Ok(None)
+    } else {
+        text_of(reader).map(Some)
+    }
+}
+
+fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
+    let mut uid = None;
+    let mut kind = None;
+    let mut resource = None;
+    let mut sub_resource = None;
+    let mut name = None;
+    let mut namespace = None;
+    let mut operation = None;
+    let mut object = None;
+    let mut old_object = None;
+    let mut user_info = None;
+    let mut dry_run = None;
+    reader.object(|reader, key| match &*key {
+        "uid" => once(&mut uid, text_of(reader)?),
+        "kind" => once(&mut kind, kind_of(reader)?),
+        "resource" => once(&mut resource, resource_of(reader)?),
+        "subResource" => once(&mut sub_resource, optional_text(reader)?),
+        "name" => once(&mut name, text_of(reader)?),
+        "namespace" => once(&mut namespace, optional_text(reader)?),
+        "operation" => once(&mut operation, operation_of(reader)?),
+        "object" => once(&mut object, optional_value(reader)?),
+        "oldObject" => once(&mut old_object, optional_value(reader)?),
+        "userInfo" => once(&mut user_info, user_info_of(reader)?),
+        "dryRun" => {
+            let read = if reader.null()? {
+                None
+            } else {
+                Some(reader.bool()?)
+            };
+            once(&mut dry_run, read)
+        }
+        _ => reader.skip(),
+    })?;
+    Ok(AdmissionRequestIn {
+        uid: uid.ok_or(Unsure)?,
+        kind: kind.ok_or(Unsure)?,
+        resource: resource.ok_or(Unsure)?,
+        sub_resource: sub_resource.flatten(),
+        name: name.unwrap_or_default(),
+        namespace: namespace.flatten(),
+        operation: operation.ok_or(Unsure)?,
+        object: object.flatten(),
+        old_object: old_object.flatten(),
+        user_info: user_info.unwrap_or_default(),
+        dry_run: dry_run.flatten(),
+    })
+}
+
+fn optional_value(reader: &mut Reader<'_>) -> Read<Option<serde_json::Value>> {
+    if reader.null()? {
+        Ok(None)
+    } else {
+        reader.value().map(Some)
+    }
+}
+
+/// A struct of three required strings (GroupVersionKind, GroupVersionResource).
+fn three_texts<'a>(reader: &mut Reader<'a>, names: [&str; 3]) -> Read<[Text<'a>; 3]> {
+    let mut found: [Option<Text<'a>>; 3] = [None, None, None];
+    reader.object(
+        |reader, key| match names.iter().position(|name| **name == *key) {
+            Some(index) => once(&mut found[index], text_of(reader)?),
+            None => reader.skip(),
+        },
+    )?;
+    let [a, b, c] = found;
+    Ok([a.ok_or(Unsure)?, b.ok_or(Unsure)?, c.ok_or(Unsure)?])
+}
+
+fn kind_of<'a>(reader: &mut Reader<'a>) -> Read<KindIn<'a>> {
+    let [group, version, kind] = three_texts(reader, ["group", "version", "kind"])?;
+    Ok(KindIn {
+        group,
+        version,
+        kind,
+    })
+}
+
+fn resource_of<'a>(reader: &mut Reader<'a>) -> Read<ResourceIn<'a>> {
+    let [group, version, resource] = three_texts(reader, ["group", "version", "resource"])?;
+    Ok(ResourceIn {
+        group,
+        version,
+        resource,
+    })
+}
+
+fn operation_of(reader: &mut Reader<'_>) -> Read<Operation> {
+    match &*reader.string()? {
+        "CREATE" => Ok(Operation::Create),
+        "UPDATE" => Ok(Operation::Update),
+        "DELETE" => Ok(Operation::Delete),
+        "CONNECT" => Ok(Operation::Connect),
+        _ => Err(Unsure),
+    }
+}
+
+fn user_info_of<'a>(reader: &mut Reader<'a>) -> Read<UserInfoIn<'a>> {
+    let mut username = None;
+    let mut groups = None;
+    reader.object(|reader, key| match &*key {
+        "username" => once(&mut username, text_of(reader)?),
+        "groups" => {
+            let mut read = Vec::new();
+            reader.array(|reader| {
+                read.push(reader.string()?.into_owned());
+                Ok(())
+            })?;
+            once(&mut groups, read)
+        }
+        _ => reader.skip(),
+    })?;
+    Ok(UserInfoIn {
+        username: username.unwrap_or_default(),
+        groups: groups.unwrap_or_default(),
+    })
+}
+
+/// Where this reader and the `serde` derive read `text` differently, if they do (fuzz targets
+/// and tests): being unsure is always allowed, reading it otherwise never.
+pub fn disagreement(text: &str) -> Option<String> {
+    let ours = format!("{:?}", review(text).ok()?);
+    match serde_json::from_str::<AdmissionReviewIn>(text) {
+        Ok(theirs) if format!("{theirs:?}") == ours => None,
+        Ok(theirs) => Some(format!("read {ours}; serde reads {theirs:?}")),
+        Err(e) => Some(format!("read {ours}; serde refuses it: {e}")),
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for Text<'a> {
+    fn from(text: Cow<'a, str>) -> Self {
+        Text::new(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agrees(text: &str) -> Result<(), TestCaseError> {
+        prop_assert_eq!(disagreement(text), None);
+        Ok(())
+    }
+
+    /// One field as it may come: well formed, null, of the wrong type, escaped, or twice.
+    fn field(name: &'static str, good: &'static [&'static str]) -> BoxedStrategy<String> {
+        let good: Vec<String> = good.iter().map(|v| format!("\"{name}\":{v}")).collect();
+        prop_oneof![
+            4 => prop::sample::select(good.clone()),
+            1 => Just(String::new()),
+            1 => Just(format!("\"{name}\":null")),
+            1 => Just(format!("\"{name}\":7")),
+            1 => Just(format!("\"{name}\":[\"a\",\"b\",\"c\"]")),
+            1 => prop::sample::select(good.clone()).prop_map(|g| format!("{g},{g}")),
+            1 => prop::sample::select(good)
+                .prop_map(move |g| g.replacen(name, &name.replace('e', "\\u0065"), 1)),
+        ]
+        .boxed()
+    }
+
+    fn object_of(fields: Vec<String>) -> String {
+        let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
+    fn any_request() -> impl Strategy<Value = String> {
+        let gvk = &[
+            r#"{"group":"g","version":"v1","kind":"K"}"#,
+            r#"{"kind":"K","version":"v1","group":"","extra":{"x":[1]}}"#,
+            r#"{"group":"g","version":"v1"}"#,
+            r#"["g","v1","K"]"#,
+        ];
+        let gvr = &[
+            r#"{"group":"g","version":"v1","resource":"ks"}"#,
+            r#"{"group":"g","version":"v1","resource":"ks","kind":"K"}"#,
+        ];
+        let object = &[
+            r#"{"apiVersion":"g/v1","kind":"K","metadata":{"name":"a\"b"},"spec":{"n":-1,"f":1.5e3,"l":[true,null,{}]}}"#,
+            r#"{}"#,
+            r#""text""#,
+            r#"[1,2]"#,
+        ];
+        (
+            field("uid", &[r#""u-1""#, r#""""#, r#""\u0075id""#]),
+            field("kind", gvk),
+            field("resource", gvr),
+            field("subResource", &[r#""status""#, r#""""#]),
+            field("name", &[r#""n""#, r#""n\n""#]),
+            field("namespace", &[r#""ns""#]),
+            field(
+                "operation",
+                &[
+                    r#""CREATE""#,
+                    r#""UPDATE""#,
+                    r#""DELETE""#,
+                    r#""CONNECT""#,
+                    r#""create""#,
+                    r#""UPD\u0041TE""#,
+                ],
+            ),
+            field("object", object),
+            field("oldObject", object),
+            field(
+                "userInfo",
+                &[
+                    r#"{"username":"alice","groups":["system:authenticated","g\u00e9"]}"#,
+                    r#"{"uid":"1","extra":{"a":["b"]}}"#,
+                    r#"{"groups":[1]}"#,
+                    r#"{"groups":null}"#,
+                ],
+            ),
+            field("dryRun", &["true", "false"]),
+            prop::sample::select(vec![
+                "",
+                r#""options":{"kind":"CreateOptions"}"#,
+                r#""requestKind":{"group":"g"}"#,
+            ]),
+        )
+            .prop_map(|fields| {
+                let (a, b, c, d, e, f, g, h, i, j, k, l) = fields;
+                object_of(vec![a, b, c, d, e, f, g, h, i, j, k, l.to_string()])
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn reviews_read_as_the_serde_derive_reads_them(
+            request in any_request(),
+            api_version in field("apiVersion", &[r#""admission.k8s.io/v1""#, r#""v\u0031""#]),
+            kind in field("kind", &[r#""AdmissionReview""#]),
+            request_field in prop::sample::select(vec!["request", "req\\u0075est", "other"]),
+            null_request in any::<bool>(),
+            shuffle in any::<bool>(),
+        ) {
+            let request = if null_request { "null".to_string() } else { request };
+            let request = format!("\"{request_field}\":{request}");
+            let mut fields = vec![api_version, kind, request];
+            if shuffle {
+                fields.reverse();
+            }
+            agrees(&object_of(fields))?;
+        }
+    }
+
+    #[test]
+    fn a_review_the_apiserver_sends_is_read_here() {
+        let text = include_str!("../../../tests/fixtures/validate-allow.json");
+        let ours = review(text);
+        assert!(ours.is_ok(), "the fixture must take the fast path");
+        let theirs = serde_json::from_str::<AdmissionReviewIn>(text).map(|r| format!("{r:?}"));
+        assert_eq!(ours.map(|r| format!("{r:?}")).ok(), theirs.ok());
+    }
+}

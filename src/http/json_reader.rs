@@ -1,0 +1,581 @@
+//! Reading reviews straight from the body text into the values the handlers use.
+//!
+//! A callgrind profile of the running server put `serde_json` decoding at 27.5k of the 45k
+//! instructions a `/validate` review costs (the whole body is ~1.2 KiB): its visitor machinery
+//! around every key and value, and a string scanner that stops for every short key. This reader
+//! scans strings eight bytes at a time, borrows every string without escapes, and builds
+//! `serde_json::Value`s directly.
+//!
+//! It never decides anything `serde_json` might decide differently: whatever it is not sure of —
+//! malformed text, a duplicate field of a review, `-0`, an integer beyond 64 bits, nesting deeper
+//! than `MAX_DEPTH`, a string with a lone surrogate — is `Unsure`, and the caller then decodes
+//! the body with `serde_json` as before. Documents it accepts decode to the same values
+//! (property-tested against `serde_json`), and every error a client sees is `serde_json`'s own.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Number, Value};
+
+use super::json_writer::escapes_in;
+
+/// "Let `serde_json` decide": not an error by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsure;
+
+pub type Read<T> = Result<T, Unsure>;
+
+/// Below `serde_json`'s own limit (128), so that limit's error stays `serde_json`'s to give.
+const MAX_DEPTH: u32 = 100;
+
+/// Sets a field of a document seen for the first time: a `serde` derive refuses a repeated one.
+pub fn once<T>(slot: &mut Option<T>, value: T) -> Read<()> {
+    if slot.replace(value).is_some() {
+        return Err(Unsure);
+    }
+    Ok(())
+}
+
+/// A cursor over one JSON text.
+pub struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.bytes();
+        // Compact JSON (what the apiserver sends) has no whitespace between tokens.
+        let next = *bytes.get(self.pos)?;
+        if next > b' ' {
+            return Some(next);
+        }
+        while let Some(&byte) = bytes.get(self.pos) {
+            if !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(byte);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, expected: u8) -> Read<()> {
+        if self.peek() == Some(expected) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    fn eat_word(&mut self, word: &[u8]) -> Read<()> {
+        if self.bytes()[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Unsure)
+        }
+    }
+
+    /// Only whitespace left: a whole document was read.
+    pub fn finish(mut self) -> Read<()> {
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => Err(Unsure),
+        }
+    }
+
+    /// Consumes a `null` if one comes next.
+    pub fn null(&mut self) -> Read<bool> {
+        if self.peek() == Some(b'n') {
+            self.eat_word(b"null")?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    pub fn bool(&mut self) -> Read<bool> {
+        match self.peek() {
+            Some(b't') => self.eat_word(b"true").map(|()| true),
+            Some(b'f') => self.eat_word(b"false").map(|()| false),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// A string, borrowed from the text unless it holds escapes.
+    pub fn string(&mut self) -> Read<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let start = self.pos;
+        self.pos = start + self.to_special()?;
+        match self.bytes()[self.pos] {
+            b'"' => {
+                self.pos += 1;
+                Ok(Cow::Borrowed(&self.text[start..self.pos - 1]))
+            }
+            b'\\' => self.escaped(start).map(Cow::Owned),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// How far from here the next quote, backslash or control character is.
+    fn to_special(&self) -> Read<usize> {
+        let bytes = self.bytes();
+        let mut at = self.pos;
+        while let Some(chunk) = bytes.get(at..at + 8) {
+            let found = escapes_in(chunk);
+            if found != 0 {
+                return Ok(at - self.pos + found.trailing_zeros() as usize / 8);
+            }
+            at += 8;
+        }
+        bytes[at..]
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+            .map(|found| at - self.pos + found)
+            .ok_or(Unsure)
+    }
+
+    /// The rest of a string that has escapes; `self.pos` is at its first backslash.
+    fn escaped(&mut self, start: usize) -> Read<String> {
+        let mut out = String::with_capacity(self.pos - start + 16);
+        out.push_str(&self.text[start..self.pos]);
+        loop {
+            match self.bytes()[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                _ => return Err(Unsure),
+            }
+            let from = self.pos;
+            self.pos = from + self.to_special()?;
+            out.push_str(&self.text[from..self.pos]);
+        }
+    }
+
+    /// One escape, after its backslash.
+    fn escape(&mut self, out: &mut String) -> Read<()> {
+        let Some(&kind) = self.bytes().get(self.pos) else {
+            return Err(Unsure);
+        };
+        self.pos += 1;
+        let plain = match kind {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                let code = match unit {
+                    0xD800..=0xDBFF => {
+                        self.eat_word(b"\\u")?;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(Unsure);
+                        }
+                        0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
+                    }
+                    other => u32::from(other),
+                };
+                // Lone low surrogates land here (not chars).
+                char::from_u32(code).ok_or(Unsure)?
+            }
+            _ => return Err(Unsure),
+        };
+        out.push(plain);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Read<u16> {
+        let digits = self.bytes().get(self.pos..self.pos + 4).ok_or(Unsure)?;
+        let mut unit = 0u16;
+        for &digit in digits {
+            let nibble = (digit as char).to_digit(16).ok_or(Unsure)?;
+            unit = unit << 4 | nibble as u16;
+        }
+        self.pos += 4;
+        Ok(unit)
+    }
+
+    /// Calls `field` with each key of an object, `field` reading its value.
+    pub fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Read<()>,
+    ) -> Read<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                let key = self.string()?;
+                self.eat(b':')?;
+                field(self, key)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// Calls `item` for each item of an array, `item` reading it.
+    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                item(self)?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn enter(&mut self) -> Read<()> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Unsure);
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Any JSON value.
+    pub fn value(&mut self) -> Read<Value> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|s| Value::String(s.into_owned())),
+            Some(b'{') => {
+                let mut map = Map::new();
+                self.object(|reader, key| {
+                    let value = reader.value()?;
+                    // A repeated key keeps its last value, as `serde_json` does.
+                    map.insert(key.into_owned(), value);
+                    Ok(())
+                })?;
+                Ok(Value::Object(map))
+            }
+            Some(b'[') => {
+                let mut items = Vec::new();
+                self.array(|reader| {
+                    items.push(reader.value()?);
+                    Ok(())
+                })?;
+                Ok(Value::Array(items))
+            }
+            Some(b't' | b'f') => self.bool().map(Value::Bool),
+            Some(b'n') => self.eat_word(b"null").map(|()| Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number().map(Value::Number),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Reads past a value without building it (fields the handlers never look at).
+    pub fn skip(&mut self) -> Read<()> {
+        match self.peek() {
+            Some(b'"') => self.string().map(drop),
+            Some(b'{') => self.object(|reader, _| reader.skip()),
+            Some(b'[') => self.array(Self::skip),
+            Some(b't' | b'f') => self.bool().map(drop),
+            Some(b'n') => self.eat_word(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
+            _ => Err(Unsure),
+        }
+    }
+
+    /// A number: integers here, anything with a fraction or an exponent by `serde_json`'s own
+    /// float parser on just that token (few in objects; its rounding is then exactly its own).
+    fn number(&mut self) -> Read<Number> {
+        let start = self.pos;
+        let bytes = self.bytes();
+        let negative = bytes[self.pos] == b'-';
+        if negative {
+            self.pos += 1;
+        }
+        let digits_start = self.pos;
+        let mut magnitude: u64 = 0;
+        while let Some(&digit @ b'0'..=b'9') = bytes.get(self.pos) {
+            magnitude = magnitude
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(u64::from(digit - b'0')))
+                .ok_or(Unsure)?;
+            self.pos += 1;
+        }
+        let digits = self.pos - digits_start;
+        if digits == 0 || (digits > 1 && bytes[digits_start] == b'0') {
+            return Err(Unsure);
+        }
+        if matches!(bytes.get(self.pos), Some(b'.' | b'e' | b'E')) {
+            return self.float(start);
+        }
+        if !negative {
+            return Ok(Number::from(magnitude));
+        }
+        // `-0` is a float to serde_json; leave it (and anything below i64::MIN) to it.
+        match 0i64.checked_sub_unsigned(magnitude) {
+            Some(value) if magnitude != 0 => Ok(Number::from(value)),
+            _ => Err(Unsure),
+        }
+    }
+
+    fn float(&mut self, start: usize) -> Read<Number> {
+        let bytes = self.bytes();
+        let digits = |pos: &mut usize| {
+            let from = *pos;
+            while bytes.get(*pos).is_some_and(u8::is_ascii_digit) {
+                *pos += 1;
+            }
+            *pos > from
+        };
+        if bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            if !digits(&mut self.pos) {
+                return Err(Unsure);
+            }
+        }
+        if matches!(bytes.get(self.pos), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(bytes.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if !digits(&mut self.pos) {
+                return Err(Unsure);
+            }
+        }
+        serde_json::from_str(&self.text[start..self.pos]).map_err(|_| Unsure)
+    }
+}
+
+/// Where this reader and `serde_json` read `text` (one JSON value) differently, if they do
+/// (fuzz targets and tests): being unsure is always allowed, reading it otherwise never.
+pub fn disagreement(text: &str) -> Option<String> {
+    let mut reader = Reader::new(text);
+    let ours = reader
+        .value()
+        .and_then(|value| reader.finish().map(|()| value))
+        .ok()?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(theirs) if theirs == ours => None,
+        Ok(theirs) => Some(format!("read {ours}; serde_json reads {theirs}")),
+        Err(e) => Some(format!("read {ours}; serde_json refuses it: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read(text: &str) -> Read<Value> {
+        let mut reader = Reader::new(text);
+        let value = reader.value()?;
+        reader.finish()?;
+        Ok(value)
+    }
+
+    fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
+        prop_assert_eq!(disagreement(text), None, "{:?}", text);
+        Ok(())
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9+/=._ -]{0,40}",
+            any::<String>(),
+            "[\"\\\\\u{7f}\u{80}\u{2028}é€😀\u{0}\u{1f}]{0,8}",
+        ]
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any_text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any_text(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Bytes JSON texts are made of, often wrongly: escapes, surrogates, numbers at their edges.
+    fn json_ish() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just(",".to_string()),
+            Just(":".to_string()),
+            Just("\"".to_string()),
+            Just("\\".to_string()),
+            Just(" ".to_string()),
+            Just("\n".to_string()),
+            Just("\t".to_string()),
+            Just("\u{1}".to_string()),
+            Just("\\u".to_string()),
+            Just("\\ud83d".to_string()),
+            Just("\\ude00".to_string()),
+            Just("\\uDBFF\\uDFFF".to_string()),
+            Just("\\n".to_string()),
+            Just("\\x".to_string()),
+            Just("null".to_string()),
+            Just("nul".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("-".to_string()),
+            Just("-0".to_string()),
+            Just("0".to_string()),
+            Just("00".to_string()),
+            Just(".".to_string()),
+            Just("e".to_string()),
+            Just("E+".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("9223372036854775808".to_string()),
+            Just("1e400".to_string()),
+            Just("1.5".to_string()),
+            "[a-z0-9é]{1,4}",
+        ];
+        prop::collection::vec(pieces, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn documents_read_as_serde_json_reads_them(value in any_json(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            };
+            let text = text.unwrap_or_default();
+            prop_assert_eq!(read(&text), Ok(serde_json::from_str::<Value>(&text).unwrap_or_default()));
+        }
+
+        #[test]
+        fn near_json_is_read_as_serde_json_reads_it_or_left_to_it(text in json_ish()) {
+            agrees_with_serde_json(&text)?;
+            agrees_with_serde_json(&format!("[{text}]"))?;
+            agrees_with_serde_json(&format!("{{\"k\":\"{text}\"}}"))?;
+        }
+
+        #[test]
+        fn numbers_read_as_serde_json_reads_them(number in any::<f64>(), int in any::<i64>(), exp in -400i32..400) {
+            for text in [
+                number.to_string(),
+                format!("{number:e}"),
+                int.to_string(),
+                format!("{int}e{exp}"),
+                format!("{int}.{}E{exp}", int.unsigned_abs()),
+            ] {
+                agrees_with_serde_json(&text)?;
+            }
+        }
+    }
+
+    #[test]
+    fn what_serde_json_would_decide_differently_is_left_to_it() {
+        for text in [
+            "-0",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1e400",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "\"a\u{1}b\"",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            "1e",
+            "\"abc",
+            "nul",
+            "{} x",
+        ] {
+            assert_eq!(read(text), Err(Unsure), "{text:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        assert_eq!(read(&deep), Err(Unsure));
+        let allowed = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(read(&allowed).is_ok());
+    }
+
+    #[test]
+    fn plain_strings_are_borrowed_and_escaped_ones_decoded() {
+        let mut reader = Reader::new(r#""plain, longer than eight bytes""#);
+        assert!(matches!(
+            reader.string(),
+            Ok(Cow::Borrowed("plain, longer than eight bytes"))
+        ));
+        let mut reader = Reader::new(r#""tab\there \u00e9 \ud83d\ude00 \"q\" \\ \/""#);
+        assert_eq!(
+            reader.string().map(Cow::into_owned),
+            Ok("tab\there é 😀 \"q\" \\ /".to_string())
+        );
+    }
+
+    #[test]
+    fn the_first_special_byte_is_found_wherever_it_is() {
+        for len in 0..24 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    // A later special byte must not hide the first one.
+                    if at + 1 < len {
+                        bytes[len - 1] = b'"';
+                    }
+                    let text = String::from_utf8(bytes).unwrap_or_default();
+                    let reader = Reader::new(&text);
+                    assert_eq!(reader.to_special(), Ok(at), "{text:?}");
+                }
+            }
+            let text = "a".repeat(len);
+            assert_eq!(Reader::new(&text).to_special(), Err(Unsure));
+        }
+    }
+}
