@@ -1,8 +1,8 @@
 //! The wire benchmark: `cargo bench --bench load` (add `-- --quick` for a short smoke run).
 //!
 //! Starts the release `tollgate serve` and a floor server (`floor.rs`: the same TLS + HTTP stack
-//! answering fixed documents) on loopback, drives both with `driver.rs`, reads their CPU time and
-//! memory from /proc, and writes every table plus the targets to BENCHMARKS.md. Floor and
+//! answering fixed documents) on loopback, drives both with `driver.rs`, reads their CPU time
+//! (each thread's run time, to the nanosecond) and memory from /proc, and writes every table plus the targets to BENCHMARKS.md. Floor and
 //! tollgate are measured one after the other for each row, so drift on a shared machine hits
 //! both alike.
 
@@ -392,9 +392,9 @@ async fn with_cpu(
     server: &ServerProcess,
     phase: impl std::future::Future<Output = Outcome>,
 ) -> anyhow::Result<(f64, Outcome)> {
-    let before = procfs::cpu_seconds(server.pid())?;
+    let before = procfs::CpuReading::of(server.pid())?;
     let outcome = phase.await;
-    let used = procfs::cpu_seconds(server.pid())? - before;
+    let used = procfs::CpuReading::of(server.pid())?.seconds_since(&before);
     report_failure(&server.name, &outcome);
     Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
 }
