@@ -175,7 +175,9 @@ impl<'p> Inserted<'p> {
     /// comparing the two objects.
     pub fn into_patch(self, after: &Value) -> json_patch::Patch {
         let mut operations = Vec::new();
-        self.each_operation(after, |operation| operations.push(operation.to_owned()));
+        self.each_operation(after, |operation| {
+            operations.push(operation.into_patch_operation())
+        });
         json_patch::Patch(operations)
     }
 
@@ -223,7 +225,7 @@ impl Operation<'_, '_> {
         }
     }
 
-    fn to_owned(self) -> PatchOperation {
+    fn into_patch_operation(self) -> PatchOperation {
         // Always valid (every key escaped by `write_pointer`); a failure would be a bug,
         // answered with the token-by-token construction rather than a panic.
         let path = PointerBuf::parse(self.pointer.to_string()).unwrap_or_else(|_| {

@@ -5,9 +5,9 @@ use kube::core::{Status, TypeMeta};
 use serde_json::Value;
 
 use tollgate_engine::Store;
+use tollgate_engine::evaluate;
 
 use crate::http::json_reader::Unsure;
-use tollgate_engine::evaluate;
 
 pub const CONVERSION_V1: &str = "apiextensions.k8s.io/v1";
 pub const CONVERSION_V1BETA1: &str = "apiextensions.k8s.io/v1beta1";
