@@ -99,12 +99,21 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes a `null` if one comes next.
-    pub fn null(&mut self) -> Read<bool> {
+    fn null(&mut self) -> Read<bool> {
         if self.peek() == Some(b'n') {
             self.eat_word(b"null")?;
             Ok(true)
         } else {
             Ok(false)
+        }
+    }
+
+    /// `None` for a `null`, else what `read` reads: an `Option` field.
+    pub fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Read<T>) -> Read<Option<T>> {
+        if self.null()? {
+            Ok(None)
+        } else {
+            read(self).map(Some)
         }
     }
 
@@ -403,6 +412,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    use crate::http::json_strategies::any_json;
+
     fn read(text: &str) -> Read<Value> {
         let mut reader = Reader::new(text);
         let value = reader.value()?;
@@ -413,32 +424,6 @@ mod tests {
     fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(disagreement(text), None, "{:?}", text);
         Ok(())
-    }
-
-    fn any_text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-zA-Z0-9+/=._ -]{0,40}",
-            any::<String>(),
-            "[\"\\\\\u{7f}\u{80}\u{2028}é€😀\u{0}\u{1f}]{0,8}",
-        ]
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            any_text().prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(any_text(), inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     /// Bytes JSON texts are made of, often wrongly: escapes, surrogates, numbers at their edges.

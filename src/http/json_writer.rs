@@ -157,37 +157,11 @@ pub fn defaults_patch(inserted: Inserted<'_>, after: &Value) -> Option<Vec<u8>> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    use crate::http::json_strategies::{any_json, any_text};
     use tollgate_engine::cel::RequestInfo;
     use tollgate_engine::evaluate;
     use tollgate_engine::policy::{OperationName, Target};
-
-    fn any_text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-zA-Z0-9+/=._ -]{0,40}",
-            any::<String>(),
-            prop::collection::vec(0u8..0x30, 0..12)
-                .prop_map(|b| b.into_iter().map(char::from).collect()),
-            "[\"\\\\\u{7f}\u{80}\u{2028}é€😀]{0,8}",
-        ]
-    }
-
-    fn any_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            any_text().prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(any_text(), inner, 0..6)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
 
     proptest! {
         #[test]

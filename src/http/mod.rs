@@ -12,6 +12,8 @@ mod error;
 mod front;
 mod guard;
 mod json_reader;
+#[cfg(test)]
+mod json_strategies;
 mod json_writer;
 mod observe;
 mod probes;

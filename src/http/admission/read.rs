@@ -17,14 +17,7 @@ pub fn review(text: &str) -> Read<AdmissionReviewIn<'_>> {
     reader.object(|reader, key| match &*key {
         "apiVersion" => once(&mut api_version, text_of(reader)?),
         "kind" => once(&mut kind, text_of(reader)?),
-        "request" => {
-            let read = if reader.null()? {
-                None
-            } else {
-                Some(request_of(reader)?)
-            };
-            once(&mut request, read)
-        }
+        "request" => once(&mut request, reader.optional(request_of)?),
         _ => reader.skip(),
     })?;
     reader.finish()?;
@@ -37,15 +30,6 @@ pub fn review(text: &str) -> Read<AdmissionReviewIn<'_>> {
 
 fn text_of<'a>(reader: &mut Reader<'a>) -> Read<Text<'a>> {
     reader.string().map(Text::from)
-}
-
-/// `Option<Text>`: `null` is none.
-fn optional_text<'a>(reader: &mut Reader<'a>) -> Read<Option<Text<'a>>> {
-    if reader.null()? {
-        Ok(None)
-    } else {
-        text_of(reader).map(Some)
-    }
 }
 
 fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
@@ -64,21 +48,14 @@ fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
         "uid" => once(&mut uid, text_of(reader)?),
         "kind" => once(&mut kind, kind_of(reader)?),
         "resource" => once(&mut resource, resource_of(reader)?),
-        "subResource" => once(&mut sub_resource, optional_text(reader)?),
+        "subResource" => once(&mut sub_resource, reader.optional(text_of)?),
         "name" => once(&mut name, text_of(reader)?),
-        "namespace" => once(&mut namespace, optional_text(reader)?),
+        "namespace" => once(&mut namespace, reader.optional(text_of)?),
         "operation" => once(&mut operation, operation_of(reader)?),
-        "object" => once(&mut object, optional_value(reader)?),
-        "oldObject" => once(&mut old_object, optional_value(reader)?),
+        "object" => once(&mut object, reader.optional(Reader::value)?),
+        "oldObject" => once(&mut old_object, reader.optional(Reader::value)?),
         "userInfo" => once(&mut user_info, user_info_of(reader)?),
-        "dryRun" => {
-            let read = if reader.null()? {
-                None
-            } else {
-                Some(reader.bool()?)
-            };
-            once(&mut dry_run, read)
-        }
+        "dryRun" => once(&mut dry_run, reader.optional(Reader::bool)?),
         _ => reader.skip(),
     })?;
     Ok(AdmissionRequestIn {
@@ -94,14 +71,6 @@ fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
         user_info: user_info.unwrap_or_default(),
         dry_run: dry_run.flatten(),
     })
-}
-
-fn optional_value(reader: &mut Reader<'_>) -> Read<Option<serde_json::Value>> {
-    if reader.null()? {
-        Ok(None)
-    } else {
-        reader.value().map(Some)
-    }
 }
 
 /// A struct of three required strings (GroupVersionKind, GroupVersionResource).
@@ -188,30 +157,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    use crate::http::json_strategies::{field, object_of};
+
     fn agrees(text: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(disagreement(text), None);
         Ok(())
-    }
-
-    /// One field as it may come: well formed, null, of the wrong type, escaped, or twice.
-    fn field(name: &'static str, good: &'static [&'static str]) -> BoxedStrategy<String> {
-        let good: Vec<String> = good.iter().map(|v| format!("\"{name}\":{v}")).collect();
-        prop_oneof![
-            4 => prop::sample::select(good.clone()),
-            1 => Just(String::new()),
-            1 => Just(format!("\"{name}\":null")),
-            1 => Just(format!("\"{name}\":7")),
-            1 => Just(format!("\"{name}\":[\"a\",\"b\",\"c\"]")),
-            1 => prop::sample::select(good.clone()).prop_map(|g| format!("{g},{g}")),
-            1 => prop::sample::select(good)
-                .prop_map(move |g| g.replacen(name, &name.replace('e', "\\u0065"), 1)),
-        ]
-        .boxed()
-    }
-
-    fn object_of(fields: Vec<String>) -> String {
-        let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
-        format!("{{{}}}", fields.join(","))
     }
 
     fn any_request() -> impl Strategy<Value = String> {

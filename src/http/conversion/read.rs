@@ -17,14 +17,7 @@ pub fn review(text: &str) -> Read<(TypeMeta, Option<ConversionRequest>)> {
     reader.object(|reader, key| match &*key {
         "apiVersion" => once(&mut api_version, reader.string()?.into_owned()),
         "kind" => once(&mut kind, reader.string()?.into_owned()),
-        "request" => {
-            let read = if reader.null()? {
-                None
-            } else {
-                Some(request_of(reader)?)
-            };
-            once(&mut request, read)
-        }
+        "request" => once(&mut request, reader.optional(request_of)?),
         // Answers are not requests; serde's view of one is the reference.
         "response" => Err(Unsure),
         _ => reader.skip(),
@@ -79,30 +72,13 @@ fn request_of(reader: &mut Reader<'_>) -> Read<ConversionRequest> {
 mod tests {
     use proptest::prelude::*;
 
+    use crate::http::json_strategies::{field, object_of};
+
     use super::*;
 
     fn agrees(text: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(disagreement(text), None);
         Ok(())
-    }
-
-    fn field(name: &'static str, good: &'static [&'static str]) -> BoxedStrategy<String> {
-        let good: Vec<String> = good.iter().map(|v| format!("\"{name}\":{v}")).collect();
-        prop_oneof![
-            4 => prop::sample::select(good.clone()),
-            1 => Just(String::new()),
-            1 => Just(format!("\"{name}\":null")),
-            1 => Just(format!("\"{name}\":7")),
-            1 => prop::sample::select(good.clone()).prop_map(|g| format!("{g},{g}")),
-            1 => prop::sample::select(good)
-                .prop_map(move |g| g.replacen(name, &name.replace('e', "\\u0065"), 1)),
-        ]
-        .boxed()
-    }
-
-    fn object_of(fields: Vec<String>) -> String {
-        let fields: Vec<String> = fields.into_iter().filter(|f| !f.is_empty()).collect();
-        format!("{{{}}}", fields.join(","))
     }
 
     proptest! {
