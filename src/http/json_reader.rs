@@ -144,7 +144,23 @@ impl<'a> Reader<'a> {
     fn to_special(&self) -> Read<usize> {
         let bytes = self.bytes();
         let mut at = self.pos;
-        while let Some(chunk) = bytes.get(at..at + 8) {
+        // Sixteen bytes a round, one branch for both words: long strings (annotations, embedded
+        // documents) spend their time here. (Checking one word first, for short keys, measured
+        // slower on a whole review.)
+        while let Some(chunk) = bytes.get(at..at + 16) {
+            let (low, high) = chunk.split_at(8);
+            let (low, high) = (escapes_in(low), escapes_in(high));
+            if low | high != 0 {
+                let within = if low != 0 {
+                    low.trailing_zeros() / 8
+                } else {
+                    8 + high.trailing_zeros() / 8
+                };
+                return Ok(at - self.pos + within as usize);
+            }
+            at += 16;
+        }
+        if let Some(chunk) = bytes.get(at..at + 8) {
             let found = escapes_in(chunk);
             if found != 0 {
                 return Ok(at - self.pos + found.trailing_zeros() as usize / 8);
@@ -545,7 +561,8 @@ mod tests {
 
     #[test]
     fn the_first_special_byte_is_found_wherever_it_is() {
-        for len in 0..24 {
+        // Past two sixteen-byte rounds, the eight-byte step and the byte-wise tail.
+        for len in 0..48 {
             for at in 0..len {
                 for special in [b'"', b'\\', 0x1f] {
                     let mut bytes = vec![b'a'; len];
