@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
-use super::json_writer::escapes_in;
+use super::json_writer::{escapes_in, needs_escape};
 
 /// "Let `serde_json` decide": not an error by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
         }
         bytes[at..]
             .iter()
-            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+            .position(|&b| needs_escape(b))
             .map(|found| at - self.pos + found)
             .ok_or(Unsure)
     }

@@ -13,7 +13,7 @@ use tollgate_engine::evaluate::Inserted;
 /// Eight bytes at a time: most strings in an object are short, too short for vector code.
 fn plain(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
-        return bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+        return !bytes.iter().any(|&b| needs_escape(b));
     }
     let mut found = 0;
     let mut chunks = bytes.chunks_exact(8);
@@ -25,6 +25,11 @@ fn plain(bytes: &[u8]) -> bool {
         found |= escapes_in(&bytes[bytes.len() - 8..]);
     }
     found == 0
+}
+
+/// A control character, a quote or a backslash: what a JSON string cannot hold as it is.
+pub(super) fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 /// Non-zero when one of the 8 bytes is a control character, a quote or a backslash. Exact as
