@@ -46,7 +46,7 @@ fn routine(decision: &str) -> bool {
 /// reach the router; `Front` observes them with their label).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let span = request_span(request.method(), request.uri().path());
-    observed(&state, None, span, next.run(request)).await
+    observed(&state, None, span, || next.run(request)).await
 }
 
 /// Debug level: at the default level it costs nothing per request; the answer's log line
@@ -55,17 +55,20 @@ pub fn request_span(method: &Method, path: &str) -> Span {
     tracing::debug_span!("request", method = %method, path = %path)
 }
 
-/// Runs `work` (one request) and records its answer: the in-flight gauge while it runs, then
-/// for reviews (`label`) the metrics and the log line, for anything else a debug line.
-pub async fn observed(
+/// Runs the request `work` starts and records its answer: the in-flight gauge while it runs,
+/// then for reviews (`label`) the metrics and the log line, for anything else a debug line.
+///
+/// `work` makes the future here rather than being one: a future passed in would be stored twice
+/// in this one (as the argument and as the future awaited), and every review's is kilobytes.
+pub async fn observed<F: Future<Output = Response>>(
     state: &AppState,
     label: Option<&'static str>,
     span: Span,
-    work: impl Future<Output = Response>,
+    work: impl FnOnce() -> F,
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter(state);
-    let mut response = work.instrument(span.clone()).await;
+    let mut response = work().instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let decision = response
         .extensions()

@@ -48,8 +48,11 @@ pub async fn run<R: Review>(
     query: Option<&str>,
     body: Bytes,
 ) -> Response {
+    // The two branches that wait (a large body, or a policy too costly to judge here) are boxed:
+    // inline, their state would make every review's future kilobytes larger, and a future is
+    // copied each time it is handed on (to the span, the panic guard, hyper's stream task).
     if body.len() > state.config().inline_max_bytes {
-        return run_large(review, state, query, body).await;
+        return Box::pin(run_large(review, state, query, body)).await;
     }
     let parsed = match review.parse(&body) {
         Ok(parsed) => parsed,
@@ -62,9 +65,7 @@ pub async fn run<R: Review>(
     } else {
         let parsed = review.into_owned(parsed);
         drop(body);
-        state
-            .run_pooled(query, store, move |store| review.answer(store, parsed))
-            .await
+        Box::pin(state.run_pooled(query, store, move |store| review.answer(store, parsed))).await
     };
     let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, &tag, e));
     respond(answer, tag)

@@ -266,10 +266,13 @@ pub fn service(
         if anonymous {
             request.extensions_mut().insert(AnonymousClient);
         }
+        let h2 = request.version() == Version::HTTP_2;
+        // Boxed: the answering future is kilobytes, and hyper moves what this returns a few
+        // times (into an h2 stream task, for one) — a pointer is cheaper to move.
+        let answering = Box::pin(responder.respond(request));
         async move {
-            let h2 = request.version() == Version::HTTP_2;
             let in_flight = InFlight::enter(&lifecycle, h2);
-            let mut response = responder.respond(request).await;
+            let mut response = answering.await;
             if lifecycle.exhausted() {
                 lifecycle.retired.store(true, Ordering::Relaxed);
                 if h2 {
