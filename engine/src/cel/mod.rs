@@ -83,8 +83,8 @@ struct Expression {
     message_program: Option<Program>,
     /// How the default message names it: "rule" or "expression".
     label: &'static str,
-    /// Simple enough for `native` (checked once at load).
-    native: bool,
+    /// The expression compiled for `native`, when it is simple enough.
+    native: Option<native::Native>,
 }
 
 /// What the native evaluator makes of an expression.
@@ -104,7 +104,7 @@ impl Expression {
         message_program: Option<Program>,
     ) -> Self {
         Self {
-            native: native::supported(program.expression()),
+            native: native::compile(program.expression()),
             text: text.to_string(),
             program,
             message,
@@ -125,10 +125,7 @@ impl Expression {
 
     /// The outcome straight from the JSON, when `native` can be certain of it.
     fn native_outcome(&self, bindings: &[native::Binding<'_>]) -> Option<bool> {
-        if !self.native {
-            return None;
-        }
-        native::evaluate(self.program.expression(), bindings)
+        self.native.as_ref()?.evaluate(bindings)
     }
 
     /// A native outcome with its message, unless the message needs the interpreter.

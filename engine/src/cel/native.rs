@@ -27,111 +27,199 @@ enum Val<'a> {
     Json(&'a Value, Option<&'a ValueSchema>),
 }
 
-/// Whether the expression is made only of what `evaluate` handles (checked once, at load).
-pub fn supported(expr: &IdedExpr) -> bool {
-    match &expr.expr {
-        Expr::Ident(_) => true,
-        Expr::Literal(literal) => matches!(
-            literal,
-            LiteralValue::Int(_) | LiteralValue::String(_) | LiteralValue::Boolean(_)
-        ),
+/// An expression made only of what this evaluator handles, compiled once at load: operators are
+/// resolved here, not matched by name on every evaluation.
+#[derive(Debug)]
+pub struct Native(Node);
+
+#[derive(Debug)]
+enum Node {
+    Ident(String),
+    Int(i64),
+    Str(String),
+    Bool(bool),
+    /// `operand.field`, or `has(operand.field)` when `test`.
+    Select {
+        operand: Box<Node>,
+        field: String,
+        test: bool,
+    },
+    /// `_&&_` (`stop` false) or `_||_` (`stop` true): the left side decides alone when it is
+    /// `stop`.
+    Logic {
+        stop: bool,
+        left: Box<Node>,
+        right: Box<Node>,
+    },
+    Not(Box<Node>),
+    Negate(Box<Node>),
+    Choose(Box<[Node; 3]>),
+    Size(Box<Node>),
+    Binary(Op, Box<[Node; 2]>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    Remainder,
+    Equal,
+    NotEqual,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+impl Op {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "_+_" => Self::Add,
+            "_-_" => Self::Subtract,
+            "_*_" => Self::Multiply,
+            "_/_" => Self::Divide,
+            "_%_" => Self::Remainder,
+            "_==_" => Self::Equal,
+            "_!=_" => Self::NotEqual,
+            "_<_" => Self::Less,
+            "_<=_" => Self::LessOrEqual,
+            "_>_" => Self::Greater,
+            "_>=_" => Self::GreaterOrEqual,
+            _ => return None,
+        })
+    }
+}
+
+/// The expression in native form, or `None` when it uses anything else (the interpreter's).
+pub fn compile(expr: &IdedExpr) -> Option<Native> {
+    node(expr).map(Native)
+}
+
+fn node(expr: &IdedExpr) -> Option<Node> {
+    Some(match &expr.expr {
+        Expr::Ident(name) => Node::Ident(name.clone()),
+        Expr::Literal(LiteralValue::Int(i)) => Node::Int(*i.inner()),
+        Expr::Literal(LiteralValue::String(s)) => Node::Str(s.inner().to_string()),
+        Expr::Literal(LiteralValue::Boolean(b)) => Node::Bool(*b.inner()),
         // Escaped names (`foo__dash__bar`) are left to the interpreter.
-        Expr::Select(select) => !select.field.contains("__") && supported(&select.operand),
+        Expr::Select(select) if !select.field.contains("__") => Node::Select {
+            operand: Box::new(node(&select.operand)?),
+            field: select.field.clone(),
+            test: select.test,
+        },
         Expr::Call(call) => {
-            let arity_ok = match call.func_name.as_str() {
-                "_&&_" | "_||_" | "_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_" | "_+_"
-                | "_-_" | "_*_" | "_/_" | "_%_" => call.target.is_none() && call.args.len() == 2,
-                "!_" | "-_" => call.target.is_none() && call.args.len() == 1,
-                "_?_:_" => call.target.is_none() && call.args.len() == 3,
-                "size" => usize::from(call.target.is_some()) + call.args.len() == 1,
-                _ => false,
-            };
-            arity_ok
-                && call.target.as_deref().is_none_or(supported)
-                && call.args.iter().all(supported)
+            let name = call.func_name.as_str();
+            if name == "size" {
+                let [of] = match (&call.target, &call.args[..]) {
+                    (Some(target), []) => [target.as_ref()],
+                    (None, [arg]) => [arg],
+                    _ => return None,
+                };
+                return Some(Node::Size(Box::new(node(of)?)));
+            }
+            if call.target.is_some() {
+                return None;
+            }
+            let mut args = call.args.iter().map(node);
+            let mut next = || args.next().flatten().map(Box::new);
+            match (name, call.args.len()) {
+                ("_&&_" | "_||_", 2) => Node::Logic {
+                    stop: name == "_||_",
+                    left: next()?,
+                    right: next()?,
+                },
+                ("!_", 1) => Node::Not(next()?),
+                ("-_", 1) => Node::Negate(next()?),
+                ("_?_:_", 3) => Node::Choose(Box::new([*next()?, *next()?, *next()?])),
+                (_, 2) => Node::Binary(Op::named(name)?, Box::new([*next()?, *next()?])),
+                _ => return None,
+            }
         }
-        _ => false,
+        _ => return None,
+    })
+}
+
+impl Native {
+    /// The rule's boolean outcome, or `None` when the interpreter must decide.
+    pub fn evaluate(&self, bindings: &[Binding<'_>]) -> Option<bool> {
+        match eval(&self.0, bindings)? {
+            Val::Bool(b) => Some(b),
+            _ => None,
+        }
     }
 }
 
-/// The rule's boolean outcome, or `None` when the interpreter must decide.
-pub fn evaluate(expr: &IdedExpr, bindings: &[Binding<'_>]) -> Option<bool> {
-    match eval(expr, bindings)? {
-        Val::Bool(b) => Some(b),
-        _ => None,
-    }
-}
-
-fn eval<'a>(expr: &'a IdedExpr, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
-    match &expr.expr {
-        Expr::Ident(name) => bindings
+fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
+    match node {
+        Node::Ident(name) => bindings
             .iter()
             .find(|b| b.name == name)
             .map(|b| Val::Json(b.value, b.schema)),
-        Expr::Literal(LiteralValue::Int(i)) => Some(Val::Int(*i.inner())),
-        Expr::Literal(LiteralValue::String(s)) => Some(Val::Str(s.inner())),
-        Expr::Literal(LiteralValue::Boolean(b)) => Some(Val::Bool(*b.inner())),
-        Expr::Select(select) => {
-            let Val::Json(Value::Object(map), schema) = eval(&select.operand, bindings)? else {
+        Node::Int(i) => Some(Val::Int(*i)),
+        Node::Str(s) => Some(Val::Str(s)),
+        Node::Bool(b) => Some(Val::Bool(*b)),
+        Node::Select {
+            operand,
+            field,
+            test,
+        } => {
+            let Val::Json(Value::Object(map), schema) = eval(operand, bindings)? else {
                 return None;
             };
             if schema.is_some_and(ValueSchema::adds_fields) {
                 return None;
             }
-            let field = select.field.as_str();
-            if select.test {
+            if *test {
                 return Some(Val::Bool(map.contains_key(field)));
             }
             let child = map.get(field)?;
             plain(child, schema.and_then(|s| s.child(field)))
         }
-        Expr::Call(call) => {
-            let arg = |i: usize| call.args.get(i);
-            match call.func_name.as_str() {
-                "_&&_" | "_||_" => {
-                    let stop = call.func_name == "_||_";
-                    // CEL: `false && x` is false and `true || x` true whatever x is.
-                    match eval(arg(0)?, bindings)? {
-                        Val::Bool(b) if b == stop => Some(Val::Bool(stop)),
-                        Val::Bool(_) => match eval(arg(1)?, bindings)? {
-                            Val::Bool(b) => Some(Val::Bool(b)),
-                            _ => None,
-                        },
-                        _ => None,
-                    }
-                }
-                "!_" => match eval(arg(0)?, bindings)? {
-                    Val::Bool(b) => Some(Val::Bool(!b)),
-                    _ => None,
-                },
-                "-_" => match eval(arg(0)?, bindings)? {
-                    Val::Int(i) => i.checked_neg().map(Val::Int),
-                    _ => None,
-                },
-                "_?_:_" => match eval(arg(0)?, bindings)? {
-                    Val::Bool(true) => eval(arg(1)?, bindings),
-                    Val::Bool(false) => eval(arg(2)?, bindings),
-                    _ => None,
-                },
-                "size" => {
-                    let of = call.target.as_deref().or_else(|| arg(0))?;
-                    let len = match eval(of, bindings)? {
-                        Val::Str(s) => s.chars().count(),
-                        Val::Json(Value::Array(items), _) => items.len(),
-                        Val::Json(Value::Object(map), schema) => {
-                            if schema.is_some_and(ValueSchema::adds_fields) {
-                                return None;
-                            }
-                            map.len()
-                        }
-                        _ => return None,
-                    };
-                    i64::try_from(len).ok().map(Val::Int)
-                }
-                op => binary(op, eval(arg(0)?, bindings)?, eval(arg(1)?, bindings)?),
+        // CEL: `false && x` is false and `true || x` true whatever x is.
+        Node::Logic { stop, left, right } => match eval(left, bindings)? {
+            Val::Bool(b) if b == *stop => Some(Val::Bool(*stop)),
+            Val::Bool(_) => match eval(right, bindings)? {
+                Val::Bool(b) => Some(Val::Bool(b)),
+                _ => None,
+            },
+            _ => None,
+        },
+        Node::Not(operand) => match eval(operand, bindings)? {
+            Val::Bool(b) => Some(Val::Bool(!b)),
+            _ => None,
+        },
+        Node::Negate(operand) => match eval(operand, bindings)? {
+            Val::Int(i) => i.checked_neg().map(Val::Int),
+            _ => None,
+        },
+        Node::Choose(parts) => {
+            let [condition, then, otherwise] = parts.as_ref();
+            match eval(condition, bindings)? {
+                Val::Bool(true) => eval(then, bindings),
+                Val::Bool(false) => eval(otherwise, bindings),
+                _ => None,
             }
         }
-        _ => None,
+        Node::Size(of) => {
+            let len = match eval(of, bindings)? {
+                Val::Str(s) => s.chars().count(),
+                Val::Json(Value::Array(items), _) => items.len(),
+                Val::Json(Value::Object(map), schema) => {
+                    if schema.is_some_and(ValueSchema::adds_fields) {
+                        return None;
+                    }
+                    map.len()
+                }
+                _ => return None,
+            };
+            i64::try_from(len).ok().map(Val::Int)
+        }
+        Node::Binary(op, sides) => {
+            let [left, right] = sides.as_ref();
+            binary(*op, eval(left, bindings)?, eval(right, bindings)?)
+        }
     }
 }
 
@@ -148,16 +236,16 @@ fn plain<'a>(value: &'a Value, schema: Option<&'a ValueSchema>) -> Option<Val<'a
     }
 }
 
-fn binary<'a>(op: &str, left: Val<'a>, right: Val<'a>) -> Option<Val<'a>> {
+fn binary<'a>(op: Op, left: Val<'a>, right: Val<'a>) -> Option<Val<'a>> {
     use std::cmp::Ordering;
     let order = match (left, right) {
         (Val::Int(a), Val::Int(b)) => {
             let arithmetic = match op {
-                "_+_" => Some(a.checked_add(b)),
-                "_-_" => Some(a.checked_sub(b)),
-                "_*_" => Some(a.checked_mul(b)),
-                "_/_" => Some(a.checked_div(b)),
-                "_%_" => Some(a.checked_rem(b)),
+                Op::Add => Some(a.checked_add(b)),
+                Op::Subtract => Some(a.checked_sub(b)),
+                Op::Multiply => Some(a.checked_mul(b)),
+                Op::Divide => Some(a.checked_div(b)),
+                Op::Remainder => Some(a.checked_rem(b)),
                 _ => None,
             };
             if let Some(result) = arithmetic {
@@ -166,16 +254,16 @@ fn binary<'a>(op: &str, left: Val<'a>, right: Val<'a>) -> Option<Val<'a>> {
             a.cmp(&b)
         }
         (Val::Str(a), Val::Str(b)) => a.cmp(b),
-        (Val::Bool(a), Val::Bool(b)) if matches!(op, "_==_" | "_!=_") => a.cmp(&b),
+        (Val::Bool(a), Val::Bool(b)) if matches!(op, Op::Equal | Op::NotEqual) => a.cmp(&b),
         _ => return None,
     };
     let result = match op {
-        "_==_" => order == Ordering::Equal,
-        "_!=_" => order != Ordering::Equal,
-        "_<_" => order == Ordering::Less,
-        "_<=_" => order != Ordering::Greater,
-        "_>_" => order == Ordering::Greater,
-        "_>=_" => order != Ordering::Less,
+        Op::Equal => order == Ordering::Equal,
+        Op::NotEqual => order != Ordering::Equal,
+        Op::Less => order == Ordering::Less,
+        Op::LessOrEqual => order != Ordering::Greater,
+        Op::Greater => order == Ordering::Greater,
+        Op::GreaterOrEqual => order != Ordering::Less,
         _ => return None,
     };
     Some(Val::Bool(result))
@@ -281,9 +369,10 @@ mod tests {
             let schema = schema();
             for text in EXPRESSIONS {
                 let program = Program::compile(text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                prop_assert!(supported(program.expression()), "{text}");
+                let compiled = compile(program.expression());
+                prop_assert!(compiled.is_some(), "{text}");
                 let bindings = [Binding { name: "self", value: &value, schema: Some(&schema) }];
-                if let Some(native) = evaluate(program.expression(), &bindings) {
+                if let Some(native) = compiled.and_then(|c| c.evaluate(&bindings)) {
                     prop_assert_eq!(Some(native), interpreted(&program, &value, &schema), "{} on {}", text, value);
                 }
             }
@@ -296,15 +385,11 @@ mod tests {
         let value = json!({"a": 4, "b": 2, "name": "abc", "when": "2026-01-01T00:00:00Z"});
         let run = |text: &str| {
             let program = Program::compile(text).ok()?;
-            supported(program.expression()).then_some(())?;
-            evaluate(
-                program.expression(),
-                &[Binding {
-                    name: "self",
-                    value: &value,
-                    schema: Some(&schema),
-                }],
-            )
+            compile(program.expression())?.evaluate(&[Binding {
+                name: "self",
+                value: &value,
+                schema: Some(&schema),
+            }])
         };
         assert_eq!(run("self.a >= self.b / 2"), Some(true));
         assert_eq!(run("self.name.size() == 3"), Some(true));
