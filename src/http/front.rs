@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use super::admission::{Admission, Mode};
 use super::conversion::Conversion;
 use super::guard::{self, AnonymousClient};
+use super::observe::Answered;
 use super::routes::Endpoint;
 use super::state::AppState;
 use super::{body, observe, probes, review};
@@ -69,7 +70,7 @@ impl Front {
 
 /// A review request, from its headers to the response document: the same checks, in the same
 /// order, as every endpoint of the router gets, then the body and the review itself.
-async fn answer<B>(state: &AppState, endpoint: Endpoint, request: Request<B>) -> Response
+async fn answer<B>(state: &AppState, endpoint: Endpoint, request: Request<B>) -> Answered
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -77,18 +78,20 @@ where
     let (parts, body) = request.into_parts();
     let anonymous = parts.extensions.get::<AnonymousClient>().is_some();
     if let Err(refused) = guard::check_client(state, parts.uri.path(), anonymous) {
-        return refused.into_response();
+        return refused.into_response().into();
     }
     if parts.method != Method::POST {
-        return probes::wrong_method(&parts.method, parts.uri.path()).into_response();
+        return probes::wrong_method(&parts.method, parts.uri.path())
+            .into_response()
+            .into();
     }
     let _slot = match guard::review_slot(state) {
         Ok(slot) => slot,
-        Err(busy) => return busy.into_response(),
+        Err(busy) => return busy.into_response().into(),
     };
     let body = match body::read(state.config(), &parts.headers, body).await {
         Ok(body) => body,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused.into_response().into(),
     };
     let query = parts.uri.query();
     match endpoint {
@@ -96,7 +99,7 @@ where
         Endpoint::Mutate => review::run(Admission(Mode::Mutate), state, query, body).await,
         Endpoint::Convert => review::run(Conversion, state, query, body).await,
         Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics => {
-            probes::unknown(parts.uri.path()).into_response()
+            probes::unknown(parts.uri.path()).into_response().into()
         }
     }
 }

@@ -11,9 +11,26 @@ use tracing::{Instrument, Span};
 
 use super::state::AppState;
 
-/// Tagged onto responses so the observation layer can count decisions without parsing bodies.
+/// Tagged onto error responses (a refused or malformed request) so the observation layer can
+/// count their decisions without parsing bodies.
 #[derive(Debug, Clone, Copy)]
 pub struct DecisionTag(pub &'static str);
+
+/// A response, with what the review decided when one was judged: handed back beside the
+/// response rather than in its extensions, which cost a map and two boxes per review.
+pub struct Answered {
+    pub response: Response,
+    pub review: Option<(&'static str, ReviewTag)>,
+}
+
+impl From<Response> for Answered {
+    fn from(response: Response) -> Self {
+        Self {
+            response,
+            review: None,
+        }
+    }
+}
 
 /// What the handler learnt from the review, tagged onto its response for the log line.
 #[derive(Debug, Clone)]
@@ -46,7 +63,10 @@ fn routine(decision: &str) -> bool {
 /// reach the router; `Front` observes them with their label).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let span = request_span(request.method(), request.uri().path());
-    observed(&state, None, span, || next.run(request)).await
+    observed(&state, None, span, || async {
+        next.run(request).await.into()
+    })
+    .await
 }
 
 /// Debug level: at the default level it costs nothing per request; the answer's log line
@@ -60,7 +80,7 @@ pub fn request_span(method: &Method, path: &str) -> Span {
 ///
 /// `work` makes the future here rather than being one: a future passed in would be stored twice
 /// in this one (as the argument and as the future awaited), and every review's is kilobytes.
-pub async fn observed<F: Future<Output = Response>>(
+pub async fn observed<F: Future<Output = Answered>>(
     state: &AppState,
     label: Option<&'static str>,
     span: Span,
@@ -68,12 +88,18 @@ pub async fn observed<F: Future<Output = Response>>(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter(state);
-    let mut response = work().instrument(span.clone()).await;
+    let Answered { response, review } = work().instrument(span.clone()).await;
     let elapsed = started.elapsed();
-    let decision = response
-        .extensions()
-        .get::<DecisionTag>()
-        .map_or("none", |d| d.0);
+    let (decision, review) = match review {
+        Some((decision, tag)) => (decision, Some(tag)),
+        None => (
+            response
+                .extensions()
+                .get::<DecisionTag>()
+                .map_or("none", |d| d.0),
+            None,
+        ),
+    };
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let Some(endpoint) = label else {
@@ -83,7 +109,6 @@ pub async fn observed<F: Future<Output = Response>>(
     state
         .metrics()
         .record(endpoint, decision, elapsed.as_secs_f64());
-    let review = response.extensions_mut().remove::<ReviewTag>();
     let uid = review.as_ref().map_or("", |r| r.uid.as_str());
     let kind = review.as_ref().map(tracing::field::display);
     let operation = review.as_ref().map_or("", |r| r.operation);

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_engine::Store;
 
 use super::error::ApiError;
-use super::observe::{DecisionTag, ReviewTag};
+use super::observe::{Answered, ReviewTag};
 use super::state::AppState;
 use super::worker::{self, WorkError};
 
@@ -47,7 +47,7 @@ pub async fn run<R: Review>(
     state: &AppState,
     query: Option<&str>,
     body: Bytes,
-) -> Response {
+) -> Answered {
     // The two branches that wait (a large body, or a policy too costly to judge here) are boxed:
     // inline, their state would make every review's future kilobytes larger, and a future is
     // copied each time it is handed on (to the span, the panic guard, hyper's stream task).
@@ -56,7 +56,11 @@ pub async fn run<R: Review>(
     }
     let parsed = match review.parse(&body) {
         Ok(parsed) => parsed,
-        Err(message) => return ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
+        Err(message) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, message)
+                .into_response()
+                .into();
+        }
     };
     let (envelope, tag) = review.envelope(&parsed);
     let store = state.store().current();
@@ -76,7 +80,7 @@ async fn run_large<R: Review>(
     state: &AppState,
     query: Option<&str>,
     body: Bytes,
-) -> Response {
+) -> Answered {
     // Reading is linear in the body (at most `max_body_bytes`), so it is not held to the caller's
     // deadline: a deadline that passes during evaluation is then still answered with the uid.
     let parsed = match state
@@ -90,14 +94,17 @@ async fn run_large<R: Review>(
     {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(message)) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, message).into_response();
+            return ApiError::new(StatusCode::BAD_REQUEST, message)
+                .into_response()
+                .into();
         }
         Err(error) => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the review could not be read: {error}"),
             )
-            .into_response();
+            .into_response()
+            .into();
         }
     };
     let (parsed, envelope, tag) = parsed;
@@ -109,18 +116,17 @@ async fn run_large<R: Review>(
     respond(answer, tag)
 }
 
-fn respond(answer: Answer, tag: ReviewTag) -> Response {
+fn respond(answer: Answer, tag: ReviewTag) -> Answered {
     // Built directly: the tuple form parses its header name and value on every answer.
     let mut response = Response::new(Body::from(answer.body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    response
-        .extensions_mut()
-        .insert(DecisionTag(answer.decision));
-    response.extensions_mut().insert(tag);
-    response
+    Answered {
+        response,
+        review: Some((answer.decision, tag)),
+    }
 }
 
 /// A response document as JSON bytes; one that cannot be encoded (never expected) becomes a
