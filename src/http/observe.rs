@@ -32,7 +32,7 @@ impl From<Response> for Answered {
     }
 }
 
-/// What the handler learnt from the review, tagged onto its response for the log line.
+/// What the handler learnt from the review, handed back in `Answered` for the log line.
 #[derive(Debug, Clone)]
 pub struct ReviewTag {
     pub uid: String,
