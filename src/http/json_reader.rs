@@ -561,11 +561,13 @@ mod tests {
 
     #[test]
     fn the_first_special_byte_is_found_wherever_it_is() {
-        // Past two sixteen-byte rounds, the eight-byte step and the byte-wise tail.
+        // Past two sixteen-byte rounds, the eight-byte step and the byte-wise tail, among the
+        // bytes nearest to the special ones (space, `!`, `#`, `[`, `]`, DEL).
+        let filler = |len: usize| -> Vec<u8> { (0..len).map(|i| b" !#[]~\x7fa"[i % 8]).collect() };
         for len in 0..48 {
             for at in 0..len {
-                for special in [b'"', b'\\', 0x1f] {
-                    let mut bytes = vec![b'a'; len];
+                for special in [b'"', b'\\', 0x1f, 0x00, b'\n'] {
+                    let mut bytes = filler(len);
                     bytes[at] = special;
                     // A later special byte must not hide the first one.
                     if at + 1 < len {
@@ -576,8 +578,10 @@ mod tests {
                     assert_eq!(reader.to_special(), Ok(at), "{text:?}");
                 }
             }
-            let text = "a".repeat(len);
+            let text = String::from_utf8(filler(len)).unwrap_or_default();
             assert_eq!(Reader::new(&text).to_special(), Err(Unsure));
+            let wide = format!("{}\"", "é".repeat(len));
+            assert_eq!(Reader::new(&wide).to_special(), Ok(2 * len), "{wide:?}");
         }
     }
 }
