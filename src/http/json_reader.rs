@@ -141,6 +141,10 @@ impl<'a> Reader<'a> {
     }
 
     /// How far from here the next quote, backslash or control character is.
+    ///
+    /// Inlined into `string`: as a call, the registers `string` keeps across it were saved and
+    /// restored for every key and value.
+    #[inline(always)]
     fn to_special(&self) -> Read<usize> {
         let bytes = self.bytes();
         let mut at = self.pos;
@@ -175,6 +179,11 @@ impl<'a> Reader<'a> {
     }
 
     /// The rest of a string that has escapes; `self.pos` is at its first backslash.
+    ///
+    /// Kept out of line: inlined, its state made every call of `string` save and restore six
+    /// registers — about a tenth of reading a short key — for the few strings that have escapes.
+    #[cold]
+    #[inline(never)]
     fn escaped(&mut self, start: usize) -> Read<String> {
         let mut out = String::with_capacity(self.pos - start + 16);
         out.push_str(&self.text[start..self.pos]);
