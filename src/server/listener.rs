@@ -3,16 +3,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+use super::aside;
 use super::connection::{self, ConnectionLimits, Lifecycle, OVERFLOW_CONNECTIONS, Responder};
 use super::linger::Lingering;
 use super::tls::{ClientAuth, TlsSettings};
@@ -25,6 +28,14 @@ enum Slot {
     Regular,
     /// Beyond the connection cap: every request answered 503, then closed.
     Overflow,
+}
+
+/// What can end a connection before it ends by itself.
+enum Early {
+    Retired,
+    Shutdown,
+    /// The idle or closing deadline passed.
+    Timer,
 }
 
 /// What every connection task needs, cloned once per accepted connection.
@@ -187,24 +198,36 @@ async fn serve_connection(
     let mut closing_deadline: Option<Instant> = None;
     loop {
         let wake = closing_deadline.unwrap_or_else(|| lifecycle.next_check());
-        let close_reason = tokio::select! {
-            result = conn.as_mut() => {
+        let closing = closing_deadline.is_some();
+        let side = pin!(async {
+            tokio::select! {
+                () = lifecycle.goaway_requested(), if !closing => Early::Retired,
+                _ = shutdown.wait_for(|stopping| *stopping), if !closing => Early::Shutdown,
+                () = tokio::time::sleep_until(wake) => Early::Timer,
+            }
+        });
+        let close_reason = match aside::first_of(conn.as_mut(), side).await {
+            Either::Left(result) => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            () = lifecycle.goaway_requested(), if closing_deadline.is_none() => "retired",
-            _ = shutdown.wait_for(|stopping| *stopping), if closing_deadline.is_none() => "shutdown",
-            () = tokio::time::sleep_until(wake) => {
-                if closing_deadline.is_some() {
+            Either::Right(Early::Retired) => "retired",
+            Either::Right(Early::Shutdown) => "shutdown",
+            Either::Right(Early::Timer) => {
+                if closing {
                     tracing::debug!(%peer, "connection did not finish closing in time; dropped");
                     break;
                 }
                 if !lifecycle.should_close() {
                     continue;
                 }
-                if lifecycle.retired() { "retired" } else { "idle" }
+                if lifecycle.retired() {
+                    "retired"
+                } else {
+                    "idle"
+                }
             }
         };
         tracing::debug!(%peer, reason = close_reason, served = lifecycle.served(), "closing connection");

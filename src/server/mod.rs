@@ -2,6 +2,7 @@
 //! then `listener` (accept, handshake, serve HTTP, drain on shutdown) while `reload` watches the
 //! policy files and certificates and swaps in what changed.
 
+mod aside;
 mod cert_secret;
 mod connection;
 mod linger;
