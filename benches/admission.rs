@@ -141,3 +141,20 @@ fn convert_up(bencher: Bencher, objects: usize) {
         .counter(divan::counter::ItemsCount::new(objects))
         .bench(|| conversion_review(&STORE, black_box(&review)).expect("review"));
 }
+
+/// A review's object read as a `serde_json::Value` or as a document (borrowed strings, flat
+/// vectors), and dropped: what each costs before any policy looks at it.
+#[divan::bench(args = ["value", "document"])]
+fn decode_object(bencher: Bencher, into: &str) {
+    let object =
+        serde_json::to_string(&fixture("validate-allow.json")["request"]["object"]).expect("json");
+    match into {
+        "value" => bencher.bench(|| tollgate::http::read_json(black_box(&object)).expect("value")),
+        _ => bencher.bench(|| {
+            tollgate::http::read_document(black_box(&object))
+                .expect("document")
+                .root()
+                .is_null()
+        }),
+    }
+}

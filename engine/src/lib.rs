@@ -12,6 +12,7 @@
 pub mod cel;
 pub mod conversion;
 mod defaults;
+pub mod document;
 pub mod duration;
 pub mod evaluate;
 mod immutable;

@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
+use tollgate_engine::document::{Builder, Document, NodeId};
 
 use super::json_writer::{escapes_in, needs_escape};
 
@@ -341,6 +342,40 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Any JSON value, into `builder`: strings stay borrowed from the text (see
+    /// `tollgate_engine::document`).
+    pub fn document(&mut self, builder: &mut Builder<'a>) -> Read<NodeId> {
+        let built = match self.peek() {
+            Some(b'"') => builder.string(self.string()?),
+            Some(b'{') => {
+                let mark = builder.open_object();
+                self.object(|reader, key| {
+                    let value = reader.document(builder)?;
+                    builder.member(key, value);
+                    Ok(())
+                })?;
+                builder.close_object(mark)
+            }
+            Some(b'[') => {
+                let mark = builder.open_array();
+                self.array(|reader| {
+                    let item = reader.document(builder)?;
+                    builder.item(item);
+                    Ok(())
+                })?;
+                builder.close_array(mark)
+            }
+            Some(b't' | b'f') => builder.bool(self.bool()?),
+            Some(b'n') => {
+                self.eat_word(b"null")?;
+                builder.null()
+            }
+            Some(b'-' | b'0'..=b'9') => builder.number(self.number()?),
+            _ => return Err(Unsure),
+        };
+        built.map_err(|_| Unsure)
+    }
+
     /// Reads past a value without building it (fields the handlers never look at).
     pub fn skip(&mut self) -> Read<()> {
         match self.peek() {
@@ -417,14 +452,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `text` (one JSON value) as a `Value`, or `Unsure` where `serde_json` must decide.
+pub fn value(text: &str) -> Read<Value> {
+    let mut reader = Reader::new(text);
+    let value = reader.value()?;
+    reader.finish()?;
+    Ok(value)
+}
+
+/// `text` (one JSON value) as a document, or `Unsure` where `serde_json` must decide.
+pub fn document(text: &str) -> Read<Document<'_>> {
+    let mut reader = Reader::new(text);
+    // About one node per eight bytes of compact JSON: one allocation for most objects.
+    let mut builder = Builder::with_capacity(text.len() / 8);
+    let root = reader.document(&mut builder)?;
+    reader.finish()?;
+    Ok(builder.finish(root))
+}
+
 /// Where this reader and `serde_json` read `text` (one JSON value) differently, if they do
 /// (fuzz targets and tests): being unsure is always allowed, reading it otherwise never.
 pub fn disagreement(text: &str) -> Option<String> {
-    let mut reader = Reader::new(text);
-    let ours = reader
-        .value()
-        .and_then(|value| reader.finish().map(|()| value))
-        .ok()?;
+    let ours = value(text).ok()?;
     match serde_json::from_str::<Value>(text) {
         Ok(theirs) if theirs == ours => None,
         Ok(theirs) => Some(format!("read {ours}; serde_json reads {theirs}")),
@@ -440,10 +489,23 @@ mod tests {
     use crate::http::json_strategies::any_json;
 
     fn read(text: &str) -> Read<Value> {
-        let mut reader = Reader::new(text);
-        let value = reader.value()?;
-        reader.finish()?;
-        Ok(value)
+        value(text)
+    }
+
+    /// Wherever the reader builds a `Value`, it builds a document of the same value.
+    fn document_agrees(text: &str) -> Result<(), TestCaseError> {
+        match (read(text), document(text)) {
+            (Ok(value), Ok(doc)) => prop_assert_eq!(doc.root().to_value(), value, "{:?}", text),
+            (Err(Unsure), Err(Unsure)) => {}
+            (value, doc) => prop_assert!(
+                false,
+                "value {:?} but document {:?} for {:?}",
+                value,
+                doc.map(|d| d.root().to_value()),
+                text
+            ),
+        }
+        Ok(())
     }
 
     fn agrees_with_serde_json(text: &str) -> Result<(), TestCaseError> {
@@ -503,13 +565,15 @@ mod tests {
             };
             let text = text.unwrap_or_default();
             prop_assert_eq!(read(&text), Ok(serde_json::from_str::<Value>(&text).unwrap_or_default()));
+            document_agrees(&text)?;
         }
 
         #[test]
         fn near_json_is_read_as_serde_json_reads_it_or_left_to_it(text in json_ish()) {
-            agrees_with_serde_json(&text)?;
-            agrees_with_serde_json(&format!("[{text}]"))?;
-            agrees_with_serde_json(&format!("{{\"k\":\"{text}\"}}"))?;
+            for text in [text.clone(), format!("[{text}]"), format!("{{\"k\":\"{text}\"}}")] {
+                agrees_with_serde_json(&text)?;
+                document_agrees(&text)?;
+            }
         }
 
         #[test]
@@ -522,6 +586,7 @@ mod tests {
                 format!("{int}.{}E{exp}", int.unsigned_abs()),
             ] {
                 agrees_with_serde_json(&text)?;
+                document_agrees(&text)?;
             }
         }
     }
@@ -547,6 +612,7 @@ mod tests {
             "{} x",
         ] {
             assert_eq!(read(text), Err(Unsure), "{text:?}");
+            assert!(document(text).is_err(), "{text:?}");
         }
         let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
         assert_eq!(read(&deep), Err(Unsure));

@@ -44,6 +44,17 @@ pub fn reader_disagreement(body: &[u8]) -> Option<String> {
         .or_else(|| conversion::read_disagreement(text))
 }
 
+/// One JSON text read by the direct reader, as a `serde_json::Value` and as a document
+/// (`None` where it leaves the text to `serde_json`): for the benchmarks comparing the two.
+pub fn read_json(text: &str) -> Option<serde_json::Value> {
+    json_reader::value(text).ok()
+}
+
+/// See `read_json`.
+pub fn read_document(text: &str) -> Option<tollgate_engine::document::Document<'_>> {
+    json_reader::document(text).ok()
+}
+
 /// The handler behind each endpoint the router serves; reviews are served by `front` itself.
 fn handler(endpoint: Endpoint) -> Option<MethodRouter<AppState>> {
     match endpoint {
