@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use divan::{Bencher, black_box};
 use serde_json::{Value, json};
-use tollgate::http::{AdmissionReviewIn, Mode, admission_review, conversion_review};
+use tollgate::http::{AdmissionReviewIn, Mode, ObjectForm, admission_review, conversion_review};
 use tollgate_engine::Store;
 
 // The allocator of the `tollgate` binary, so figures match the server's.
@@ -63,7 +63,9 @@ fn decode(bencher: Bencher, size: usize) {
     let review = grown("validate-allow.json", size);
     bencher
         .counter(divan::counter::BytesCount::of_slice(&review))
-        .bench(|| AdmissionReviewIn::from_slice(black_box(&review)).expect("review"));
+        .bench(|| {
+            AdmissionReviewIn::from_slice(black_box(&review), ObjectForm::Document).expect("review")
+        });
 }
 
 #[divan::bench(args = ["validate-allow.json", "validate-deny.json", "update-immutable.json", "update-cel.json"])]

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::instance::Instance;
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
@@ -350,7 +351,7 @@ impl Defaulter {
     }
 
     /// Whether `apply` would add nothing: lets callers skip copying a complete object.
-    pub fn is_complete(&self, value: &Value) -> bool {
+    pub fn is_complete(&self, value: Instance<'_>) -> bool {
         self.root.is_complete(value, &self.refs)
     }
 }
@@ -363,33 +364,35 @@ impl DefaultPlan {
             && self.refs.is_empty()
     }
 
-    fn is_complete(&self, value: &Value, table: &[DefaultPlan]) -> bool {
+    fn is_complete(&self, value: Instance<'_>, table: &[DefaultPlan]) -> bool {
         let refs_complete = self
             .refs
             .iter()
             .filter_map(|idx| table.get(*idx))
             .all(|plan| plan.is_complete(value, table));
-        refs_complete
-            && match value {
-                Value::Object(map) => {
-                    self.properties
-                        .iter()
-                        .all(|prop| match map.get(&prop.name) {
-                            None => prop.default.is_none(),
-                            Some(child) => prop.nested.is_complete(child, table),
-                        })
-                        && self.additional.as_ref().is_none_or(|additional| {
-                            map.iter()
-                                .filter(|(key, _)| !self.declared.iter().any(|d| d == *key))
-                                .all(|(_, child)| additional.is_complete(child, table))
-                        })
-                }
-                Value::Array(items) => self
-                    .items
-                    .as_ref()
-                    .is_none_or(|plan| items.iter().all(|item| plan.is_complete(item, table))),
-                _ => true,
-            }
+        if !refs_complete {
+            return false;
+        }
+        if value.is_object() {
+            self.properties
+                .iter()
+                .all(|prop| match value.get(&prop.name) {
+                    None => prop.default.is_none(),
+                    Some(child) => prop.nested.is_complete(child, table),
+                })
+                && self.additional.as_ref().is_none_or(|additional| {
+                    value
+                        .members()
+                        .filter(|(key, _)| !self.declared.iter().any(|d| d == key))
+                        .all(|(_, child)| additional.is_complete(child, table))
+                })
+        } else if value.array_len().is_some() {
+            self.items
+                .as_ref()
+                .is_none_or(|plan| value.items().all(|item| plan.is_complete(item, table)))
+        } else {
+            true
+        }
     }
 
     fn apply<'p>(
@@ -679,12 +682,15 @@ mod tests {
         ] {
             let mut applied = object.clone();
             defaulter.apply(&mut applied);
-            assert_eq!(
-                defaulter.is_complete(&object),
-                applied == object,
-                "{object}"
-            );
-            assert!(defaulter.is_complete(&applied), "{applied}");
+            let doc = crate::document::Document::from_value(&object).unwrap_or_default();
+            for instance in [Instance::Value(&object), Instance::Node(doc.root())] {
+                assert_eq!(
+                    defaulter.is_complete(instance),
+                    applied == object,
+                    "{object}"
+                );
+            }
+            assert!(defaulter.is_complete((&applied).into()), "{applied}");
         }
     }
 

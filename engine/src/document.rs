@@ -193,6 +193,33 @@ impl<'t> Document<'t> {
         Ok(builder.finish(root))
     }
 
+    /// The same document, independent of the text it was read from (to move it to another
+    /// thread).
+    pub fn into_owned(self) -> Document<'static> {
+        let owned = |text: Cow<'_, str>| -> Cow<'static, str> { Cow::Owned(text.into_owned()) };
+        Document {
+            slots: self
+                .slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Null => Slot::Null,
+                    Slot::Bool(b) => Slot::Bool(b),
+                    Slot::Number(n) => Slot::Number(n),
+                    Slot::String(s) => Slot::String(owned(s)),
+                    Slot::Object(run) => Slot::Object(run),
+                    Slot::Array(run) => Slot::Array(run),
+                })
+                .collect(),
+            members: self
+                .members
+                .into_iter()
+                .map(|(name, id)| (owned(name), id))
+                .collect(),
+            items: self.items,
+            root: self.root,
+        }
+    }
+
     pub fn root(&self) -> Node<'_> {
         Node {
             doc: self,
@@ -291,17 +318,28 @@ impl<'d> Node<'d> {
 
     /// JSON equality as `jsonschema` defines it (numbers compared by value: `1` equals `1.0`).
     fn equals(&self, other: &Node<'_>) -> bool {
+        self.equal_with(other, &|a, b| {
+            json::cmp::equal(&Value::Number(a.clone()), &Value::Number(b.clone()))
+        })
+    }
+
+    /// Equal as the `Value`s they stand for are (`serde_json`'s equality: `1` is not `1.0`).
+    pub fn same_value(&self, other: &Node<'_>) -> bool {
+        self.equal_with(other, &|a, b| a == b)
+    }
+
+    fn equal_with(&self, other: &Node<'_>, numbers: &dyn Fn(&Number, &Number) -> bool) -> bool {
         match (self.slot(), other.slot()) {
             (Slot::Null, Slot::Null) => true,
             (Slot::Bool(a), Slot::Bool(b)) => a == b,
             (Slot::String(a), Slot::String(b)) => a == b,
-            (Slot::Number(a), Slot::Number(b)) => {
-                json::cmp::equal(&Value::Number(a.clone()), &Value::Number(b.clone()))
-            }
+            (Slot::Number(a), Slot::Number(b)) => numbers(a, b),
             (Slot::Array(_), Slot::Array(_)) => match (self.array(), other.array()) {
                 (Some(a), Some(b)) => {
                     a.items.len() == b.items.len()
-                        && a.iter().zip(b.iter()).all(|(x, y)| x.equals(&y))
+                        && a.iter()
+                            .zip(b.iter())
+                            .all(|(x, y)| x.equal_with(&y, numbers))
                 }
                 _ => false,
             },
@@ -310,7 +348,7 @@ impl<'d> Node<'d> {
                     a.members.len() == b.members.len()
                         && a.iter()
                             .zip(b.iter())
-                            .all(|((na, x), (nb, y))| na == nb && x.equals(&y))
+                            .all(|((na, x), (nb, y))| na == nb && x.equal_with(&y, numbers))
                 }
                 _ => false,
             },

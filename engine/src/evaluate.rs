@@ -58,7 +58,7 @@ pub fn default_patch(store: &Store, target: &Target<'_>) -> json_patch::Patch {
     let Some(object) = target.object else {
         return json_patch::Patch(Vec::new());
     };
-    let mut defaulted = object.clone();
+    let mut defaulted = object.to_value().into_owned();
     defaults_for(store, target).apply(&mut defaulted)
 }
 

@@ -1,21 +1,20 @@
 //! Immutable fields: a field that was set may not change or disappear on UPDATE; setting a field
 //! that was absent is allowed (so defaulting and late initialisation keep working).
 
-use serde_json::Value;
-
+use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::validate::Violation;
 
 pub fn immutable_violations(
     paths: &[FieldPath],
-    object: &Value,
-    old_object: &Value,
+    object: Instance<'_>,
+    old_object: Instance<'_>,
 ) -> Vec<Violation> {
     paths
         .iter()
         .filter_map(|path| {
-            let old = path.get(old_object)?;
-            (path.get(object) != Some(old)).then(|| Violation {
+            let old = path.get_in(old_object)?;
+            (path.get_in(object) != Some(old)).then(|| Violation {
                 path: path.clone(),
                 message: "is immutable and cannot be changed once set".into(),
             })
@@ -40,7 +39,7 @@ mod tests {
         let paths = paths(&["spec.provider", "spec.region", "spec.zone"]);
         let old = json!({"spec": {"provider": "a", "region": "eu"}});
         let new = json!({"spec": {"provider": "b", "zone": "z1"}});
-        let found: Vec<String> = immutable_violations(&paths, &new, &old)
+        let found: Vec<String> = immutable_violations(&paths, (&new).into(), (&old).into())
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -51,6 +50,6 @@ mod tests {
                 "spec.region: is immutable and cannot be changed once set"
             ]
         );
-        assert!(immutable_violations(&paths, &old, &old).is_empty());
+        assert!(immutable_violations(&paths, (&old).into(), (&old).into()).is_empty());
     }
 }

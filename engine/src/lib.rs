@@ -16,6 +16,7 @@ pub mod document;
 pub mod duration;
 pub mod evaluate;
 mod immutable;
+pub mod instance;
 pub mod path;
 pub mod policy;
 pub mod rollout;

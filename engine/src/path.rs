@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::instance::Instance;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,6 +113,16 @@ impl FieldPath {
             .try_fold(value, |current, segment| match segment {
                 Segment::Key(k) => current.as_object()?.get(k),
                 Segment::Index(i) => current.as_array()?.get(*i),
+            })
+    }
+
+    /// `get` on either form of an object under evaluation.
+    pub fn get_in<'v>(&self, value: Instance<'v>) -> Option<Instance<'v>> {
+        self.0
+            .iter()
+            .try_fold(value, |current, segment| match segment {
+                Segment::Key(k) => current.get(k),
+                Segment::Index(i) => current.items().nth(*i),
             })
     }
 

@@ -1,6 +1,9 @@
 //! Compiling policy schemas (once, at load) and answering which fields a schema declares.
 
-use jsonschema::Validator;
+use jsonschema::json::{Json, SerdeJson};
+use jsonschema::{Draft, Validator};
+
+use crate::document::DocumentJson;
 use serde_json::Value;
 
 use crate::path::{FieldPath, Segment};
@@ -15,6 +18,29 @@ pub struct SchemaError {
 }
 
 pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
+    compile_for::<SerdeJson>(schema)
+}
+
+/// A policy schema compiled for both forms an object under evaluation comes in.
+pub struct CompiledSchema {
+    pub(crate) on_values: Validator,
+    pub(crate) on_documents: Validator<DocumentJson>,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSchema").finish_non_exhaustive()
+    }
+}
+
+pub fn compile_for_instances(schema: &Value) -> Result<CompiledSchema, SchemaError> {
+    Ok(CompiledSchema {
+        on_values: compile(schema)?,
+        on_documents: compile_for::<DocumentJson>(schema)?,
+    })
+}
+
+fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {
     if let Some(declared) = schema.get("$schema").and_then(Value::as_str)
         && declared.trim_end_matches('#') != DRAFT_2020_12
     {
@@ -23,7 +49,8 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
             message: format!("only JSON Schema draft 2020-12 is supported, not {declared:?}"),
         });
     }
-    jsonschema::draft202012::options()
+    jsonschema::options_for::<F>()
+        .with_draft(Draft::Draft202012)
         .should_validate_formats(true)
         .build(schema)
         .map_err(|e| SchemaError {

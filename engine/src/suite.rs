@@ -451,8 +451,8 @@ fn run_admission(
                 namespace: object
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str),
-                object: Some(object),
-                old_object,
+                object: Some(object.into()),
+                old_object: old_object.map(Into::into),
                 request: RequestInfo {
                     name: object
                         .pointer("/metadata/name")

@@ -5,10 +5,13 @@ use std::fmt;
 
 use jsonschema::Validator;
 use jsonschema::error::{ValidationError, ValidationErrorKind};
+use jsonschema::json::Json;
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
+use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
+use crate::schema::CompiledSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Violation {
@@ -24,8 +27,20 @@ impl fmt::Display for Violation {
 
 /// Every schema violation of `object`, sorted by field path and without repeats.
 pub fn schema_violations(validator: &Validator, object: &Value) -> Vec<Violation> {
+    violations_of(validator, object)
+}
+
+/// `schema_violations` of either form of an object.
+pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>) -> Vec<Violation> {
+    match object {
+        Instance::Value(value) => violations_of(&schema.on_values, value),
+        Instance::Node(node) => violations_of(&schema.on_documents, node),
+    }
+}
+
+fn violations_of<'i, F: Json>(validator: &'i Validator<F>, object: F::Node<'i>) -> Vec<Violation> {
     // Most objects are valid: the short-circuiting check is cheaper than collecting errors.
-    if validator.is_valid(object) {
+    if validator.is_valid(object.clone()) {
         return Vec::new();
     }
     let mut found: Vec<Violation> = validator

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tollgate_engine::cel::RequestInfo;
+use tollgate_engine::document::Document;
 use tollgate_engine::evaluate::{self, Verdict};
+use tollgate_engine::instance::Instance;
 use tollgate_engine::policy::{self, CompiledPolicy, OperationName, PolicyError, Store, Target};
 
 fn policy(extra_spec: &str, schema_rules: &str) -> String {
@@ -54,7 +56,28 @@ fn widget(spec: Value) -> Value {
     json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"}, "spec": spec})
 }
 
+/// The verdict on `object` (and `old`), the same whether they come as `Value`s or as
+/// documents read from a review.
 fn judge(store: &Store, object: &Value, old: Option<&Value>, user: &str) -> Verdict {
+    let on_values = judge_instances(store, object.into(), old.map(Into::into), user);
+    let object_doc = Document::from_value(object).unwrap_or_default();
+    let old_doc = old.map(|o| Document::from_value(o).unwrap_or_default());
+    let on_documents = judge_instances(
+        store,
+        object_doc.root().into(),
+        old_doc.as_ref().map(|d| d.root().into()),
+        user,
+    );
+    assert_eq!(on_documents, on_values, "{object} (old {old:?})");
+    on_values
+}
+
+fn judge_instances(
+    store: &Store,
+    object: Instance<'_>,
+    old: Option<Instance<'_>>,
+    user: &str,
+) -> Verdict {
     let groups = vec!["team-a".to_string()];
     let target = Target {
         group: "example.com",

@@ -78,7 +78,7 @@ proptest! {
             kind: "PaymentGateway",
             operation: OperationName::Create,
             namespace: Some("payments"),
-            object: Some(&object),
+            object: Some((&object).into()),
             old_object: None,
             request: RequestInfo { name: "pg", username: "u", groups: &[], dry_run: false },
         };

@@ -206,7 +206,7 @@ mod tests {
                 kind: "PaymentGateway",
                 operation: OperationName::Create,
                 namespace: Some("payments"),
-                object: Some(&object),
+                object: Some((&object).into()),
                 old_object: None,
                 request: RequestInfo { name: "pg", username: "u", groups: &[], dry_run: false },
             };

@@ -27,7 +27,8 @@ use axum::routing::{MethodRouter, get};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use admission::{
-    AdmissionReviewIn, AdmissionReviewOut, Mode, ReviewParseError, review_body as admission_review,
+    AdmissionReviewIn, AdmissionReviewOut, Mode, ObjectForm, ReviewParseError,
+    review_body as admission_review,
 };
 pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
 pub use front::Front;

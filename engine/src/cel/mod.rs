@@ -23,8 +23,8 @@ use std::sync::Arc;
 use kube_cel::KubeCelExt;
 use kube_cel::cel::{Context, Program, Value as CelValue};
 use serde::Deserialize;
-use serde_json::Value;
 
+use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::validate::Violation;
 use projection::Projection;
@@ -58,8 +58,8 @@ pub struct MatchConditionSpec {
 /// What policy-level expressions see: `object`, `oldObject` and `request`.
 #[derive(Debug, Clone, Copy)]
 pub struct Bindings<'a> {
-    pub object: &'a Value,
-    pub old_object: Option<&'a Value>,
+    pub object: Instance<'a>,
+    pub old_object: Option<Instance<'a>>,
     pub operation: &'a str,
     pub namespace: Option<&'a str>,
     pub request: &'a RequestInfo<'a>,
@@ -318,12 +318,13 @@ impl PolicyRules {
         with_base(|base| {
             let mut ctx = base.new_inner_scope();
             if self.object.is_used() {
-                let object = values::convert(bindings.object, None, &self.object, Keys::AsIs);
+                let object =
+                    values::convert(&bindings.object.to_value(), None, &self.object, Keys::AsIs);
                 ctx.add_variable_from_value("object", object);
             }
             if self.old_object.is_used() {
                 let old = bindings.old_object.map_or(CelValue::Null, |o| {
-                    values::convert(o, None, &self.old_object, Keys::AsIs)
+                    values::convert(&o.to_value(), None, &self.old_object, Keys::AsIs)
                 });
                 ctx.add_variable_from_value("oldObject", old);
             }

@@ -7,15 +7,15 @@
 
 use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{Expr, LiteralValue};
-use serde_json::Value;
 
 use super::values::ValueSchema;
+use crate::instance::Instance;
 
 /// A variable the expression may read, with the schema of its value (none for admission-policy
 /// expressions, whose keys are used as they are).
 pub struct Binding<'a> {
     pub name: &'a str,
-    pub value: &'a Value,
+    pub value: Instance<'a>,
     pub schema: Option<&'a ValueSchema>,
 }
 
@@ -24,7 +24,7 @@ enum Val<'a> {
     Int(i64),
     Str(&'a str),
     Bool(bool),
-    Json(&'a Value, Option<&'a ValueSchema>),
+    Json(Instance<'a>, Option<&'a ValueSchema>),
 }
 
 /// An expression made only of what this evaluator handles, compiled once at load: operators are
@@ -165,16 +165,16 @@ fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
             field,
             test,
         } => {
-            let Val::Json(Value::Object(map), schema) = eval(operand, bindings)? else {
+            let Val::Json(object, schema) = eval(operand, bindings)? else {
                 return None;
             };
-            if schema.is_some_and(ValueSchema::adds_fields) {
+            if !object.is_object() || schema.is_some_and(ValueSchema::adds_fields) {
                 return None;
             }
             if *test {
-                return Some(Val::Bool(map.contains_key(field)));
+                return Some(Val::Bool(object.get(field).is_some()));
             }
-            let child = map.get(field)?;
+            let child = object.get(field)?;
             plain(child, schema.and_then(|s| s.child(field)))
         }
         // CEL: `false && x` is false and `true || x` true whatever x is.
@@ -205,13 +205,12 @@ fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
         Node::Size(of) => {
             let len = match eval(of, bindings)? {
                 Val::Str(s) => s.chars().count(),
-                Val::Json(Value::Array(items), _) => items.len(),
-                Val::Json(Value::Object(map), schema) => {
-                    if schema.is_some_and(ValueSchema::adds_fields) {
-                        return None;
-                    }
-                    map.len()
-                }
+                Val::Json(json, schema) => match (json.array_len(), json.object_len()) {
+                    (Some(len), _) => len,
+                    (None, Some(_)) if schema.is_some_and(ValueSchema::adds_fields) => return None,
+                    (None, Some(len)) => len,
+                    (None, None) => return None,
+                },
                 _ => return None,
             };
             i64::try_from(len).ok().map(Val::Int)
@@ -224,15 +223,19 @@ fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
 }
 
 /// A JSON leaf as the CEL value it stands for, when that is unambiguous.
-fn plain<'a>(value: &'a Value, schema: Option<&'a ValueSchema>) -> Option<Val<'a>> {
-    match value {
-        Value::Bool(b) => Some(Val::Bool(*b)),
-        Value::Number(n) => n.as_i64().map(Val::Int),
-        Value::String(s) => schema
+fn plain<'a>(value: Instance<'a>, schema: Option<&'a ValueSchema>) -> Option<Val<'a>> {
+    if let Some(b) = value.as_bool() {
+        Some(Val::Bool(b))
+    } else if let Some(n) = value.as_number() {
+        n.as_i64().map(Val::Int)
+    } else if let Some(s) = value.as_str() {
+        schema
             .is_none_or(ValueSchema::string_is_plain)
-            .then_some(Val::Str(s)),
-        Value::Object(_) | Value::Array(_) => Some(Val::Json(value, schema)),
-        Value::Null => None,
+            .then_some(Val::Str(s))
+    } else if value.is_null() {
+        None
+    } else {
+        Some(Val::Json(value, schema))
     }
 }
 
@@ -276,7 +279,7 @@ mod tests {
     use crate::cel::values::{Keys, convert};
     use kube_cel::cel::{Program, Value as CelValue};
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const EXPRESSIONS: &[&str] = &[
         "self.retry.maxAttempts * self.retry.backoffSeconds <= self.timeoutSeconds",
@@ -363,16 +366,23 @@ mod tests {
     }
 
     proptest! {
-        /// Whenever the native evaluator answers, the CEL interpreter gives the same answer.
+        /// Whenever the native evaluator answers, the CEL interpreter gives the same answer; and
+        /// it answers alike on a `Value` and on the document of that value.
         #[test]
         fn agrees_with_the_interpreter(value in object()) {
             let schema = schema();
+            let doc = crate::document::Document::from_value(&value).unwrap_or_default();
             for text in EXPRESSIONS {
                 let program = Program::compile(text).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let compiled = compile(program.expression());
                 prop_assert!(compiled.is_some(), "{text}");
-                let bindings = [Binding { name: "self", value: &value, schema: Some(&schema) }];
-                if let Some(native) = compiled.and_then(|c| c.evaluate(&bindings)) {
+                let on = |value: Instance<'_>| {
+                    let bindings = [Binding { name: "self", value, schema: Some(&schema) }];
+                    compiled.as_ref().and_then(|c| c.evaluate(&bindings))
+                };
+                let on_value = on((&value).into());
+                prop_assert_eq!(on(doc.root().into()), on_value, "{} on {}", text, value);
+                if let Some(native) = on_value {
                     prop_assert_eq!(Some(native), interpreted(&program, &value, &schema), "{} on {}", text, value);
                 }
             }
@@ -387,7 +397,7 @@ mod tests {
             let program = Program::compile(text).ok()?;
             compile(program.expression())?.evaluate(&[Binding {
                 name: "self",
-                value: &value,
+                value: (&value).into(),
                 schema: Some(&schema),
             }])
         };

@@ -16,6 +16,7 @@ use super::native;
 use super::projection::Projection;
 use super::values::{Keys, ValueSchema, convert};
 use super::{Expression, RULES_KEY, Settled, compile_expression};
+use crate::instance::Instance;
 use crate::path::{FieldPath, Segment, escape_pointer};
 use crate::validate::Violation;
 
@@ -97,7 +98,11 @@ impl SchemaRules {
     }
 
     /// Every rule that fails for `object` (with `old_object` for transition rules).
-    pub fn violations(&self, object: &Value, old_object: Option<&Value>) -> Vec<Violation> {
+    pub fn violations(
+        &self,
+        object: Instance<'_>,
+        old_object: Option<Instance<'_>>,
+    ) -> Vec<Violation> {
         let mut out = Vec::new();
         super::with_base(|base| {
             walk(
@@ -274,8 +279,8 @@ fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String
 
 fn walk(
     node: &RuleNode,
-    value: &Value,
-    old: Option<&Value>,
+    value: Instance<'_>,
+    old: Option<Instance<'_>>,
     path: &mut Vec<Segment>,
     out: &mut Vec<Violation>,
     base: &Context<'static>,
@@ -297,23 +302,23 @@ fn walk(
             path.pop();
         }
     }
-    if let (Some(items), Some(array)) = (&node.items, value.as_array()) {
-        for (idx, item) in array.iter().enumerate() {
+    if let (Some(items), Some(_)) = (&node.items, value.array_len()) {
+        for (idx, item) in value.items().enumerate() {
             let old_item = node
                 .list_map_keys
                 .as_deref()
-                .and_then(|keys| correlate(item, old.and_then(Value::as_array)?, keys));
+                .and_then(|keys| correlate(item, old?, keys));
             path.push(Segment::Index(idx));
             walk(items, item, old_item, path, out, base);
             path.pop();
         }
     }
-    if let (Some(additional), Some(map)) = (&node.additional, value.as_object()) {
-        for (key, child_value) in map {
-            if node.declared.contains(key) {
+    if let (Some(additional), Some(_)) = (&node.additional, value.object_len()) {
+        for (key, child_value) in value.members() {
+            if node.declared.iter().any(|d| d == key) {
                 continue;
             }
-            path.push(Segment::Key(key.clone()));
+            path.push(Segment::Key(key.to_string()));
             walk(
                 additional,
                 child_value,
@@ -330,16 +335,16 @@ fn walk(
     }
 }
 
-/// The old item of a map-type list with the same key values as `item`.
-fn correlate<'a>(item: &Value, old: &'a [Value], keys: &[String]) -> Option<&'a Value> {
-    old.iter()
+/// The old item of a map-type list (`old`) with the same key values as `item`.
+fn correlate<'a>(item: Instance<'_>, old: Instance<'a>, keys: &[String]) -> Option<Instance<'a>> {
+    old.items()
         .find(|candidate| keys.iter().all(|k| candidate.get(k) == item.get(k)))
 }
 
 fn evaluate(
     node: &RuleNode,
-    value: &Value,
-    old: Option<&Value>,
+    value: Instance<'_>,
+    old: Option<Instance<'_>>,
     path: &[Segment],
     out: &mut Vec<Violation>,
     base: &Context<'static>,
@@ -383,7 +388,7 @@ fn evaluate(
         scope.add_variable_from_value(
             "self",
             convert(
-                value,
+                &value.to_value(),
                 Some(&node.schema),
                 &node.self_projection,
                 Keys::Escaped,
@@ -392,7 +397,7 @@ fn evaluate(
     }
     let old_value = match old {
         Some(old) if node.old_projection.is_used() => Some(convert(
-            old,
+            &old.to_value(),
             Some(&node.schema),
             &node.old_projection,
             Keys::Escaped,

@@ -281,8 +281,8 @@ fn compile_selector(m: &MatchSpec, fail: &mut dyn FnMut(&str, String)) -> Option
 fn compile_schema(
     schema: Option<&Value>,
     fail: &mut dyn FnMut(&str, String),
-) -> Option<jsonschema::Validator> {
-    match schema::compile(schema?) {
+) -> Option<schema::CompiledSchema> {
+    match schema::compile_for_instances(schema?) {
         Ok(validator) => Some(validator),
         Err(e) => {
             let dotted: String = keys_from_pointer(&e.pointer)

@@ -1,11 +1,9 @@
 //! The compiled, immutable policy set that requests are evaluated against.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jsonschema::Validator;
 use serde_json::Value;
 
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
@@ -13,8 +11,10 @@ use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
 use crate::immutable;
+use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::rollout::Rollout;
+use crate::schema::CompiledSchema;
 use crate::selector::LabelSelector;
 use crate::validate::{self, Violation};
 
@@ -31,7 +31,7 @@ pub struct CompiledPolicy {
     pub origin: Origin,
     pub matcher: Matcher,
     pub enforcement: Enforcement,
-    pub(crate) schema: Option<Validator>,
+    pub(crate) schema: Option<CompiledSchema>,
     pub(crate) defaulter: Defaulter,
     pub(crate) metadata_defaults: MetadataDefaults,
     pub(crate) immutable: Vec<FieldPath>,
@@ -76,20 +76,24 @@ pub struct Target<'a> {
     pub kind: &'a str,
     pub operation: OperationName,
     pub namespace: Option<&'a str>,
-    pub object: Option<&'a Value>,
-    pub old_object: Option<&'a Value>,
+    pub object: Option<Instance<'a>>,
+    pub old_object: Option<Instance<'a>>,
     /// Who asks, for CEL expressions that look at `request`.
     pub request: RequestInfo<'a>,
 }
 
 impl<'t> Target<'t> {
     /// The old object, only on UPDATE (where transition rules and immutability apply).
-    fn previous(&self) -> Option<&'t Value> {
+    fn previous(&self) -> Option<Instance<'t>> {
         self.old_object
             .filter(|_| self.operation == OperationName::Update)
     }
 
-    fn bindings<'b>(&'b self, object: &'b Value, old_object: Option<&'b Value>) -> Bindings<'b> {
+    fn bindings<'b>(
+        &'b self,
+        object: Instance<'b>,
+        old_object: Option<Instance<'b>>,
+    ) -> Bindings<'b> {
         Bindings {
             object,
             old_object,
@@ -142,7 +146,7 @@ impl CompiledPolicy {
             let defaulted = |value| with_defaults(&self.defaulter, value);
             let object = defaulted(object);
             let previous = target.previous().map(defaulted);
-            let bindings = target.bindings(&object, previous.as_deref());
+            let bindings = target.bindings(object.get(), previous.as_ref().map(Defaulted::get));
             if let Some(rules) = &self.policy_rules {
                 match rules.applies(&bindings) {
                     Applies::No => return Vec::new(),
@@ -156,11 +160,11 @@ impl CompiledPolicy {
                 }
             }
             if let Some(rules) = &self.schema_rules {
-                found.extend(rules.violations(&object, previous.as_deref()));
+                found.extend(rules.violations(object.get(), previous.as_ref().map(Defaulted::get)));
             }
         }
-        if let Some(validator) = &self.schema {
-            found.extend(validate::schema_violations(validator, object));
+        if let Some(schema) = &self.schema {
+            found.extend(validate::instance_violations(schema, object));
         }
         if let Some(old) = target.previous() {
             found.extend(immutable::immutable_violations(
@@ -179,27 +183,39 @@ impl CompiledPolicy {
     }
 }
 
-/// `value` with the schema defaults in place, copied only when one is missing.
-fn with_defaults<'v>(defaulter: &Defaulter, value: &'v Value) -> Cow<'v, Value> {
-    if defaulter.is_complete(value) {
-        return Cow::Borrowed(value);
-    }
-    let mut copy = value.clone();
-    defaulter.apply(&mut copy);
-    Cow::Owned(copy)
+/// An object with the schema defaults in place: the object itself when none is missing.
+enum Defaulted<'v> {
+    Complete(Instance<'v>),
+    Copied(Value),
 }
 
-fn labels_of(object: &Value) -> BTreeMap<String, String> {
+impl Defaulted<'_> {
+    fn get(&self) -> Instance<'_> {
+        match self {
+            Defaulted::Complete(instance) => *instance,
+            Defaulted::Copied(value) => Instance::Value(value),
+        }
+    }
+}
+
+/// `value` with the schema defaults in place, copied only when one is missing.
+fn with_defaults<'v>(defaulter: &Defaulter, value: Instance<'v>) -> Defaulted<'v> {
+    if defaulter.is_complete(value) {
+        return Defaulted::Complete(value);
+    }
+    let mut copy = value.to_value().into_owned();
+    defaulter.apply(&mut copy);
+    Defaulted::Copied(copy)
+}
+
+fn labels_of(object: Instance<'_>) -> BTreeMap<String, String> {
     object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|labels| {
-            labels
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+        .get("metadata")
+        .and_then(|metadata| metadata.get("labels"))
+        .into_iter()
+        .flat_map(Instance::members)
+        .filter_map(|(k, v)| Some((k.to_string(), v.as_str()?.to_string())))
+        .collect()
 }
 
 /// Immutable after construction; reloads build a new `Store` and swap it in whole.

@@ -8,13 +8,23 @@ use tollgate_engine::cel::RequestInfo;
 use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
 
-use super::wire::{AdmissionRequestIn, AdmissionResponseOut};
+use super::wire::{AdmissionRequestIn, AdmissionResponseOut, ObjectForm, ObjectIn};
 use crate::http::json_writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Validate,
     Mutate,
+}
+
+impl Mode {
+    /// How the review's objects are best read for this mode.
+    pub fn object_form(self) -> ObjectForm {
+        match self {
+            Mode::Validate => ObjectForm::Document,
+            Mode::Mutate => ObjectForm::Value,
+        }
+    }
 }
 
 pub fn evaluate(
@@ -43,11 +53,11 @@ pub fn evaluate(
             // The policies are chosen on the object as received; then that very object is
             // defaulted in place (no copy) and the patch noted on the way.
             let defaults = evaluate::defaults_for(store, &target);
-            let Some(object) = request.object.as_mut() else {
+            let Some(mut object) = request.object.take().map(ObjectIn::into_value) else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            let inserted = defaults.apply_noting(object);
-            match json_writer::defaults_patch(inserted, object) {
+            let inserted = defaults.apply_noting(&mut object);
+            match json_writer::defaults_patch(inserted, &object) {
                 Some(patch) => AdmissionResponseOut::patched(uid, &patch),
                 None => AdmissionResponseOut::allowed(uid),
             }
@@ -70,7 +80,11 @@ fn target_of<'r>(request: &'r AdmissionRequestIn<'_>) -> Option<Target<'r>> {
         Operation::Update => OperationName::Update,
         _ => return None,
     };
-    let object = request.object.as_ref().filter(|o| !o.is_null())?;
+    let object = request
+        .object
+        .as_ref()
+        .map(ObjectIn::instance)
+        .filter(|o| !o.is_null())?;
     Some(Target {
         group: &request.kind.group,
         version: &request.kind.version,
@@ -78,7 +92,11 @@ fn target_of<'r>(request: &'r AdmissionRequestIn<'_>) -> Option<Target<'r>> {
         operation,
         namespace: request.namespace.as_deref().filter(|ns| !ns.is_empty()),
         object: Some(object),
-        old_object: request.old_object.as_ref().filter(|o| !o.is_null()),
+        old_object: request
+            .old_object
+            .as_ref()
+            .map(ObjectIn::instance)
+            .filter(|o| !o.is_null()),
         request: RequestInfo {
             name: &request.name,
             username: &request.user_info.username,

@@ -10,7 +10,7 @@ use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
 use wire::{AdmissionRequestIn, AdmissionResponseOut, Text};
-pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
+pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ObjectForm, ReviewParseError};
 
 use super::observe::ReviewTag;
 use super::review::{Answer, Review};
@@ -23,7 +23,7 @@ pub fn review_body(
     body: &[u8],
     mode: Mode,
 ) -> Result<AdmissionReviewOut, ReviewParseError> {
-    let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
+    let (api_version, request) = AdmissionReviewIn::from_slice(body, mode.object_form())?;
     Ok(AdmissionReviewOut::new(
         &api_version,
         evaluate(store, request, mode),
@@ -39,7 +39,7 @@ impl Review for Admission {
     type Envelope = String;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
-        AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
+        AdmissionReviewIn::from_slice(body, self.0.object_form()).map_err(|e| e.to_string())
     }
 
     fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {

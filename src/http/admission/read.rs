@@ -6,10 +6,15 @@ use std::borrow::Cow;
 
 use kube::core::admission::Operation;
 
-use super::wire::{AdmissionRequestIn, AdmissionReviewIn, KindIn, ResourceIn, Text, UserInfoIn};
+use tollgate_engine::document::Builder;
+
+use super::wire::{
+    AdmissionRequestIn, AdmissionReviewIn, KindIn, ObjectForm, ObjectIn, ResourceIn, Text,
+    UserInfoIn,
+};
 use crate::http::json_reader::{Read, Reader, Unsure, once};
 
-pub fn review(text: &str) -> Read<AdmissionReviewIn<'_>> {
+pub fn review(text: &str, form: ObjectForm) -> Read<AdmissionReviewIn<'_>> {
     let mut reader = Reader::new(text);
     let mut api_version = None;
     let mut kind = None;
@@ -17,7 +22,10 @@ pub fn review(text: &str) -> Read<AdmissionReviewIn<'_>> {
     reader.object(|reader, key| match &*key {
         "apiVersion" => once(&mut api_version, text_of(reader)?),
         "kind" => once(&mut kind, text_of(reader)?),
-        "request" => once(&mut request, reader.optional(request_of)?),
+        "request" => once(
+            &mut request,
+            reader.optional(|reader| request_of(reader, form))?,
+        ),
         _ => reader.skip(),
     })?;
     reader.finish()?;
@@ -32,7 +40,7 @@ fn text_of<'a>(reader: &mut Reader<'a>) -> Read<Text<'a>> {
     reader.string().map(Text::from)
 }
 
-fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
+fn request_of<'a>(reader: &mut Reader<'a>, form: ObjectForm) -> Read<AdmissionRequestIn<'a>> {
     let mut uid = None;
     let mut kind = None;
     let mut resource = None;
@@ -52,8 +60,8 @@ fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
         "name" => once(&mut name, text_of(reader)?),
         "namespace" => once(&mut namespace, reader.optional(text_of)?),
         "operation" => once(&mut operation, operation_of(reader)?),
-        "object" => once(&mut object, reader.optional(Reader::value)?),
-        "oldObject" => once(&mut old_object, reader.optional(Reader::value)?),
+        "object" => once(&mut object, reader.optional(|r| object_of(r, form))?),
+        "oldObject" => once(&mut old_object, reader.optional(|r| object_of(r, form))?),
         "userInfo" => once(&mut user_info, user_info_of(reader)?),
         "dryRun" => once(&mut dry_run, reader.optional(Reader::bool)?),
         _ => reader.skip(),
@@ -71,6 +79,17 @@ fn request_of<'a>(reader: &mut Reader<'a>) -> Read<AdmissionRequestIn<'a>> {
         user_info: user_info.unwrap_or_default(),
         dry_run: dry_run.flatten(),
     })
+}
+
+fn object_of<'a>(reader: &mut Reader<'a>, form: ObjectForm) -> Read<ObjectIn<'a>> {
+    match form {
+        ObjectForm::Value => reader.value().map(ObjectIn::Value),
+        ObjectForm::Document => {
+            let mut builder = Builder::with_capacity(64);
+            let root = reader.document(&mut builder)?;
+            Ok(ObjectIn::Document(builder.finish(root)))
+        }
+    }
 }
 
 /// A struct of three required strings (GroupVersionKind, GroupVersionResource).
@@ -138,11 +157,17 @@ fn user_info_of<'a>(reader: &mut Reader<'a>) -> Read<UserInfoIn<'a>> {
 /// Where this reader and the `serde` derive read `text` differently, if they do (fuzz targets
 /// and tests): being unsure is always allowed, reading it otherwise never.
 pub fn disagreement(text: &str) -> Option<String> {
-    let ours = format!("{:?}", review(text).ok()?);
+    [ObjectForm::Value, ObjectForm::Document]
+        .into_iter()
+        .find_map(|form| disagreement_in(text, form))
+}
+
+fn disagreement_in(text: &str, form: ObjectForm) -> Option<String> {
+    let ours = format!("{:?}", review(text, form).ok()?);
     match serde_json::from_str::<AdmissionReviewIn>(text) {
         Ok(theirs) if format!("{theirs:?}") == ours => None,
-        Ok(theirs) => Some(format!("read {ours}; serde reads {theirs:?}")),
-        Err(e) => Some(format!("read {ours}; serde refuses it: {e}")),
+        Ok(theirs) => Some(format!("read {ours} ({form:?}); serde reads {theirs:?}")),
+        Err(e) => Some(format!("read {ours} ({form:?}); serde refuses it: {e}")),
     }
 }
 
@@ -246,9 +271,14 @@ mod tests {
     #[test]
     fn a_review_the_apiserver_sends_is_read_here() {
         let text = include_str!("../../../tests/fixtures/validate-allow.json");
-        let ours = review(text);
-        assert!(ours.is_ok(), "the fixture must take the fast path");
         let theirs = serde_json::from_str::<AdmissionReviewIn>(text).map(|r| format!("{r:?}"));
-        assert_eq!(ours.map(|r| format!("{r:?}")).ok(), theirs.ok());
+        for form in [ObjectForm::Value, ObjectForm::Document] {
+            let ours = review(text, form);
+            assert!(ours.is_ok(), "the fixture must take the fast path");
+            assert_eq!(
+                ours.map(|r| format!("{r:?}")).ok(),
+                theirs.as_ref().ok().cloned()
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! AdmissionReview on the wire. The request side borrows its strings from the body and reuses
-//! kube's Operation; objects are `serde_json::Value`s so the patch is computed against exactly
-//! the bytes received.
+//! kube's Operation; objects are read as documents (strings borrowed, nothing else built) for
+//! validation, and as `serde_json::Value`s for mutation, so the patch is computed against
+//! exactly the bytes received.
 //! The response side is our own: kube's `AdmissionResponse` serializes the patch as a number
 //! array (the API wants base64) and its `invalid()` leaves the uid empty.
 
@@ -10,6 +11,9 @@ use std::borrow::Cow;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use tollgate_engine::document::Document;
+use tollgate_engine::instance::Instance;
 
 use crate::http::json_reader::Unsure;
 use crate::http::json_writer;
@@ -50,13 +54,72 @@ pub struct AdmissionRequestIn<'a> {
     pub namespace: Option<Text<'a>>,
     pub operation: Operation,
     #[serde(default)]
-    pub object: Option<Value>,
+    pub object: Option<ObjectIn<'a>>,
     #[serde(default)]
-    pub old_object: Option<Value>,
+    pub old_object: Option<ObjectIn<'a>>,
     #[serde(default, borrow)]
     pub user_info: UserInfoIn<'a>,
     #[serde(default)]
     pub dry_run: Option<bool>,
+}
+
+/// How a review's objects are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectForm {
+    /// For validation: judged as read, nothing built.
+    Document,
+    /// For mutation: defaulted in place.
+    Value,
+}
+
+/// An object of the review, in the form it was read in (a `Value` wherever `serde_json`
+/// decoded the body).
+#[derive(Clone)]
+pub enum ObjectIn<'a> {
+    Document(Document<'a>),
+    Value(Value),
+}
+
+impl ObjectIn<'_> {
+    /// The object for the policies to judge.
+    pub fn instance(&self) -> Instance<'_> {
+        match self {
+            ObjectIn::Document(doc) => doc.root().into(),
+            ObjectIn::Value(value) => value.into(),
+        }
+    }
+
+    /// The object as a `Value` to change (built from a document, if it is one).
+    pub fn into_value(self) -> Value {
+        match self {
+            ObjectIn::Document(doc) => doc.root().to_value(),
+            ObjectIn::Value(value) => value,
+        }
+    }
+
+    pub fn into_owned(self) -> ObjectIn<'static> {
+        match self {
+            ObjectIn::Document(doc) => ObjectIn::Document(doc.into_owned()),
+            ObjectIn::Value(value) => ObjectIn::Value(value),
+        }
+    }
+}
+
+/// As the `Value` it stands for, whatever its form: the two review readers are compared by
+/// their `Debug` output.
+impl std::fmt::Debug for ObjectIn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectIn::Document(doc) => doc.root().to_value().fmt(f),
+            ObjectIn::Value(value) => value.fmt(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectIn<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(ObjectIn::Value)
+    }
 }
 
 /// `meta/v1.GroupVersionKind` as the review carries it (all three fields required).
@@ -196,8 +259,8 @@ impl AdmissionRequestIn<'_> {
             name: self.name.into_owned(),
             namespace: self.namespace.map(Text::into_owned),
             operation: self.operation,
-            object: self.object,
-            old_object: self.old_object,
+            object: self.object.map(ObjectIn::into_owned),
+            old_object: self.old_object.map(ObjectIn::into_owned),
             user_info: UserInfoIn {
                 username: self.user_info.username.into_owned(),
                 groups: self.user_info.groups,
@@ -220,13 +283,14 @@ impl AdmissionRequestIn<'_> {
 impl<'a> AdmissionReviewIn<'a> {
     pub fn from_slice(
         body: &'a [u8],
+        form: ObjectForm,
     ) -> Result<(Text<'a>, AdmissionRequestIn<'a>), ReviewParseError> {
         // Checking the whole body once is cheaper than serde_json checking every string it
         // meets (a sixth of the decoding instructions in a callgrind profile).
         let text = std::str::from_utf8(body).map_err(ReviewParseError::NotUtf8)?;
         // The direct reader first; what it is unsure of (malformed bodies included) is decided,
         // and its errors worded, by serde_json as before.
-        let review = match super::read::review(text) {
+        let review = match super::read::review(text, form) {
             Ok(review) => review,
             Err(Unsure) => serde_json::from_str(text).map_err(ReviewParseError::Json)?,
         };
@@ -445,7 +509,7 @@ mod tests {
             "uid":"u-\u0041","kind":{"group":"g","version":"v1","kind":"K\"q"},
             "resource":{"group":"g","version":"v1","resource":"ks"},"name":"n\n1",
             "operation":"CREATE","userInfo":{"username":"al\/ice","groups":["a\u00e9"]}}}"#;
-        let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
+        let (api_version, request) = AdmissionReviewIn::from_slice(body, ObjectForm::Document)?;
         assert_eq!(&*api_version, ADMISSION_V1);
         assert!(matches!(api_version.0, Cow::Borrowed(_)));
         assert_eq!(&*request.uid, "u-A");
@@ -476,9 +540,10 @@ mod tests {
                 "has no request",
             ),
         ];
-        let not_utf8 = AdmissionReviewIn::from_slice(b"{\"apiVersion\": \"\xff\"}")
-            .err()
-            .map(|e| e.to_string());
+        let not_utf8 =
+            AdmissionReviewIn::from_slice(b"{\"apiVersion\": \"\xff\"}", ObjectForm::Value)
+                .err()
+                .map(|e| e.to_string());
         assert!(
             not_utf8
                 .as_deref()
@@ -486,7 +551,7 @@ mod tests {
             "{not_utf8:?}"
         );
         for (body, expected) in cases {
-            let err = AdmissionReviewIn::from_slice(body.as_bytes())
+            let err = AdmissionReviewIn::from_slice(body.as_bytes(), ObjectForm::Document)
                 .err()
                 .map(|e| e.to_string());
             assert!(
