@@ -85,32 +85,39 @@ impl<'t> Builder<'t> {
         }
     }
 
+    #[inline]
     fn push(&mut self, slot: Slot<'t>) -> Result<NodeId, TooLarge> {
         let id = NodeId::try_from(self.doc.slots.len()).map_err(|_| TooLarge)?;
         self.doc.slots.push(slot);
         Ok(id)
     }
 
+    #[inline]
     pub fn null(&mut self) -> Result<NodeId, TooLarge> {
         self.push(Slot::Null)
     }
 
+    #[inline]
     pub fn bool(&mut self, value: bool) -> Result<NodeId, TooLarge> {
         self.push(Slot::Bool(value))
     }
 
+    #[inline]
     pub fn number(&mut self, value: Number) -> Result<NodeId, TooLarge> {
         self.push(Slot::Number(value))
     }
 
+    #[inline]
     pub fn string(&mut self, value: Cow<'t, str>) -> Result<NodeId, TooLarge> {
         self.push(Slot::String(value))
     }
 
+    #[inline]
     pub fn open_object(&self) -> Mark {
         Mark(self.open_members.len())
     }
 
+    #[inline]
     pub fn member(&mut self, name: Cow<'t, str>, value: NodeId) {
         self.open_members.push((name, value));
     }
@@ -132,10 +139,12 @@ impl<'t> Builder<'t> {
         self.push(Slot::Object(run))
     }
 
+    #[inline]
     pub fn open_array(&self) -> Mark {
         Mark(self.open_items.len())
     }
 
+    #[inline]
     pub fn item(&mut self, value: NodeId) {
         self.open_items.push(value);
     }
@@ -236,6 +245,7 @@ pub struct Node<'d> {
 }
 
 impl<'d> Node<'d> {
+    #[inline]
     fn slot(&self) -> &'d Slot<'d> {
         // Ids come from the builder of this very document, so they are always in range; an
         // out-of-range one reads as null rather than panicking.
@@ -243,10 +253,12 @@ impl<'d> Node<'d> {
     }
 
     /// The member `name` of an object node.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<Node<'d>> {
         self.object().and_then(|object| object.find(name))
     }
 
+    #[inline]
     pub fn object(&self) -> Option<ObjectNode<'d>> {
         match self.slot() {
             Slot::Object(run) => Some(ObjectNode {
@@ -257,6 +269,7 @@ impl<'d> Node<'d> {
         }
     }
 
+    #[inline]
     pub fn array(&self) -> Option<ArrayNode<'d>> {
         match self.slot() {
             Slot::Array(run) => Some(ArrayNode {
@@ -267,6 +280,7 @@ impl<'d> Node<'d> {
         }
     }
 
+    #[inline]
     pub fn as_str(&self) -> Option<&'d str> {
         match self.slot() {
             Slot::String(s) => Some(s),
@@ -274,6 +288,7 @@ impl<'d> Node<'d> {
         }
     }
 
+    #[inline]
     pub fn as_number(&self) -> Option<&'d Number> {
         match self.slot() {
             Slot::Number(n) => Some(n),
@@ -281,6 +296,7 @@ impl<'d> Node<'d> {
         }
     }
 
+    #[inline]
     pub fn as_bool(&self) -> Option<bool> {
         match self.slot() {
             Slot::Bool(b) => Some(*b),
@@ -288,6 +304,7 @@ impl<'d> Node<'d> {
         }
     }
 
+    #[inline]
     pub fn is_null(&self) -> bool {
         matches!(self.slot(), Slot::Null)
     }
@@ -357,6 +374,9 @@ impl<'d> Node<'d> {
     }
 }
 
+/// Up to this many members, a lookup scans instead of halving.
+const SCAN_MAX: usize = 8;
+
 /// An object node's members, sorted by name.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectNode<'d> {
@@ -365,11 +385,20 @@ pub struct ObjectNode<'d> {
 }
 
 impl<'d> ObjectNode<'d> {
+    #[inline]
     pub fn find(&self, name: &str) -> Option<Node<'d>> {
-        self.members
-            .binary_search_by(|(member, _)| member.as_ref().cmp(name))
-            .ok()
-            .map(|at| self.node(at))
+        // Small objects (most of them) by a scan that compares bytes only where the lengths
+        // match; large ones (annotations, maps) by halving.
+        let found = if self.members.len() <= SCAN_MAX {
+            self.members
+                .iter()
+                .position(|(member, _)| member.len() == name.len() && member.as_ref() == name)
+        } else {
+            self.members
+                .binary_search_by(|(member, _)| member.as_ref().cmp(name))
+                .ok()
+        };
+        found.map(|at| self.node(at))
     }
 
     fn node(&self, at: usize) -> Node<'d> {
@@ -468,6 +497,8 @@ impl Json for DocumentJson {
     type StringBuffer = Document<'static>;
 
     const ACYCLIC: bool = true;
+    // A members pass costs no more than a lookup here (both walk the same short vector).
+    const KEYS_PER_LOOKUP: usize = 2;
 
     fn prepare_key(key: &str) -> Box<str> {
         key.into()
@@ -524,6 +555,37 @@ impl<'a> json::Node<'a, DocumentJson> for Node<'a> {
             Slot::String(_) => JsonType::String,
             Slot::Array(_) => JsonType::Array,
             Slot::Object(_) => JsonType::Object,
+        }
+    }
+
+    /// Bounds from the byte length first, as `jsonschema` does for `Value`s: a code point takes
+    /// one to four bytes.
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let string = self.as_str()?;
+        let bytes = string.len() as u64;
+        let fewest = bytes.div_ceil(4);
+        if bytes < min || fewest > max {
+            return Some(false);
+        }
+        if min <= fewest && bytes <= max {
+            return Some(true);
+        }
+        Some((min..=max).contains(&(string.chars().count() as u64)))
+    }
+
+    /// Scalars compared in place (`enum`, `const`); containers through their `Value`.
+    fn equals_value(&self, expected: &Value) -> bool {
+        match (self.slot(), expected) {
+            (Slot::String(s), Value::String(e)) => s == e,
+            (Slot::Bool(b), Value::Bool(e)) => b == e,
+            (Slot::Null, Value::Null) => true,
+            (Slot::Number(n), Value::Number(_)) => {
+                json::cmp::equal(&Value::Number(n.clone()), expected)
+            }
+            (Slot::Object(_) | Slot::Array(_), Value::Object(_) | Value::Array(_)) => {
+                json::cmp::equal(&Node::to_value(self), expected)
+            }
+            _ => false,
         }
     }
 

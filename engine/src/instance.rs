@@ -30,6 +30,7 @@ impl<'a> From<document::Node<'a>> for Instance<'a> {
 
 impl<'a> Instance<'a> {
     /// The member `name`, if this is an object that has it.
+    #[inline]
     pub fn get(self, name: &str) -> Option<Instance<'a>> {
         match self {
             Instance::Value(v) => v.as_object()?.get(name).map(Instance::Value),
@@ -37,6 +38,7 @@ impl<'a> Instance<'a> {
         }
     }
 
+    #[inline]
     pub fn as_str(self) -> Option<&'a str> {
         match self {
             Instance::Value(v) => v.as_str(),
@@ -44,6 +46,7 @@ impl<'a> Instance<'a> {
         }
     }
 
+    #[inline]
     pub fn as_number(self) -> Option<&'a Number> {
         match self {
             Instance::Value(Value::Number(n)) => Some(n),
@@ -52,6 +55,7 @@ impl<'a> Instance<'a> {
         }
     }
 
+    #[inline]
     pub fn as_bool(self) -> Option<bool> {
         match self {
             Instance::Value(v) => v.as_bool(),
@@ -59,6 +63,7 @@ impl<'a> Instance<'a> {
         }
     }
 
+    #[inline]
     pub fn is_null(self) -> bool {
         match self {
             Instance::Value(v) => v.is_null(),
@@ -66,11 +71,13 @@ impl<'a> Instance<'a> {
         }
     }
 
+    #[inline]
     pub fn is_object(self) -> bool {
         self.object_len().is_some()
     }
 
     /// The member count, if this is an object.
+    #[inline]
     pub fn object_len(self) -> Option<usize> {
         match self {
             Instance::Value(v) => v.as_object().map(serde_json::Map::len),
@@ -79,6 +86,7 @@ impl<'a> Instance<'a> {
     }
 
     /// The item count, if this is an array.
+    #[inline]
     pub fn array_len(self) -> Option<usize> {
         match self {
             Instance::Value(v) => v.as_array().map(Vec::len),
