@@ -318,13 +318,12 @@ impl PolicyRules {
         with_base(|base| {
             let mut ctx = base.new_inner_scope();
             if self.object.is_used() {
-                let object =
-                    values::convert(&bindings.object.to_value(), None, &self.object, Keys::AsIs);
+                let object = values::convert(bindings.object, None, &self.object, Keys::AsIs);
                 ctx.add_variable_from_value("object", object);
             }
             if self.old_object.is_used() {
                 let old = bindings.old_object.map_or(CelValue::Null, |o| {
-                    values::convert(&o.to_value(), None, &self.old_object, Keys::AsIs)
+                    values::convert(o, None, &self.old_object, Keys::AsIs)
                 });
                 ctx.add_variable_from_value("oldObject", old);
             }

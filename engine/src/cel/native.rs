@@ -307,7 +307,12 @@ mod tests {
             let mut scope = base.new_inner_scope();
             scope.add_variable_from_value(
                 "self",
-                convert(value, Some(schema), &Projection::Whole, Keys::Escaped),
+                convert(
+                    value.into(),
+                    Some(schema),
+                    &Projection::Whole,
+                    Keys::Escaped,
+                ),
             );
             match program.execute(&scope) {
                 Ok(CelValue::Bool(b)) => Some(b),

@@ -388,7 +388,7 @@ fn evaluate(
         scope.add_variable_from_value(
             "self",
             convert(
-                &value.to_value(),
+                value,
                 Some(&node.schema),
                 &node.self_projection,
                 Keys::Escaped,
@@ -397,7 +397,7 @@ fn evaluate(
     }
     let old_value = match old {
         Some(old) if node.old_projection.is_used() => Some(convert(
-            &old.to_value(),
+            old,
             Some(&node.schema),
             &node.old_projection,
             Keys::Escaped,

@@ -12,6 +12,8 @@ use kube_cel::cel::Value as CelValue;
 use kube_cel::cel::objects::{Key, Map};
 use serde_json::Value;
 
+use crate::instance::Instance;
+
 use super::projection::Projection;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,66 +112,71 @@ pub enum Keys {
     AsIs,
 }
 
-/// `value` as CEL sees it at `schema`, restricted to `projection`.
+/// `value` as CEL sees it at `schema`, restricted to `projection` (read where it is: a
+/// document is converted as directly as a `Value`).
 pub fn convert(
-    value: &Value,
+    value: Instance<'_>,
     schema: Option<&ValueSchema>,
     projection: &Projection,
     keys: Keys,
 ) -> CelValue {
-    match value {
-        Value::Null => CelValue::Null,
-        Value::Bool(b) => CelValue::Bool(*b),
-        Value::Number(n) => number(n),
-        Value::String(s) => string(s, schema.map_or(Format::Plain, |s| s.format)),
-        Value::Array(items) => {
-            // Lists are observed element by element only through whole-value operations.
-            let item_schema = schema.and_then(|s| s.items.as_deref());
-            CelValue::List(Arc::new(
-                items
-                    .iter()
-                    .map(|item| convert(item, item_schema, &Projection::Whole, keys))
-                    .collect(),
-            ))
-        }
-        Value::Object(object) => {
-            let escape_keys = keys == Keys::Escaped && !schema.is_some_and(|s| s.is_map);
-            let mut map = HashMap::new();
-            for (key, child) in object {
-                let name = if escape_keys {
-                    escape_field_name(key)
-                } else {
-                    Cow::Borrowed(key.as_str())
-                };
-                let Some(below) = projection.field(&name) else {
-                    continue;
-                };
-                let child_schema = schema.and_then(|s| s.child(key));
-                map.insert(
-                    Key::String(Arc::new(name.into_owned())),
-                    convert(child, child_schema, below, keys),
-                );
+    if value.is_null() {
+        return CelValue::Null;
+    }
+    if let Some(b) = value.as_bool() {
+        return CelValue::Bool(b);
+    }
+    if let Some(n) = value.as_number() {
+        return number(n);
+    }
+    if let Some(s) = value.as_str() {
+        return string(s, schema.map_or(Format::Plain, |s| s.format));
+    }
+    if value.array_len().is_some() {
+        // Lists are observed element by element only through whole-value operations.
+        let item_schema = schema.and_then(|s| s.items.as_deref());
+        return CelValue::List(Arc::new(
+            value
+                .items()
+                .map(|item| convert(item, item_schema, &Projection::Whole, keys))
+                .collect(),
+        ));
+    }
+    let escape_keys = keys == Keys::Escaped && !schema.is_some_and(|s| s.is_map);
+    let mut map = HashMap::new();
+    for (key, child) in value.members() {
+        let name = if escape_keys {
+            escape_field_name(key)
+        } else {
+            Cow::Borrowed(key)
+        };
+        let Some(below) = projection.field(&name) else {
+            continue;
+        };
+        let child_schema = schema.and_then(|s| s.child(key));
+        map.insert(
+            Key::String(Arc::new(name.into_owned())),
+            convert(child, child_schema, below, keys),
+        );
+    }
+    if schema.is_some_and(|s| s.embedded_resource) {
+        for (field, empty) in [
+            ("apiVersion", CelValue::String(Arc::new(String::new()))),
+            ("kind", CelValue::String(Arc::new(String::new()))),
+            (
+                "metadata",
+                CelValue::Map(Map {
+                    map: Arc::new(HashMap::new()),
+                }),
+            ),
+        ] {
+            if projection.field(field).is_some() {
+                map.entry(Key::String(Arc::new(field.to_string())))
+                    .or_insert(empty);
             }
-            if schema.is_some_and(|s| s.embedded_resource) {
-                for (field, empty) in [
-                    ("apiVersion", CelValue::String(Arc::new(String::new()))),
-                    ("kind", CelValue::String(Arc::new(String::new()))),
-                    (
-                        "metadata",
-                        CelValue::Map(Map {
-                            map: Arc::new(HashMap::new()),
-                        }),
-                    ),
-                ] {
-                    if projection.field(field).is_some() {
-                        map.entry(Key::String(Arc::new(field.to_string())))
-                            .or_insert(empty);
-                    }
-                }
-            }
-            CelValue::Map(Map { map: Arc::new(map) })
         }
     }
+    CelValue::Map(Map { map: Arc::new(map) })
 }
 
 /// JSON as CEL sees Kubernetes objects: integers are `int`, unsigned only beyond `i64`.
@@ -345,7 +352,8 @@ mod tests {
         if let Ok(program) = program {
             wanted.add_uses(program.expression(), "self");
         }
-        let CelValue::Map(converted) = convert(&value, Some(&schema), &wanted, Keys::Escaped)
+        let CelValue::Map(converted) =
+            convert((&value).into(), Some(&schema), &wanted, Keys::Escaped)
         else {
             panic!("not a map");
         };
