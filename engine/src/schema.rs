@@ -21,11 +21,9 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
     compile_for::<SerdeJson>(schema)
 }
 
-/// A policy schema compiled for both forms an object under evaluation comes in.
-pub struct CompiledSchema {
-    pub(crate) on_values: Validator,
-    pub(crate) on_documents: Validator<DocumentJson>,
-}
+/// A policy schema, compiled for documents: an object that comes as a `Value` is validated
+/// through a document of it (its strings borrowed), so each schema is compiled and held once.
+pub struct CompiledSchema(pub(crate) Validator<DocumentJson>);
 
 impl std::fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,10 +32,7 @@ impl std::fmt::Debug for CompiledSchema {
 }
 
 pub fn compile_for_instances(schema: &Value) -> Result<CompiledSchema, SchemaError> {
-    Ok(CompiledSchema {
-        on_values: compile(schema)?,
-        on_documents: compile_for::<DocumentJson>(schema)?,
-    })
+    compile_for::<DocumentJson>(schema).map(CompiledSchema)
 }
 
 fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {

@@ -5,10 +5,10 @@ use std::fmt;
 
 use jsonschema::Validator;
 use jsonschema::error::{ValidationError, ValidationErrorKind};
-use jsonschema::json::Json;
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
+use crate::document::{Document, DocumentJson, Node, TooLarge};
 use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
 use crate::schema::CompiledSchema;
@@ -26,21 +26,23 @@ impl fmt::Display for Violation {
 }
 
 /// Every schema violation of `object`, sorted by field path and without repeats.
-pub fn schema_violations(validator: &Validator, object: &Value) -> Vec<Violation> {
-    violations_of(validator, object)
-}
-
-/// `schema_violations` of either form of an object.
 pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>) -> Vec<Violation> {
     match object {
-        Instance::Value(value) => violations_of(&schema.on_values, value),
-        Instance::Node(node) => violations_of(&schema.on_documents, node),
+        Instance::Node(node) => violations_of(&schema.0, node),
+        Instance::Value(value) => match Document::from_value(value) {
+            Ok(doc) => violations_of(&schema.0, doc.root()),
+            // Over four billion nodes: not an object anyone can send.
+            Err(TooLarge) => vec![Violation {
+                path: FieldPath::default(),
+                message: "is too large to validate".into(),
+            }],
+        },
     }
 }
 
-fn violations_of<'i, F: Json>(validator: &'i Validator<F>, object: F::Node<'i>) -> Vec<Violation> {
+fn violations_of(validator: &Validator<DocumentJson>, object: Node<'_>) -> Vec<Violation> {
     // Most objects are valid: the short-circuiting check is cheaper than collecting errors.
-    if validator.is_valid(object.clone()) {
+    if validator.is_valid(object) {
         return Vec::new();
     }
     let mut found: Vec<Violation> = validator
