@@ -16,7 +16,7 @@ use serde_json::{Map, Number, Value};
 /// Where a node sits in its document.
 pub type NodeId = u32;
 
-/// One parsed JSON text (or a `Value`, copied in).
+/// One parsed JSON text (or a `Value`'s structure, its strings borrowed).
 #[derive(Debug, Clone, Default)]
 pub struct Document<'t> {
     slots: Vec<Slot<'t>>,
@@ -717,6 +717,23 @@ mod tests {
             Some(3.into())
         );
         assert!(doc.root().get("d").is_none());
+    }
+
+    #[test]
+    fn unique_items_are_judged_alike_in_short_and_long_arrays() {
+        let schema = json!({"uniqueItems": true});
+        let (on_value, on_doc) = (value_validator(&schema), doc_validator(&schema));
+        for len in [3, 40] {
+            let distinct: Vec<Value> = (0..len).map(|i| json!({"n": i, "s": [i]})).collect();
+            let mut repeated = distinct.clone();
+            repeated.push(json!({"s": [1], "n": 1.0}));
+            for (items, unique) in [(distinct, true), (repeated, false)] {
+                let value = Value::Array(items);
+                let doc = Document::from_value(&value).unwrap_or_default();
+                assert_eq!(on_value.is_valid(&value), unique, "{len}");
+                assert_eq!(on_doc.is_valid(doc.root()), unique, "{len}");
+            }
+        }
     }
 
     fn any_instance() -> impl Strategy<Value = Value> {
