@@ -33,8 +33,8 @@ pub struct AdmissionReviewIn<'a> {
     pub request: Option<AdmissionRequestIn<'a>>,
 }
 
-/// The request as read: its strings point into the body (see `Text`), its objects are values
-/// because the policies judge them as such.
+/// The request as read: its strings point into the body (see `Text`), its objects are in the
+/// form the endpoint needs (`ObjectForm`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionRequestIn<'a> {
