@@ -13,6 +13,9 @@ use jsonschema::JsonType;
 use jsonschema::json::{self, Json, NodeIdentity};
 use serde_json::{Map, Number, Value};
 
+mod spare;
+use spare::{DocumentVectors, Stacks};
+
 /// Where a node sits in its document.
 pub type NodeId = u32;
 
@@ -72,16 +75,31 @@ pub struct Mark(usize);
 
 impl<'t> Builder<'t> {
     /// `nodes` is a guess of the node count, to allocate once.
+    ///
+    /// The vectors are those of a document dropped earlier on this thread where there is one
+    /// (see `spare`).
     pub fn with_capacity(nodes: usize) -> Self {
+        let DocumentVectors {
+            mut slots,
+            mut members,
+            items,
+        } = spare::take_document();
+        slots.reserve(nodes);
+        members.reserve(nodes);
+        let Stacks {
+            mut open_members,
+            open_items,
+        } = spare::take_stacks();
+        open_members.reserve(16);
         Self {
             doc: Document {
-                slots: Vec::with_capacity(nodes),
-                members: Vec::with_capacity(nodes),
-                items: Vec::new(),
+                slots,
+                members,
+                items,
                 root: 0,
             },
-            open_members: Vec::with_capacity(16),
-            open_items: Vec::new(),
+            open_members,
+            open_items,
         }
     }
 
@@ -158,8 +176,35 @@ impl<'t> Builder<'t> {
 
     /// The document whose root is `root` (the node built last, for a whole text).
     pub fn finish(mut self, root: NodeId) -> Document<'t> {
-        self.doc.root = root;
-        self.doc
+        let mut doc = std::mem::take(&mut self.doc);
+        doc.root = root;
+        doc
+    }
+}
+
+impl Drop for Builder<'_> {
+    fn drop(&mut self) {
+        let mut open_items = std::mem::take(&mut self.open_items);
+        open_items.clear();
+        spare::keep_stacks(Stacks {
+            open_members: spare::emptied_members(std::mem::take(&mut self.open_members)),
+            open_items,
+        });
+    }
+}
+
+impl Drop for Document<'_> {
+    fn drop(&mut self) {
+        if self.slots.capacity() == 0 {
+            return;
+        }
+        let mut items = std::mem::take(&mut self.items);
+        items.clear();
+        spare::keep_document(DocumentVectors {
+            slots: spare::emptied_slots(std::mem::take(&mut self.slots)),
+            members: spare::emptied_members(std::mem::take(&mut self.members)),
+            items,
+        });
     }
 }
 
@@ -205,11 +250,10 @@ impl<'t> Document<'t> {
 
     /// The same document, independent of the text it was read from (to move it to another
     /// thread).
-    pub fn into_owned(self) -> Document<'static> {
+    pub fn into_owned(mut self) -> Document<'static> {
         let owned = |text: Cow<'_, str>| -> Cow<'static, str> { Cow::Owned(text.into_owned()) };
         Document {
-            slots: self
-                .slots
+            slots: std::mem::take(&mut self.slots)
                 .into_iter()
                 .map(|slot| match slot {
                     Slot::Null => Slot::Null,
@@ -220,12 +264,11 @@ impl<'t> Document<'t> {
                     Slot::Array(run) => Slot::Array(run),
                 })
                 .collect(),
-            members: self
-                .members
+            members: std::mem::take(&mut self.members)
                 .into_iter()
                 .map(|(name, id)| (owned(name), id))
                 .collect(),
-            items: self.items,
+            items: std::mem::take(&mut self.items),
             root: self.root,
         }
     }
@@ -642,11 +685,14 @@ impl<'a> json::Array<'a, DocumentJson> for ArrayNode<'a> {
                 .collect();
             return json::unique::is_unique(&values);
         }
-        let items: Vec<Node<'a>> = self.iter().collect();
-        items
-            .iter()
-            .enumerate()
-            .all(|(i, a)| items[i + 1..].iter().all(|b| !a.equals(b)))
+        let node = |id: &NodeId| Node {
+            doc: self.doc,
+            id: *id,
+        };
+        self.items.iter().enumerate().all(|(i, a)| {
+            let a = node(a);
+            self.items[i + 1..].iter().all(|b| !a.equals(&node(b)))
+        })
     }
 }
 
@@ -782,7 +828,7 @@ mod tests {
         #[test]
         fn a_document_is_the_value_it_was_made_from(value in any_instance()) {
             let doc = Document::from_value(&value).unwrap_or_default();
-            prop_assert_eq!(doc.root().to_value(), value);
+            prop_assert_eq!(&doc.root().to_value(), &value);
         }
 
         #[test]
