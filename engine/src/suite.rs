@@ -2,6 +2,7 @@
 //! object, run offline against the same evaluation the server uses. A case fails loudly: every
 //! expectation that does not hold is reported, and nothing unusable is ever counted as a pass.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -78,7 +79,7 @@ pub struct UserInfo {
     #[serde(default)]
     pub username: String,
     #[serde(default)]
-    pub groups: Vec<String>,
+    pub groups: Vec<Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -78,7 +78,7 @@ fn judge_instances(
     old: Option<Instance<'_>>,
     user: &str,
 ) -> Verdict {
-    let groups = vec!["team-a".to_string()];
+    let groups = vec![std::borrow::Cow::Borrowed("team-a")];
     let target = Target {
         group: "example.com",
         version: "v1",

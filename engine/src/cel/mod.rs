@@ -18,6 +18,7 @@ mod projection;
 mod schema_rules;
 mod values;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use kube_cel::KubeCelExt;
@@ -70,7 +71,7 @@ pub struct Bindings<'a> {
 pub struct RequestInfo<'a> {
     pub name: &'a str,
     pub username: &'a str,
-    pub groups: &'a [String],
+    pub groups: &'a [Cow<'a, str>],
     pub dry_run: bool,
 }
 
@@ -156,21 +157,34 @@ impl Expression {
     }
 }
 
-/// `object` and `oldObject` for the native evaluator (it leaves `request` to the interpreter).
-fn native_bindings<'a>(bindings: &Bindings<'a>) -> Vec<native::Binding<'a>> {
-    let mut out = vec![native::Binding {
-        name: "object",
-        value: bindings.object,
-        schema: None,
-    }];
-    if let Some(old) = bindings.old_object {
-        out.push(native::Binding {
-            name: "oldObject",
-            value: old,
+/// `object` and `oldObject` for the native evaluator (it leaves `request` to the interpreter),
+/// on the stack: a vector here was an allocation per review.
+struct NativeBindings<'a> {
+    both: [native::Binding<'a>; 2],
+    len: usize,
+}
+
+impl<'a> NativeBindings<'a> {
+    fn of(bindings: &Bindings<'a>) -> Self {
+        let object = native::Binding {
+            name: "object",
+            value: bindings.object,
             schema: None,
-        });
+        };
+        let old = native::Binding {
+            name: "oldObject",
+            value: bindings.old_object.unwrap_or(bindings.object),
+            schema: None,
+        };
+        Self {
+            both: [object, old],
+            len: if bindings.old_object.is_some() { 2 } else { 1 },
+        }
     }
-    out
+
+    fn as_slice(&self) -> &[native::Binding<'a>] {
+        &self.both[..self.len]
+    }
 }
 
 /// Compiled `spec.matchConditions` and `spec.validations` of one policy.
@@ -354,10 +368,10 @@ impl PolicyRules {
             return Applies::Yes;
         }
         // Conditions run in order: settled natively up to the first one that is not.
-        let natives = native_bindings(bindings);
+        let natives = NativeBindings::of(bindings);
         let mut settled = true;
         for (_, condition) in &self.conditions {
-            match condition.native_outcome(&natives) {
+            match condition.native_outcome(natives.as_slice()) {
                 Some(true) => {}
                 Some(false) => return Applies::No,
                 None => {
@@ -394,11 +408,11 @@ impl PolicyRules {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        let natives = native_bindings(bindings);
+        let natives = NativeBindings::of(bindings);
         let mut found = Vec::new();
         let mut pending = Vec::new();
         for v in &self.validations {
-            match v.settle(&natives) {
+            match v.settle(natives.as_slice()) {
                 Settled::Passed => {}
                 Settled::Failed(message) => found.push(Violation {
                     path: FieldPath::default(),

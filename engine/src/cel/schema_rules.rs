@@ -277,11 +277,19 @@ fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String
     rules
 }
 
-fn walk(
-    node: &RuleNode,
-    value: Instance<'_>,
-    old: Option<Instance<'_>>,
-    path: &mut Vec<Segment>,
+/// Where the walk is: borrowed from the rules and the object, made into a `FieldPath` only for
+/// a violation (a key copied at every step cost an allocation per field with rules).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn walk<'a>(
+    node: &'a RuleNode,
+    value: Instance<'a>,
+    old: Option<Instance<'a>>,
+    path: &mut Vec<At<'a>>,
     out: &mut Vec<Violation>,
     base: &Context<'static>,
 ) {
@@ -290,7 +298,7 @@ fn walk(
     }
     for (name, child) in &node.properties {
         if let Some(child_value) = value.get(name) {
-            path.push(Segment::Key(name.clone()));
+            path.push(At::Key(name));
             walk(
                 child,
                 child_value,
@@ -308,7 +316,7 @@ fn walk(
                 .list_map_keys
                 .as_deref()
                 .and_then(|keys| correlate(item, old?, keys));
-            path.push(Segment::Index(idx));
+            path.push(At::Index(idx));
             walk(items, item, old_item, path, out, base);
             path.pop();
         }
@@ -318,7 +326,7 @@ fn walk(
             if node.declared.iter().any(|d| d == key) {
                 continue;
             }
-            path.push(Segment::Key(key.to_string()));
+            path.push(At::Key(key));
             walk(
                 additional,
                 child_value,
@@ -345,22 +353,30 @@ fn evaluate(
     node: &RuleNode,
     value: Instance<'_>,
     old: Option<Instance<'_>>,
-    path: &[Segment],
+    path: &[At<'_>],
     out: &mut Vec<Violation>,
     base: &Context<'static>,
 ) {
-    let mut bindings = vec![native::Binding {
+    let this = native::Binding {
         name: "self",
         value,
         schema: Some(&node.schema),
-    }];
-    if let Some(old) = old {
-        bindings.push(native::Binding {
-            name: "oldSelf",
-            value: old,
-            schema: Some(&node.schema),
-        });
-    }
+    };
+    let both;
+    let bindings = match old {
+        Some(old) => {
+            both = [
+                this,
+                native::Binding {
+                    name: "oldSelf",
+                    value: old,
+                    schema: Some(&node.schema),
+                },
+            ];
+            &both[..]
+        }
+        None => std::slice::from_ref(&this),
+    };
     // Rules settled straight on the JSON need no CEL values; the rest go to the interpreter.
     let mut pending = Vec::new();
     for rule in &node.rules {
@@ -372,7 +388,7 @@ fn evaluate(
         } else if rule.transition && old.is_none() {
             continue;
         } else {
-            rule.expression.settle(&bindings)
+            rule.expression.settle(bindings)
         };
         match settled {
             Settled::Passed => {}
@@ -435,8 +451,14 @@ fn evaluate(
     }
 }
 
-fn violation(path: &[Segment], rule: &Rule, message: String) -> Violation {
-    let mut at = path.to_vec();
+fn violation(path: &[At<'_>], rule: &Rule, message: String) -> Violation {
+    let mut at: Vec<Segment> = path
+        .iter()
+        .map(|step| match *step {
+            At::Key(key) => Segment::Key(key.to_string()),
+            At::Index(index) => Segment::Index(index),
+        })
+        .collect();
     at.extend(rule.field_path.0.iter().cloned());
     Violation {
         path: FieldPath(at),

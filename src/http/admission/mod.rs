@@ -6,10 +6,12 @@ mod wire;
 
 pub use read::disagreement as read_disagreement;
 
+use std::borrow::Cow;
+
 use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
-use wire::{AdmissionRequestIn, AdmissionResponseOut, Text};
+use wire::{AdmissionRequestIn, AdmissionResponseOut, Text, known_api_version};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ObjectForm, ReviewParseError};
 
 use super::observe::ReviewTag;
@@ -36,7 +38,7 @@ pub struct Admission(pub Mode);
 
 impl Review for Admission {
     type Parsed<'a> = (Text<'a>, AdmissionRequestIn<'a>);
-    type Envelope = String;
+    type Envelope = Cow<'static, str>;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
         AdmissionReviewIn::from_slice(body, self.0.object_form()).map_err(|e| e.to_string())
@@ -47,13 +49,13 @@ impl Review for Admission {
     }
 
     fn envelope(self, (api_version, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
-        let tag = ReviewTag {
-            uid: request.uid.to_string(),
-            group: request.kind.group.to_string(),
-            kind: request.kind.kind.to_string(),
-            operation: request.operation_name(),
-        };
-        (api_version.to_string(), tag)
+        let tag = ReviewTag::new(
+            &request.uid,
+            &request.kind.group,
+            &request.kind.kind,
+            request.operation_name(),
+        );
+        (known_api_version(api_version), tag)
     }
 
     fn linear(self, store: &Store, (_, request): &Self::Parsed<'_>) -> bool {
@@ -67,7 +69,7 @@ impl Review for Admission {
     fn failed(self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         answer(
             api_version,
-            AdmissionResponseOut::errored(&tag.uid, 500, error.to_string()),
+            AdmissionResponseOut::errored(tag.uid(), 500, error.to_string()),
         )
     }
 }

@@ -141,7 +141,7 @@ fn user_info_of<'a>(reader: &mut Reader<'a>) -> Read<UserInfoIn<'a>> {
         "groups" => {
             let mut read = Vec::new();
             reader.array(|reader| {
-                read.push(reader.string()?.into_owned());
+                read.push(reader.string()?);
                 Ok(())
             })?;
             once(&mut groups, read)

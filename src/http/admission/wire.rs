@@ -152,7 +152,8 @@ pub struct UserInfoIn<'a> {
     #[serde(default, borrow)]
     pub username: Text<'a>,
     #[serde(default)]
-    pub groups: Vec<String>,
+    #[serde(borrow)]
+    pub groups: Vec<Cow<'a, str>>,
 }
 
 /// A string of the review: borrowed from the body unless it holds escapes. Reading a review
@@ -263,7 +264,9 @@ impl AdmissionRequestIn<'_> {
             old_object: self.old_object.map(ObjectIn::into_owned),
             user_info: UserInfoIn {
                 username: self.user_info.username.into_owned(),
-                groups: self.user_info.groups,
+                groups: (self.user_info.groups.into_iter())
+                    .map(|group| Cow::Owned(group.into_owned()))
+                    .collect(),
             },
             dry_run: self.dry_run,
         }
@@ -277,6 +280,15 @@ impl AdmissionRequestIn<'_> {
             Operation::Delete => "DELETE",
             Operation::Connect => "CONNECT",
         }
+    }
+}
+
+/// The review's apiVersion to answer with, without a copy for the versions the apiserver sends.
+pub(super) fn known_api_version(api_version: &str) -> Cow<'static, str> {
+    match api_version {
+        "admission.k8s.io/v1" => Cow::Borrowed("admission.k8s.io/v1"),
+        "admission.k8s.io/v1beta1" => Cow::Borrowed("admission.k8s.io/v1beta1"),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
@@ -311,7 +323,7 @@ impl<'a> AdmissionReviewIn<'a> {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionReviewOut {
-    pub api_version: String,
+    pub api_version: Cow<'static, str>,
     pub kind: &'static str,
     pub response: AdmissionResponseOut,
 }
@@ -320,7 +332,7 @@ impl AdmissionReviewOut {
     /// Answers in the apiVersion the apiserver asked in.
     pub fn new(api_version: &str, response: AdmissionResponseOut) -> Self {
         Self {
-            api_version: api_version.to_string(),
+            api_version: known_api_version(api_version),
             kind: ADMISSION_KIND,
             response,
         }

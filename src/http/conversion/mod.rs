@@ -35,12 +35,7 @@ impl Review for Conversion {
     }
 
     fn envelope(self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
-        let tag = ReviewTag {
-            uid: request.uid.clone(),
-            group: request.desired_api_version.clone(),
-            kind: String::new(),
-            operation: "CONVERT",
-        };
+        let tag = ReviewTag::new(&request.uid, &request.desired_api_version, "", "CONVERT");
         (types.clone(), tag)
     }
 
@@ -56,7 +51,7 @@ impl Review for Conversion {
     fn failed(self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         let mut failed =
             ConversionResponse::invalid(Status::failure(&error.to_string(), "InternalError"));
-        failed.uid = tag.uid.clone();
+        failed.uid = tag.uid().to_string();
         answer(types.clone(), failed)
     }
 }
