@@ -379,14 +379,59 @@ impl<'a> Reader<'a> {
     /// Reads past a value without building it (fields the handlers never look at).
     pub fn skip(&mut self) -> Read<()> {
         match self.peek() {
-            Some(b'"') => self.string().map(drop),
-            Some(b'{') => self.object(|reader, _| reader.skip()),
+            Some(b'"') => self.skip_string(),
+            Some(b'{') => self.skip_object(),
             Some(b'[') => self.array(Self::skip),
             Some(b't' | b'f') => self.bool().map(drop),
             Some(b'n') => self.eat_word(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number().map(drop),
             _ => Err(Unsure),
         }
+    }
+
+    /// Past a string, checked as `string` checks it but not kept (fields a review's reader
+    /// does not use: `requestKind`, `requestResource`, `options`, annotations it skips).
+    fn skip_string(&mut self) -> Read<()> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        self.pos += self.to_special()?;
+        match self.bytes()[self.pos] {
+            b'"' => {
+                self.pos += 1;
+                Ok(())
+            }
+            // Escapes are rare in skipped fields: read as any string is.
+            b'\\' => {
+                self.pos = start;
+                self.string().map(drop)
+            }
+            _ => Err(Unsure),
+        }
+    }
+
+    /// Past an object whose members are not kept.
+    fn skip_object(&mut self) -> Read<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip_string()?;
+                self.eat(b':')?;
+                self.skip()?;
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Unsure),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
     }
 
     /// A number: integers here, anything with a fraction or an exponent by `serde_json`'s own

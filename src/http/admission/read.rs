@@ -236,10 +236,20 @@ mod tests {
                 ],
             ),
             field("dryRun", &["true", "false"]),
+            // Skipped fields, well-formed or not: escapes, control characters, nesting,
+            // whitespace, repeated keys, missing separators.
             prop::sample::select(vec![
                 "",
                 r#""options":{"kind":"CreateOptions"}"#,
                 r#""requestKind":{"group":"g"}"#,
+                r#""options":{"k\u0069nd":"Cr\"eate","a":[{"b":[]},"\ud83d\ude00",-0.5e1]}"#,
+                r#""options" : { "kind" : "C" , "kind" : { } }"#,
+                "\"options\":{\"kind\":\"tab\there\"}",
+                r#""options":{"kind":"\q"}"#,
+                r#""options":{"kind":"\ud800"}"#,
+                r#""options":{"kind":"C" "x":1}"#,
+                r#""options":{"kind":}"#,
+                r#""options":["a",{"b":"c\n"},]"#,
             ]),
         )
             .prop_map(|fields| {
@@ -265,6 +275,38 @@ mod tests {
                 fields.reverse();
             }
             agrees(&object_of(fields))?;
+        }
+    }
+
+    #[test]
+    fn skipped_fields_are_checked_as_read_ones_are() {
+        let with_options = |options: &str| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"g","version":"v1","kind":"K"}},"resource":{{"group":"g","version":"v1","resource":"ks"}},"operation":"CREATE","options":{options}}}}}"#
+            )
+        };
+        for fine in [
+            r#"{"k\u0069nd":"Cr\"eate","a":[{"b":[]},"\ud83d\ude00",-0.5e1]}"#,
+            r#"{ "kind" : "C" , "kind" : { } }"#,
+        ] {
+            let text = with_options(fine);
+            assert!(review(&text, ObjectForm::Document).is_ok(), "{text}");
+            assert_eq!(disagreement(&text), None);
+        }
+        for unsure in [
+            "{\"kind\":\"tab\there\"}",
+            r#"{"kind":"\q"}"#,
+            r#"{"kind":"\ud800"}"#,
+            r#"{"kind":"C" "x":1}"#,
+        ] {
+            let text = with_options(unsure);
+            assert_eq!(
+                review(&text, ObjectForm::Document).err(),
+                Some(Unsure),
+                "{text}"
+            );
+            // serde_json then decides (it refuses all but the lone surrogate, which it skips).
+            assert_eq!(disagreement(&text), None);
         }
     }
 
