@@ -103,9 +103,10 @@ impl Expression {
         program: Program,
         message: Option<String>,
         message_program: Option<Program>,
+        schema: Option<&Arc<values::ValueSchema>>,
     ) -> Self {
         Self {
-            native: native::compile(program.expression()),
+            native: native::compile(program.expression(), schema),
             text: text.to_string(),
             program,
             message,
@@ -279,7 +280,7 @@ impl PolicyRules {
             if let Some(program) = compile_expression(&c.expression, at, &mut errors) {
                 compiled_conditions.push((
                     c.name.clone(),
-                    Expression::new("expression", &c.expression, program, None, None),
+                    Expression::new("expression", &c.expression, program, None, None, None),
                 ));
             }
         }
@@ -301,6 +302,7 @@ impl PolicyRules {
                     program,
                     v.message.clone(),
                     message_program,
+                    None,
                 ));
             }
         }

@@ -5,6 +5,8 @@
 //! overflow, a division by zero, a string the schema types as a timestamp), gives `None` and the
 //! CEL interpreter decides, errors and messages included. So both always agree.
 
+use std::sync::Arc;
+
 use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{Expr, LiteralValue};
 
@@ -43,6 +45,7 @@ enum Node {
         operand: Box<Node>,
         field: String,
         test: bool,
+        child: Child,
     },
     /// `_&&_` (`stop` false) or `_||_` (`stop` true): the left side decides alone when it is
     /// `stop`.
@@ -56,6 +59,17 @@ enum Node {
     Choose(Box<[Node; 3]>),
     Size(Box<Node>),
     Binary(Op, Box<[Node; 2]>),
+}
+
+/// The schema of a selected field.
+#[derive(Debug)]
+enum Child {
+    /// Resolved at load: the operand is a chain of selections from a variable, whose schema is
+    /// the one the expression was compiled for (a lookup per field read was a tenth of
+    /// evaluating a rule).
+    Resolved(Option<Arc<ValueSchema>>),
+    /// Looked up in the operand's schema when evaluated (`(c ? a : b).field`).
+    Lookup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,22 +107,53 @@ impl Op {
 }
 
 /// The expression in native form, or `None` when it uses anything else (the interpreter's).
-pub fn compile(expr: &IdedExpr) -> Option<Native> {
-    node(expr).map(Native)
+///
+/// `schema` is the schema of every variable's value (`self` and `oldSelf` of a CRD rule), or
+/// `None` (admission-policy expressions); evaluation must bind values of that schema.
+pub fn compile(expr: &IdedExpr, schema: Option<&Arc<ValueSchema>>) -> Option<Native> {
+    node(expr, schema).map(Native)
 }
 
-fn node(expr: &IdedExpr) -> Option<Node> {
+impl Node {
+    /// The schema of this node's value when it is known at load: `Some(schema)`.
+    fn known_schema(
+        &self,
+        variables: Option<&Arc<ValueSchema>>,
+    ) -> Option<Option<Arc<ValueSchema>>> {
+        match self {
+            Node::Ident(_) => Some(variables.cloned()),
+            Node::Select {
+                child: Child::Resolved(schema),
+                test: false,
+                ..
+            } => Some(schema.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn node(expr: &IdedExpr, schema: Option<&Arc<ValueSchema>>) -> Option<Node> {
     Some(match &expr.expr {
         Expr::Ident(name) => Node::Ident(name.clone()),
         Expr::Literal(LiteralValue::Int(i)) => Node::Int(*i.inner()),
         Expr::Literal(LiteralValue::String(s)) => Node::Str(s.inner().to_string()),
         Expr::Literal(LiteralValue::Boolean(b)) => Node::Bool(*b.inner()),
         // Escaped names (`foo__dash__bar`) are left to the interpreter.
-        Expr::Select(select) if !select.field.contains("__") => Node::Select {
-            operand: Box::new(node(&select.operand)?),
-            field: select.field.clone(),
-            test: select.test,
-        },
+        Expr::Select(select) if !select.field.contains("__") => {
+            let operand = node(&select.operand, schema)?;
+            let child = match operand.known_schema(schema) {
+                Some(known) => Child::Resolved(
+                    known.and_then(|known| known.shared_child(&select.field).cloned()),
+                ),
+                None => Child::Lookup,
+            };
+            Node::Select {
+                operand: Box::new(operand),
+                field: select.field.clone(),
+                test: select.test,
+                child,
+            }
+        }
         Expr::Call(call) => {
             let name = call.func_name.as_str();
             if name == "size" {
@@ -117,12 +162,12 @@ fn node(expr: &IdedExpr) -> Option<Node> {
                     (None, [arg]) => [arg],
                     _ => return None,
                 };
-                return Some(Node::Size(Box::new(node(of)?)));
+                return Some(Node::Size(Box::new(node(of, schema)?)));
             }
             if call.target.is_some() {
                 return None;
             }
-            let mut args = call.args.iter().map(node);
+            let mut args = call.args.iter().map(|arg| node(arg, schema));
             let mut next = || args.next().flatten().map(Box::new);
             match (name, call.args.len()) {
                 ("_&&_" | "_||_", 2) => Node::Logic {
@@ -164,6 +209,7 @@ fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
             operand,
             field,
             test,
+            child: child_schema,
         } => {
             let Val::Json(object, schema) = eval(operand, bindings)? else {
                 return None;
@@ -175,7 +221,11 @@ fn eval<'a>(node: &'a Node, bindings: &[Binding<'a>]) -> Option<Val<'a>> {
                 return Some(Val::Bool(object.get(field).is_some()));
             }
             let child = object.get(field)?;
-            plain(child, schema.and_then(|s| s.child(field)))
+            let child_schema = match child_schema {
+                Child::Resolved(resolved) => resolved.as_deref(),
+                Child::Lookup => schema.and_then(|s| s.child(field)),
+            };
+            plain(child, child_schema)
         }
         // CEL: `false && x` is false and `true || x` true whatever x is.
         Node::Logic { stop, left, right } => match eval(left, bindings)? {
@@ -293,13 +343,15 @@ mod tests {
         "size(self.list) == 2 && size(self.retry) > 1",
         "self.a / self.b == 1",
         "self.a == self.name",
+        "(self.flag ? self : self).when == '2026-01-01T00:00:00Z'",
+        "(self.flag ? self.retry : self.retry).maxAttempts >= 1",
     ];
 
-    fn schema() -> ValueSchema {
-        ValueSchema::new(&json!({
+    fn schema() -> Arc<ValueSchema> {
+        Arc::new(ValueSchema::new(&json!({
             "type": "object",
             "properties": {"when": {"type": "string", "format": "date-time"}}
-        }))
+        })))
     }
 
     fn interpreted(program: &Program, value: &Value, schema: &ValueSchema) -> Option<bool> {
@@ -379,10 +431,10 @@ mod tests {
             let doc = crate::document::Document::from_value(&value).unwrap_or_default();
             for text in EXPRESSIONS {
                 let program = Program::compile(text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let compiled = compile(program.expression());
+                let compiled = compile(program.expression(), Some(&schema));
                 prop_assert!(compiled.is_some(), "{text}");
                 let on = |value: Instance<'_>| {
-                    let bindings = [Binding { name: "self", value, schema: Some(&schema) }];
+                    let bindings = [Binding { name: "self", value, schema: Some(&*schema) }];
                     compiled.as_ref().and_then(|c| c.evaluate(&bindings))
                 };
                 let on_value = on((&value).into());
@@ -395,15 +447,33 @@ mod tests {
     }
 
     #[test]
+    fn field_schemas_are_resolved_at_load_along_selections_from_a_variable() {
+        let schema = schema();
+        let compiled = |text: &str| {
+            let program = Program::compile(text).ok()?;
+            compile(program.expression(), Some(&schema)).map(|native| format!("{native:?}"))
+        };
+        let chain = compiled("self.retry.maxAttempts > 0").unwrap_or_default();
+        assert!(
+            chain.contains("Resolved") && !chain.contains("Lookup"),
+            "{chain}"
+        );
+        let chosen = compiled("(self.flag ? self : self).when == 'x'").unwrap_or_default();
+        assert!(chosen.contains("Lookup"), "{chosen}");
+        let when = compiled("self.when == 'x'").unwrap_or_default();
+        assert!(when.contains("DateTime"), "{when}");
+    }
+
+    #[test]
     fn answers_the_common_cases_and_defers_the_rest() {
         let schema = schema();
         let value = json!({"a": 4, "b": 2, "name": "abc", "when": "2026-01-01T00:00:00Z"});
         let run = |text: &str| {
             let program = Program::compile(text).ok()?;
-            compile(program.expression())?.evaluate(&[Binding {
+            compile(program.expression(), Some(&schema))?.evaluate(&[Binding {
                 name: "self",
                 value: (&value).into(),
-                schema: Some(&schema),
+                schema: Some(&*schema),
             }])
         };
         assert_eq!(run("self.a >= self.b / 2"), Some(true));

@@ -51,7 +51,8 @@ struct Rule {
 #[derive(Default)]
 struct RuleNode {
     rules: Vec<Rule>,
-    schema: ValueSchema,
+    /// The schema `self` and `oldSelf` have, the one `rules` were compiled for.
+    schema: Arc<ValueSchema>,
     self_projection: Projection,
     old_projection: Projection,
     properties: Vec<(String, RuleNode)>,
@@ -142,10 +143,11 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
             ));
         }
     }
-    let mut node = RuleNode {
-        rules: compile_rules(schema, &pointer, errors),
-        ..RuleNode::default()
-    };
+    let mut node = RuleNode::default();
+    if let Some((rules, rules_schema)) = compile_rules(schema, &pointer, errors) {
+        node.rules = rules;
+        node.schema = rules_schema;
+    }
     if let Some(properties) = object.get("properties").and_then(Value::as_object) {
         for (name, child) in properties {
             let at = format!("{pointer}/properties/{}", escape_pointer(name));
@@ -202,7 +204,6 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
         return None;
     }
     if !node.rules.is_empty() {
-        node.schema = ValueSchema::new(schema);
         for rule in &node.rules {
             for program in rule.expression.programs() {
                 node.self_projection.add_uses(program.expression(), "self");
@@ -214,17 +215,21 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
     Some(node)
 }
 
-fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String)>) -> Vec<Rule> {
-    let Some(specs) = schema.get(RULES_KEY) else {
-        return Vec::new();
-    };
+/// The node's rules, with the schema of the value they judge (`None` where it has none).
+fn compile_rules(
+    schema: &Value,
+    pointer: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Option<(Vec<Rule>, Arc<ValueSchema>)> {
+    let specs = schema.get(RULES_KEY)?;
     let Some(specs) = specs.as_array() else {
         errors.push((
             format!("{pointer}/{RULES_KEY}"),
             "must be a list of rules".into(),
         ));
-        return Vec::new();
+        return None;
     };
+    let value_schema = Arc::new(ValueSchema::new(schema));
     // The apiserver's cost estimate needs the node's schema (maxLength, maxItems...).
     let cost_schema = kube_cel::compile_schema(schema);
     let mut rules = Vec::new();
@@ -269,12 +274,19 @@ fn compile_rules(schema: &Value, pointer: &str, errors: &mut Vec<(String, String
         };
         rules.push(Rule {
             transition: program.references().has_variable("oldSelf"),
-            expression: Expression::new("rule", &spec.rule, program, spec.message, message_program),
+            expression: Expression::new(
+                "rule",
+                &spec.rule,
+                program,
+                spec.message,
+                message_program,
+                Some(&value_schema),
+            ),
             field_path,
             optional_old_self: spec.optional_old_self == Some(true),
         });
     }
-    rules
+    Some((rules, value_schema))
 }
 
 /// Where the walk is: borrowed from the rules and the object, made into a `FieldPath` only for
@@ -360,7 +372,7 @@ fn evaluate(
     let this = native::Binding {
         name: "self",
         value,
-        schema: Some(&node.schema),
+        schema: Some(&*node.schema),
     };
     let both;
     let bindings = match old {
@@ -370,7 +382,7 @@ fn evaluate(
                 native::Binding {
                     name: "oldSelf",
                     value: old,
-                    schema: Some(&node.schema),
+                    schema: Some(&*node.schema),
                 },
             ];
             &both[..]
@@ -405,7 +417,7 @@ fn evaluate(
             "self",
             convert(
                 value,
-                Some(&node.schema),
+                Some(&*node.schema),
                 &node.self_projection,
                 Keys::Escaped,
             ),
@@ -414,7 +426,7 @@ fn evaluate(
     let old_value = match old {
         Some(old) if node.old_projection.is_used() => Some(convert(
             old,
-            Some(&node.schema),
+            Some(&*node.schema),
             &node.old_projection,
             Keys::Escaped,
         )),

@@ -35,9 +35,12 @@ pub struct ValueSchema {
     /// Sorted by length, then bytes: looked up for every field a rule reads, and a binary search
     /// that mostly compares lengths costs less than hashing the key (SipHash showed in the
     /// profile of every `/validate`) or a B-tree comparing every name it passes byte-wise.
-    properties: Vec<(String, ValueSchema)>,
-    items: Option<Box<ValueSchema>>,
-    additional: Option<Box<ValueSchema>>,
+    ///
+    /// Shared, so that the native evaluator can hold the schema of each field a rule selects,
+    /// resolved once at load.
+    properties: Vec<(String, Arc<ValueSchema>)>,
+    items: Option<Arc<ValueSchema>>,
+    additional: Option<Arc<ValueSchema>>,
 }
 
 impl ValueSchema {
@@ -63,7 +66,7 @@ impl ValueSchema {
                 .map(|props| {
                     let mut properties: Vec<_> = props
                         .iter()
-                        .map(|(name, child)| (name.clone(), Self::new(child)))
+                        .map(|(name, child)| (name.clone(), Arc::new(Self::new(child))))
                         .collect();
                     properties.sort_by(|(a, _), (b, _)| by_length_then_bytes(a, b));
                     properties
@@ -72,20 +75,25 @@ impl ValueSchema {
             items: schema
                 .get("items")
                 .filter(|i| i.is_object())
-                .map(|i| Box::new(Self::new(i))),
+                .map(|i| Arc::new(Self::new(i))),
             additional: additional
                 .filter(|a| a.is_object())
-                .map(|a| Box::new(Self::new(a))),
+                .map(|a| Arc::new(Self::new(a))),
         }
     }
 
     pub fn child(&self, key: &str) -> Option<&ValueSchema> {
+        self.shared_child(key).map(|child| &**child)
+    }
+
+    /// `child`, shared.
+    pub fn shared_child(&self, key: &str) -> Option<&Arc<ValueSchema>> {
         self.properties
             .binary_search_by(|(name, _)| by_length_then_bytes(name, key))
             .ok()
             .and_then(|at| self.properties.get(at))
             .map(|(_, child)| child)
-            .or(self.additional.as_deref())
+            .or(self.additional.as_ref())
     }
 
     /// A string here is a CEL string (not a timestamp, duration or bytes).
