@@ -167,6 +167,38 @@ async fn slow_and_silent_clients_are_cut_off_on_http1_and_h2() {
 }
 
 #[tokio::test]
+async fn a_request_with_more_than_a_hundred_headers_gets_431() {
+    let server = start(|_| {}).await;
+    let body = review_bytes();
+    let send = |extra: usize| {
+        let mut head = format!(
+            "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for i in 0..extra {
+            head.push_str(&format!("X-Extra-{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        head
+    };
+    // Three headers of the request itself: 97 more is the most allowed, 98 one too many.
+    let mut fine = h1(&server).await;
+    fine.write_all(send(97).as_bytes())
+        .await
+        .expect("write head");
+    fine.write_all(&body).await.expect("write body");
+    assert_eq!(read_response(&mut fine).await.status, 200);
+    let mut too_many = h1(&server).await;
+    too_many
+        .write_all(send(98).as_bytes())
+        .await
+        .expect("write head");
+    too_many.write_all(&body).await.expect("write body");
+    assert_eq!(read_response(&mut too_many).await.status, 431);
+    a_valid_review_succeeds(&server).await;
+}
+
+#[tokio::test]
 async fn a_handshake_that_never_finishes_is_cut_off() {
     let server = start(|c| c.connections.handshake_timeout = Duration::from_secs(1)).await;
     let mut silent = tokio::net::TcpStream::connect(server.addr)

@@ -80,8 +80,9 @@ impl ConnectionLimits {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .max_headers(100);
+            // At most 100 headers a request (431 beyond): hyper's default, kept by not setting
+            // it — set explicitly, the same limit costs a heap-sized header buffer per request.
+            .header_read_timeout(self.header_read_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())
