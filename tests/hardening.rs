@@ -150,6 +150,30 @@ async fn slow_and_silent_clients_are_cut_off_on_http1_and_h2() {
         .write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("partial head");
+    // HTTP/1.1 headers trickling in, a line every 200 ms, never finishing.
+    let mut trickling = h1(&server).await;
+    trickling
+        .write_all(b"POST /validate HTTP/1.1\r\n")
+        .await
+        .expect("request line");
+    let (mut trickle_read, mut trickle_write) = tokio::io::split(trickling);
+    let trickle = tokio::spawn(async move {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let line = format!("X-Slow-{i}: x\r\n");
+            if trickle_write.write_all(line.as_bytes()).await.is_err() {
+                return i;
+            }
+        }
+        0
+    });
+    // One whole review, then the next request's headers never finish.
+    let mut stalled_after_one = h1(&server).await;
+    assert_eq!(review_on(&mut stalled_after_one).await.status, 200);
+    stalled_after_one
+        .write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("partial second head");
     // h2: preface and settings, then a header block that never ends (no END_HEADERS).
     let mut slow_h2 = connect(&server, &[b"h2"]).await;
     h2::start(&mut slow_h2).await;
@@ -160,6 +184,15 @@ async fn slow_and_silent_clients_are_cut_off_on_http1_and_h2() {
     a_valid_review_succeeds(&server).await;
     assert!(closed_by_server(&mut silent).await, "silent client kept");
     assert!(closed_by_server(&mut slow_h1).await, "slow h1 headers kept");
+    assert!(
+        closed_by_server(&mut trickle_read).await,
+        "trickling h1 headers kept"
+    );
+    trickle.abort();
+    assert!(
+        closed_by_server(&mut stalled_after_one).await,
+        "a stalled second request kept"
+    );
     assert!(closed_by_server(&mut slow_h2).await, "slow h2 headers kept");
     assert!(closed_by_server(&mut idle_h2).await, "idle h2 kept");
     a_valid_review_succeeds(&server).await;

@@ -77,12 +77,12 @@ impl ConnectionLimits {
     /// The HTTP/1.1 + h2 server with these limits.
     pub fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            // At most 100 headers a request (431 beyond): hyper's default, kept by not setting
-            // it — set explicitly, the same limit costs a heap-sized header buffer per request.
-            .header_read_timeout(self.header_read_timeout);
+        // HTTP/1.1 is left at hyper's defaults. At most 100 headers a request (431 beyond) is
+        // its default limit; set explicitly, the same limit builds the header buffers element by
+        // element on every request. Slow or stalled headers are cut off by the connection's own
+        // idle deadline (`Lifecycle`: no request in flight for `header_read_timeout`, counted
+        // from the last answer, however the bytes trickle in); hyper's own header timer would
+        // do the same at the cost of a boxed timer and a clock read for every request.
         builder
             .http2()
             .timer(TokioTimer::new())
