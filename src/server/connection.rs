@@ -139,8 +139,9 @@ impl Lifecycle {
         self.served.load(Ordering::Relaxed)
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// Marks the connection active `age` after it was born.
+    fn touch(&self, age: Duration) {
+        let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -148,9 +149,10 @@ impl Lifecycle {
         self.born + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
     }
 
-    /// Whether this connection has had its share once the current request is answered.
-    fn exhausted(&self) -> bool {
-        self.served() >= self.max_requests || self.born.elapsed() >= self.max_age
+    /// Whether this connection, `age` old, has had its share once the current request is
+    /// answered.
+    fn exhausted(&self, age: Duration) -> bool {
+        self.served() >= self.max_requests || age >= self.max_age
     }
 
     /// When the driver should look again.
@@ -206,7 +208,14 @@ fn jitter() -> f64 {
 }
 
 /// Counts a request in flight until its future ends, answered or abandoned.
-struct InFlight(Arc<Lifecycle>);
+///
+/// Only the end of a request marks the connection active: while one is in flight the
+/// connection is not idle whatever `last_active` says, so the clock is read once per request
+/// (the age the answer is checked against) rather than at both ends and for that check.
+struct InFlight {
+    lifecycle: Arc<Lifecycle>,
+    ended: bool,
+}
 
 impl InFlight {
     fn enter(lifecycle: &Arc<Lifecycle>, h2: bool) -> Self {
@@ -215,15 +224,27 @@ impl InFlight {
         if h2 {
             lifecycle.h2.store(true, Ordering::Relaxed);
         }
-        lifecycle.touch();
-        Self(Arc::clone(lifecycle))
+        Self {
+            lifecycle: Arc::clone(lifecycle),
+            ended: false,
+        }
+    }
+
+    /// The request was answered when the connection was `age` old.
+    fn end(mut self, age: Duration) {
+        self.lifecycle.touch(age);
+        self.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.ended = true;
     }
 }
 
 impl Drop for InFlight {
+    /// A request dropped before its answer (the client went away) ends here.
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.ended {
+            self.lifecycle.touch(self.lifecycle.born.elapsed());
+            self.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -274,7 +295,8 @@ pub fn service(
         async move {
             let in_flight = InFlight::enter(&lifecycle, h2);
             let mut response = answering.await;
-            if lifecycle.exhausted() {
+            let age = lifecycle.born.elapsed();
+            if lifecycle.exhausted(age) {
                 lifecycle.retired.store(true, Ordering::Relaxed);
                 if h2 {
                     lifecycle.goaway.notify_one();
@@ -284,7 +306,7 @@ pub fn service(
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
             }
-            drop(in_flight);
+            in_flight.end(age);
             Ok(response)
         }
     })
@@ -293,6 +315,27 @@ pub fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_marks_its_connection_active_when_it_ends_or_is_dropped() {
+        let limits = ConnectionLimits::default();
+        let lifecycle = Lifecycle::new(&limits, 1000, false);
+        let answered = InFlight::enter(&lifecycle, false);
+        assert!(!lifecycle.idle());
+        answered.end(Duration::from_secs(7));
+        assert!(lifecycle.idle());
+        assert_eq!(
+            lifecycle.last_active(),
+            lifecycle.born + Duration::from_secs(7)
+        );
+        // A client gone mid-request: the dropped request still ends, at the current age.
+        let abandoned = InFlight::enter(&lifecycle, true);
+        assert!(!lifecycle.idle());
+        drop(abandoned);
+        assert!(lifecycle.idle());
+        assert!(lifecycle.last_active() < lifecycle.born + Duration::from_secs(7));
+        assert_eq!(lifecycle.served(), 2);
+    }
 
     #[test]
     fn retirement_limits_are_spread_but_small_limits_stay_exact() {
