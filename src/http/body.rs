@@ -57,10 +57,12 @@ where
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let value = headers.get(header::CONTENT_TYPE);
+    // What the apiserver sends, accepted without splitting and trimming it.
+    if value.is_some_and(|v| v.as_bytes() == b"application/json") {
+        return Ok(());
+    }
+    let content_type = value.and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
