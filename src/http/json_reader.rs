@@ -259,41 +259,36 @@ impl<'a> Reader<'a> {
         &mut self,
         mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Read<()>,
     ) -> Read<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                let key = self.string()?;
-                self.eat(b':')?;
-                field(self, key)?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Unsure),
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
+        self.sequence(b'{', b'}', |reader| {
+            let key = reader.string()?;
+            reader.eat(b':')?;
+            field(reader, key)
+        })
     }
 
     /// Calls `item` for each item of an array, `item` reading it.
-    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
-        self.eat(b'[')?;
+    pub fn array(&mut self, item: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
+        self.sequence(b'[', b']', item)
+    }
+
+    /// `open`, then entries separated by commas, each read by `entry`, then `close`.
+    #[inline]
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut entry: impl FnMut(&mut Self) -> Read<()>,
+    ) -> Read<()> {
+        self.eat(open)?;
         self.enter()?;
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             loop {
-                item(self)?;
+                entry(self)?;
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b']') => {
+                    Some(next) if next == close => {
                         self.pos += 1;
                         break;
                     }
@@ -411,27 +406,11 @@ impl<'a> Reader<'a> {
 
     /// Past an object whose members are not kept.
     fn skip_object(&mut self) -> Read<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                self.skip_string()?;
-                self.eat(b':')?;
-                self.skip()?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(Unsure),
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
+        self.sequence(b'{', b'}', |reader| {
+            reader.skip_string()?;
+            reader.eat(b':')?;
+            reader.skip()
+        })
     }
 
     /// A number: integers here, anything with a fraction or an exponent by `serde_json`'s own
