@@ -78,8 +78,8 @@ impl ConnectionLimits {
     pub fn builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // HTTP/1.1 is left at hyper's defaults. At most 100 headers a request (431 beyond) is
-        // its default limit; set explicitly, the same limit builds the header buffers element by
-        // element on every request. Slow or stalled headers are cut off by the connection's own
+        // its default limit (hyper documents a per-request cost for setting the limit at all,
+        // even to the default). Slow or stalled headers are cut off by the connection's own
         // idle deadline (`Lifecycle`: no request in flight for `header_read_timeout`, counted
         // from the last answer, however the bytes trickle in); hyper's own header timer would
         // do the same at the cost of a boxed timer and a clock read for every request.
