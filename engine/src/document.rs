@@ -184,27 +184,20 @@ impl<'t> Builder<'t> {
 
 impl Drop for Builder<'_> {
     fn drop(&mut self) {
-        let mut open_items = std::mem::take(&mut self.open_items);
-        open_items.clear();
-        spare::keep_stacks(Stacks {
-            open_members: spare::emptied_members(std::mem::take(&mut self.open_members)),
-            open_items,
-        });
+        spare::keep_stacks(
+            std::mem::take(&mut self.open_members),
+            std::mem::take(&mut self.open_items),
+        );
     }
 }
 
 impl Drop for Document<'_> {
     fn drop(&mut self) {
-        if self.slots.capacity() == 0 {
-            return;
-        }
-        let mut items = std::mem::take(&mut self.items);
-        items.clear();
-        spare::keep_document(DocumentVectors {
-            slots: spare::emptied_slots(std::mem::take(&mut self.slots)),
-            members: spare::emptied_members(std::mem::take(&mut self.members)),
-            items,
-        });
+        spare::keep_document(
+            std::mem::take(&mut self.slots),
+            std::mem::take(&mut self.members),
+            std::mem::take(&mut self.items),
+        );
     }
 }
 

@@ -44,8 +44,7 @@ impl DocumentVectors {
     }
 
     fn worth_keeping(&self) -> bool {
-        self.slots.capacity() != 0
-            && small(self.slots.capacity())
+        small(self.slots.capacity())
             && small(self.members.capacity())
             && small(self.items.capacity())
     }
@@ -77,9 +76,23 @@ pub(super) fn take_document() -> DocumentVectors {
         .unwrap_or_default()
 }
 
-/// Keeps `vectors` for a later builder on this thread if there is room and they are not too
-/// large; frees them otherwise. (During thread teardown they are simply freed.)
-pub(super) fn keep_document(vectors: DocumentVectors) {
+/// Keeps a dropped document's vectors, emptied, for a later builder on this thread if there is
+/// room and they are not too large; frees them otherwise. (During thread teardown they are
+/// simply freed.)
+pub(super) fn keep_document(
+    slots: Vec<Slot<'_>>,
+    members: Vec<Member<'_>>,
+    mut items: Vec<NodeId>,
+) {
+    if slots.capacity() == 0 {
+        return;
+    }
+    items.clear();
+    let vectors = DocumentVectors {
+        slots: emptied_slots(slots),
+        members: emptied_members(members),
+        items,
+    };
     if !vectors.worth_keeping() {
         return;
     }
@@ -103,10 +116,16 @@ pub(super) fn take_stacks() -> Stacks {
         .unwrap_or_default()
 }
 
-pub(super) fn keep_stacks(stacks: Stacks) {
-    if !(small(stacks.open_members.capacity()) && small(stacks.open_items.capacity())) {
+/// Keeps a builder's stacks, emptied, for the next builder on this thread unless too large.
+pub(super) fn keep_stacks(open_members: Vec<Member<'_>>, mut open_items: Vec<NodeId>) {
+    if !(small(open_members.capacity()) && small(open_items.capacity())) {
         return;
     }
+    open_items.clear();
+    let stacks = Stacks {
+        open_members: emptied_members(open_members),
+        open_items,
+    };
     let _ = STACKS.try_with(|kept| {
         if let Ok(mut kept) = kept.try_borrow_mut() {
             *kept = stacks;
@@ -116,12 +135,12 @@ pub(super) fn keep_stacks(stacks: Stacks) {
 
 /// `slots`, emptied, as a vector of any lifetime: the same allocation (collecting an empty
 /// `vec::IntoIter` into a vector of a same-sized type reuses its buffer).
-pub(super) fn emptied_slots(mut slots: Vec<Slot<'_>>) -> Vec<Slot<'static>> {
+fn emptied_slots(mut slots: Vec<Slot<'_>>) -> Vec<Slot<'static>> {
     slots.clear();
     slots.into_iter().map(|_| Slot::Null).collect()
 }
 
-pub(super) fn emptied_members(mut members: Vec<Member<'_>>) -> Vec<Member<'static>> {
+fn emptied_members(mut members: Vec<Member<'_>>) -> Vec<Member<'static>> {
     members.clear();
     members
         .into_iter()
@@ -152,15 +171,17 @@ mod tests {
     #[test]
     fn a_thread_keeps_two_documents_and_no_large_ones() {
         std::thread::spawn(|| {
-            let vectors = |nodes: usize| DocumentVectors {
-                slots: Vec::with_capacity(nodes),
-                members: Vec::with_capacity(nodes),
-                items: Vec::new(),
+            let keep = |nodes: usize| {
+                keep_document(
+                    Vec::with_capacity(nodes),
+                    Vec::with_capacity(nodes),
+                    Vec::new(),
+                )
             };
-            keep_document(vectors(10));
-            keep_document(vectors(20));
-            keep_document(vectors(30));
-            keep_document(vectors(MAX_KEPT_NODES + 1));
+            keep(10);
+            keep(20);
+            keep(30);
+            keep(MAX_KEPT_NODES + 1);
             let mut taken: Vec<usize> = (0..3).map(|_| take_document().slots.capacity()).collect();
             taken.sort();
             assert_eq!(taken, [0, 10, 20]);
