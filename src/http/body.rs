@@ -34,7 +34,8 @@ where
     let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
     let collected = match first {
         Poll::Ready(collected) => collected,
-        Poll::Pending => tokio::time::timeout(config.body_read_timeout, collect)
+        // Boxed: the timer would make every review's future larger, for the few that wait.
+        Poll::Pending => Box::pin(tokio::time::timeout(config.body_read_timeout, collect))
             .await
             .map_err(|_| {
                 ApiError::new(

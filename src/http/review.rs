@@ -54,22 +54,35 @@ pub async fn run<R: Review>(
     if body.len() > state.config().inline_max_bytes {
         return Box::pin(run_large(review, state, query, body)).await;
     }
-    let parsed = match review.parse(&body) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, message)
-                .into_response()
-                .into();
-        }
+    // The review as read lives in this block only: a local alive across the `await` below,
+    // even moved out of, would keep its half a kilobyte in every review's future.
+    let (envelope, tag, judged) = {
+        let parsed = match review.parse(&body) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                return ApiError::new(StatusCode::BAD_REQUEST, message)
+                    .into_response()
+                    .into();
+            }
+        };
+        let (envelope, tag) = review.envelope(&parsed);
+        let store = state.store().current();
+        let judged = if review.linear(&store, &parsed) {
+            Ok(worker::run_inline(|| review.answer(&store, parsed)))
+        } else {
+            let parsed = review.into_owned(parsed);
+            Err(Box::pin(state.run_pooled(query, store, move |store| {
+                review.answer(store, parsed)
+            })))
+        };
+        (envelope, tag, judged)
     };
-    let (envelope, tag) = review.envelope(&parsed);
-    let store = state.store().current();
-    let outcome = if review.linear(&store, &parsed) {
-        worker::run_inline(|| review.answer(&store, parsed))
-    } else {
-        let parsed = review.into_owned(parsed);
-        drop(body);
-        Box::pin(state.run_pooled(query, store, move |store| review.answer(store, parsed))).await
+    let outcome = match judged {
+        Ok(outcome) => outcome,
+        Err(pooled) => {
+            drop(body);
+            pooled.await
+        }
     };
     let answer = outcome.unwrap_or_else(|e| review.failed(&envelope, &tag, e));
     respond(answer, tag)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, Request, Version, header};
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -258,13 +259,18 @@ pub enum Responder {
 }
 
 impl Responder {
-    async fn respond(self, request: Request<Incoming>) -> axum::response::Response {
+    /// Not an `async fn`, which would hold the request a second time beside the future it
+    /// awaits (see `Front::handle`).
+    fn respond(
+        self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = axum::response::Response> + Send + 'static {
         match self {
-            Self::Regular(front) => front.handle(request).await,
-            Self::Overflow(router) => {
+            Self::Regular(front) => Either::Left(front.handle(request)),
+            Self::Overflow(router) => Either::Right(async move {
                 let Ok(response) = router.oneshot(request).await;
                 response
-            }
+            }),
         }
     }
 }
