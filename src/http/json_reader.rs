@@ -384,6 +384,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Where the reader stands: `since(position)` is then the text read from here.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The text read since `from` (an earlier `position`).
+    pub fn since(&self, from: usize) -> &'a str {
+        self.text.get(from..self.pos).unwrap_or_default()
+    }
+
+    /// Reads past a value as `skip` does; when its text is exactly `seen` — the text of a value
+    /// read before at the same depth, so known to be well-formed — without scanning it again.
+    /// (The apiserver sends `requestKind` and `requestResource` equal to `kind` and `resource`
+    /// unless a request was converted from another version.)
+    pub fn skip_repeated(&mut self, seen: &str) -> Read<()> {
+        if !seen.is_empty() && self.bytes()[self.pos..].starts_with(seen.as_bytes()) {
+            self.pos += seen.len();
+            Ok(())
+        } else {
+            self.skip()
+        }
+    }
+
     /// Past a string, checked as `string` checks it but not kept (fields a review's reader
     /// does not use: `requestKind`, `requestResource`, `options`, annotations it skips).
     fn skip_string(&mut self) -> Read<()> {

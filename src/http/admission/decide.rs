@@ -29,7 +29,7 @@ impl Mode {
 
 pub fn evaluate(
     store: &Store,
-    mut request: AdmissionRequestIn<'_>,
+    mut request: Box<AdmissionRequestIn<'_>>,
     mode: Mode,
 ) -> AdmissionResponseOut {
     let Some(target) = target_of(&request) else {

@@ -37,7 +37,7 @@ pub fn review_body(
 pub struct Admission(pub Mode);
 
 impl Review for Admission {
-    type Parsed<'a> = (Text<'a>, AdmissionRequestIn<'a>);
+    type Parsed<'a> = (Text<'a>, Box<AdmissionRequestIn<'a>>);
     type Envelope = Cow<'static, str>;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
@@ -45,7 +45,7 @@ impl Review for Admission {
     }
 
     fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
-        (api_version.into_owned(), request.into_owned())
+        (api_version.into_owned(), Box::new((*request).into_owned()))
     }
 
     fn envelope(self, (api_version, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {

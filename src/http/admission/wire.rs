@@ -29,8 +29,10 @@ pub struct AdmissionReviewIn<'a> {
     pub api_version: Text<'a>,
     #[serde(borrow)]
     pub kind: Text<'a>,
+    /// Boxed: the request is half a kilobyte, and moved from the reader to the handler to
+    /// the evaluation (a `memcpy` each, a tenth of reading a review in a profile).
     #[serde(borrow)]
-    pub request: Option<AdmissionRequestIn<'a>>,
+    pub request: Option<Box<AdmissionRequestIn<'a>>>,
 }
 
 /// The request as read: its strings point into the body (see `Text`), its objects are in the
@@ -296,7 +298,7 @@ impl<'a> AdmissionReviewIn<'a> {
     pub fn from_slice(
         body: &'a [u8],
         form: ObjectForm,
-    ) -> Result<(Text<'a>, AdmissionRequestIn<'a>), ReviewParseError> {
+    ) -> Result<(Text<'a>, Box<AdmissionRequestIn<'a>>), ReviewParseError> {
         // Checking the whole body once is cheaper than serde_json checking every string it
         // meets (a sixth of the decoding instructions in a callgrind profile).
         let text = std::str::from_utf8(body).map_err(ReviewParseError::NotUtf8)?;
@@ -529,7 +531,7 @@ mod tests {
         assert_eq!(&*request.name, "n\n1");
         assert_eq!(&*request.user_info.username, "al/ice");
         assert_eq!(request.user_info.groups, ["a\u{e9}"]);
-        let owned: AdmissionRequestIn<'static> = request.into_owned();
+        let owned: AdmissionRequestIn<'static> = (*request).into_owned();
         assert_eq!(&*owned.uid, "u-A");
         assert_eq!(&*owned.kind.group, "g");
         Ok(())
