@@ -144,13 +144,19 @@ impl<'t> Builder<'t> {
     /// the value given last (as `serde_json::Map` does).
     pub fn close_object(&mut self, mark: Mark) -> Result<NodeId, TooLarge> {
         let open = &mut self.open_members[mark.0..];
-        // Stable: among equal names the last given stays last, and is the one kept.
-        open.sort_by(|a, b| a.0.cmp(&b.0));
         let start = self.doc.members.len();
-        for (name, value) in self.open_members.drain(mark.0..) {
-            match self.doc.members[start..].last_mut() {
-                Some(last) if last.0 == name => last.1 = value,
-                _ => self.doc.members.push((name, value)),
+        // The apiserver sends objects with their names in order (Go sorts a map's keys): taken
+        // as they are, after one look, with nothing to sort or merge.
+        if open.is_sorted_by(|a, b| by_name(a, b).is_lt()) {
+            self.doc.members.extend(self.open_members.drain(mark.0..));
+        } else {
+            // Stable: among equal names the last given stays last, and is the one kept.
+            open.sort_by(by_name);
+            for (name, value) in self.open_members.drain(mark.0..) {
+                match self.doc.members[start..].last_mut() {
+                    Some(last) if same_name(last.0.as_bytes(), name.as_bytes()) => last.1 = value,
+                    _ => self.doc.members.push((name, value)),
+                }
             }
         }
         let run = run_of(start, self.doc.members.len())?;
@@ -414,6 +420,34 @@ impl<'d> Node<'d> {
 /// Up to this many members, a lookup scans instead of halving.
 const SCAN_MAX: usize = 8;
 
+/// Members in the order of their names. The first bytes settle most comparisons of one
+/// object's names without a call to `memcmp` (a quarter of sorting them, in a profile).
+fn by_name(a: &(Cow<'_, str>, NodeId), b: &(Cow<'_, str>, NodeId)) -> std::cmp::Ordering {
+    let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
+    a.first().cmp(&b.first()).then_with(|| a.cmp(b))
+}
+
+/// `a == b` for member names, compared in place up to 16 bytes (every name of a Kubernetes
+/// object's schema fits): the slice comparison called `memcmp` for each candidate, about a
+/// third of a lookup's instructions in a profile.
+#[inline]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
+        s.get(at..at + N).and_then(|w| w.try_into().ok())
+    }
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    // Two overlapping words cover every length between one word and two.
+    match len {
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => word::<4>(a, 0) == word(b, 0) && word::<4>(a, len - 4) == word(b, len - 4),
+        8..=16 => word::<8>(a, 0) == word(b, 0) && word::<8>(a, len - 8) == word(b, len - 8),
+        _ => a == b,
+    }
+}
+
 /// An object node's members, sorted by name.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectNode<'d> {
@@ -429,7 +463,7 @@ impl<'d> ObjectNode<'d> {
         let found = if self.members.len() <= SCAN_MAX {
             self.members
                 .iter()
-                .position(|(member, _)| member.len() == name.len() && member.as_ref() == name)
+                .position(|(member, _)| same_name(member.as_bytes(), name.as_bytes()))
         } else {
             self.members
                 .binary_search_by(|(member, _)| member.as_ref().cmp(name))
@@ -709,6 +743,20 @@ mod tests {
             .should_validate_formats(true)
             .build(schema)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn names_are_compared_as_slices_compare_them_at_every_length() {
+        for len in 0..40usize {
+            let name: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_name(&name, &name), "{len}");
+            assert!(!same_name(&name, &name[..len.saturating_sub(1)]) || len == 0);
+            for at in 0..len {
+                let mut other = name.clone();
+                other[at] ^= 0x20;
+                assert!(!same_name(&name, &other), "{len} differing at {at}");
+            }
+        }
     }
 
     #[test]
