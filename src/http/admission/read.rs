@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use kube::core::admission::Operation;
+use smallvec::SmallVec;
 
 use tollgate_engine::document::Builder;
 
@@ -158,7 +159,7 @@ fn user_info_of<'a>(reader: &mut Reader<'a>) -> Read<UserInfoIn<'a>> {
     reader.object(|reader, key| match &*key {
         "username" => once(&mut username, text_of(reader)?),
         "groups" => {
-            let mut read = Vec::new();
+            let mut read = SmallVec::new();
             reader.array(|reader| {
                 read.push(reader.string()?);
                 Ok(())

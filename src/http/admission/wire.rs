@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use tollgate_engine::document::Document;
 use tollgate_engine::instance::Instance;
@@ -153,9 +154,11 @@ pub struct ResourceIn<'a> {
 pub struct UserInfoIn<'a> {
     #[serde(default, borrow)]
     pub username: Text<'a>,
+    /// Held in place: a user is in one or two groups as a rule, and a vector of them was an
+    /// allocation per review.
     #[serde(default)]
     #[serde(borrow)]
-    pub groups: Vec<Cow<'a, str>>,
+    pub groups: SmallVec<[Cow<'a, str>; 2]>,
 }
 
 /// A string of the review: borrowed from the body unless it holds escapes. Reading a review
@@ -530,7 +533,7 @@ mod tests {
         assert_eq!(&*request.kind.kind, "K\"q");
         assert_eq!(&*request.name, "n\n1");
         assert_eq!(&*request.user_info.username, "al/ice");
-        assert_eq!(request.user_info.groups, ["a\u{e9}"]);
+        assert_eq!(request.user_info.groups.as_slice(), ["a\u{e9}"]);
         let owned: AdmissionRequestIn<'static> = (*request).into_owned();
         assert_eq!(&*owned.uid, "u-A");
         assert_eq!(&*owned.kind.group, "g");
