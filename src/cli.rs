@@ -278,9 +278,11 @@ pub struct ServeArgs {
     /// GOAWAY ENHANCE_YOUR_CALM (rapid-reset protection).
     #[arg(long, default_value_t = 20)]
     pub h2_max_pending_resets: usize,
-    /// h2: seconds between PINGs on a connection; a peer that does not answer within
-    /// --header-read-timeout is considered gone.
-    #[arg(long, default_value_t = 30)]
+    /// h2: seconds between PINGs on a connection with streams open; a peer that does not answer
+    /// within --header-read-timeout is considered gone. 0 (the default) sends none: an idle
+    /// connection is closed after --header-read-timeout anyway, and the PINGs' bookkeeping
+    /// costs a lock and a clock read for every frame received.
+    #[arg(long, default_value_t = 0)]
     pub h2_keep_alive_interval: u64,
     /// Register with the apiserver (kube config from KUBECONFIG, ~/.kube/config or in-cluster):
     /// server-side apply, as field manager "tollgate", of the webhook configurations and CRD
@@ -497,7 +499,8 @@ fn apply_connection_args(args: &ServeArgs, config: &mut ServeConfig) -> Result<(
     limits.h2_max_concurrent_streams = args.h2_max_concurrent_streams.max(1);
     limits.h2_max_header_list_size = args.h2_max_header_list_size;
     limits.h2_max_pending_reset_streams = args.h2_max_pending_resets.max(1);
-    limits.h2_keep_alive_interval = Duration::from_secs(args.h2_keep_alive_interval.max(1));
+    limits.h2_keep_alive_interval =
+        (args.h2_keep_alive_interval > 0).then(|| Duration::from_secs(args.h2_keep_alive_interval));
     Ok(())
 }
 

@@ -868,7 +868,7 @@ fn serve_help_documents_every_limit_with_its_default_and_bad_flags_are_refused()
         ("--h2-max-concurrent-streams", "100"),
         ("--h2-max-header-list-size", "16384"),
         ("--h2-max-pending-resets", "20"),
-        ("--h2-keep-alive-interval", "30"),
+        ("--h2-keep-alive-interval", "0"),
         ("--cert-lifetime", "365d"),
         ("--ca-lifetime", "3650d"),
         ("--expiry-warning", "30d"),

@@ -200,6 +200,33 @@ async fn slow_and_silent_clients_are_cut_off_on_http1_and_h2() {
 }
 
 #[tokio::test]
+async fn h2_pings_probe_open_streams_only_when_an_interval_is_set() {
+    // A stream whose body is slow to come: the server waits on it, the connection is not idle.
+    async fn pinged(server: &TestServer, within: Duration) -> bool {
+        let mut stream = connect(server, &[b"h2"]).await;
+        h2::start(&mut stream).await;
+        h2::open_post(&mut stream, 1).await;
+        h2::pinged_within(&mut stream, within).await
+    }
+    let quiet = start(|c| c.http.body_read_timeout = Duration::from_secs(60)).await;
+    assert!(
+        !pinged(&quiet, Duration::from_millis(2500)).await,
+        "PINGs by default"
+    );
+    quiet.finish().await;
+    let probing = start(|c| {
+        c.http.body_read_timeout = Duration::from_secs(60);
+        c.connections.h2_keep_alive_interval = Some(Duration::from_secs(1));
+    })
+    .await;
+    assert!(
+        pinged(&probing, Duration::from_secs(20)).await,
+        "no PING with an interval of 1 s"
+    );
+    probing.finish().await;
+}
+
+#[tokio::test]
 async fn a_request_with_more_than_a_hundred_headers_gets_431() {
     let server = start(|_| {}).await;
     let body = review_bytes();

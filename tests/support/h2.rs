@@ -53,13 +53,32 @@ pub async fn start(stream: &mut (impl AsyncWrite + Unpin)) {
 
 /// POST /validate with a JSON body on stream `id` (literal headers, no Huffman coding).
 pub async fn post(stream: &mut (impl AsyncWrite + Unpin), id: u32, body: &[u8]) {
+    open_post(stream, id).await;
+    write_frame(stream, DATA, END_STREAM, id, body).await;
+}
+
+/// The headers of POST /validate on stream `id`, its body still to come.
+pub async fn open_post(stream: &mut (impl AsyncWrite + Unpin), id: u32) {
     let mut block = vec![0x83, 0x87];
     literal(&mut block, 4, b"/validate");
     // Pseudo-headers first, or the stream is a protocol error.
     literal(&mut block, 1, b"localhost");
     literal(&mut block, 31, b"application/json");
     write_frame(stream, HEADERS, END_HEADERS, id, &block).await;
-    write_frame(stream, DATA, END_STREAM, id, body).await;
+}
+
+/// Whether the server sends a PING (not an acknowledgement) within `within`.
+pub async fn pinged_within(stream: &mut (impl AsyncRead + Unpin), within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Some((kind, flags, _, _)) = read_frame(stream).await {
+            if kind == PING && flags & ACK == 0 {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A literal header field without indexing, name by static-table index.
