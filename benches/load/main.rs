@@ -96,7 +96,7 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
         Some(rate) => driver::fixed_rate(senders, &call, rate, duration).await.0,
         None => driver::open_throttle(senders, &call, duration).await,
     };
-    report_failure("server", &outcome);
+    report_failure("server", None, &outcome);
     println!(
         "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",
         outcome.per_second(),
@@ -348,7 +348,7 @@ async fn measure_pair(
                 let senders = server.target.senders(protocol, clients).await?;
                 let outcome = driver::open_throttle(senders, call, round.phase).await;
                 failed[i] += outcome.failed;
-                report_failure(&server.name, &outcome);
+                report_failure(&server.name, Some(&server.log), &outcome);
                 samples.push(outcome.per_second());
             }
         }
@@ -396,16 +396,31 @@ async fn with_cpu(
     let before = procfs::CpuReading::of(server.pid())?;
     let outcome = phase.await;
     let used = procfs::CpuReading::of(server.pid())?.seconds_since(&before);
-    report_failure(&server.name, &outcome);
+    report_failure(&server.name, Some(&server.log), &outcome);
     Ok((used / outcome.answered.max(1) as f64 * 1e6, outcome))
 }
 
-fn report_failure(server: &str, outcome: &Outcome) {
-    if let Some(failure) = &outcome.first_failure {
-        eprintln!(
-            "{server}: {} failed requests, first: {failure}",
-            outcome.failed
-        );
+/// Failed requests are reported, and the server's log so far is kept beside the report (the
+/// scratch directory it is in goes at the end of the run) for what the server saw of them.
+fn report_failure(server: &str, log: Option<&Path>, outcome: &Outcome) {
+    let Some(failure) = &outcome.first_failure else {
+        return;
+    };
+    eprintln!(
+        "{server}: {} failed requests, first: {failure}",
+        outcome.failed
+    );
+    let Some(log) = log else {
+        return;
+    };
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-failures");
+    let copied = std::fs::create_dir_all(&kept).and_then(|()| {
+        let to = kept.join(log.file_name().unwrap_or_default());
+        std::fs::copy(log, &to).map(|_| to)
+    });
+    match copied {
+        Ok(to) => eprintln!("{server}: its log so far is in {}", to.display()),
+        Err(e) => eprintln!("{server}: its log {} could not be kept: {e}", log.display()),
     }
 }
 

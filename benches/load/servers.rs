@@ -12,6 +12,8 @@ use crate::driver::{Call, Target};
 pub struct ServerProcess {
     pub name: String,
     pub target: Target,
+    /// Its stdout and stderr, in the run's scratch directory.
+    pub log: PathBuf,
     child: Child,
 }
 
@@ -51,6 +53,7 @@ async fn start(
     let server = ServerProcess {
         name: name.to_string(),
         target: Target::new(addr, &cert_dir.join("ca.crt"))?,
+        log: log_path,
         child,
     };
     server
