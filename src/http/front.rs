@@ -15,11 +15,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use tower::ServiceExt;
+use tracing::Span;
 
 use super::admission::{Admission, Mode};
 use super::conversion::Conversion;
 use super::guard::{self, AnonymousClient};
-use super::observe::{Answered, Observed};
+use super::observe::Answered;
 use super::routes::Endpoint;
 use super::state::AppState;
 use super::{body, observe, probes, review};
@@ -48,45 +49,63 @@ impl Front {
     ///
     /// Not an `async fn`: the future returned holds the request once (an `async fn` would hold
     /// it as its argument and again in each future it awaits), and it is moved whole a few
-    /// times on its way to being polled.
-    pub fn handle<B>(&self, request: Request<B>) -> impl Future<Output = Response> + Send + use<B>
+    /// times on its way to being polled. It owns this `Front` (no second reference count to
+    /// bump on a counter every connection shares).
+    pub fn handle<B>(self, request: Request<B>) -> impl Future<Output = Response> + Send + use<B>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let front = self.clone();
         let review =
             Endpoint::from_path(request.uri().path()).filter(|e| e.review_label().is_some());
         let Some(endpoint) = review else {
             return Either::Left(async move {
-                let Ok(response) = front.0.router.clone().oneshot(request.map(Body::new)).await;
+                let Ok(response) = self.0.router.clone().oneshot(request.map(Body::new)).await;
                 response
             });
         };
         let span = observe::request_span(request.method(), request.uri().path());
         let (parts, body) = request.into_parts();
-        let observed = Observed::new(
-            &self.0.state,
-            endpoint.review_label(),
-            span,
-            answer(front, endpoint, parts, body),
-        );
         Either::Right(
-            AssertUnwindSafe(observed)
+            AssertUnwindSafe(answer(self, endpoint, parts, body, span))
                 .catch_unwind()
                 .map(|answered| answered.unwrap_or_else(probes::panic_response)),
         )
     }
 }
 
-/// A review request, from its headers to the response document: the same checks, in the same
-/// order, as every endpoint of the router gets, then the body and the review itself.
-async fn answer<B>(front: Front, endpoint: Endpoint, parts: Parts, body: B) -> Answered
+/// A review, observed (gauge, metrics, log line). The request's parts stay here; the work
+/// observed borrows them, so its future holds no second copy. (An `async` block, not an
+/// `async fn`, whose arguments would each be held twice: as passed, and as bound in its body.)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold the request's parts twice"
+)]
+fn answer<B>(
+    front: Front,
+    endpoint: Endpoint,
+    parts: Parts,
+    body: B,
+    span: Span,
+) -> impl Future<Output = Response>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let state = &front.0.state;
+    async move {
+        let state = &front.0.state;
+        let label = endpoint.review_label();
+        observe::observed(state, label, span, || judge(state, endpoint, &parts, body)).await
+    }
+}
+
+/// A review request, from its headers to the response document: the same checks, in the same
+/// order, as every endpoint of the router gets, then the body and the review itself.
+async fn judge<B>(state: &AppState, endpoint: Endpoint, parts: &Parts, body: B) -> Answered
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let anonymous = parts.extensions.get::<AnonymousClient>().is_some();
     if let Err(refused) = guard::check_client(state, parts.uri.path(), anonymous) {
         return refused.into_response().into();

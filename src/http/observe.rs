@@ -1,15 +1,13 @@
 //! One tracing span and one set of metrics per request.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use super::state::AppState;
 
@@ -97,12 +95,9 @@ fn routine(decision: &str) -> bool {
 /// reach the router; `Front` observes them with their label).
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let span = request_span(request.method(), request.uri().path());
-    Observed::new(
-        &state,
-        None,
-        span,
-        async move { next.run(request).await.into() },
-    )
+    observed(&state, None, span, || async {
+        next.run(request).await.into()
+    })
     .await
 }
 
@@ -112,65 +107,27 @@ pub fn request_span(method: &Method, path: &str) -> Span {
     tracing::debug_span!("request", method = %method, path = %path)
 }
 
-pin_project_lite::pin_project! {
-    /// A request's answering `work`, and the record of its answer: the in-flight gauge while
-    /// it runs, then for reviews (`label`) the metrics and the log line, for anything else a
-    /// debug line.
-    ///
-    /// A hand-written future rather than an `async fn`: that would hold `work` twice (as its
-    /// argument and as the future it awaits), and a review's is a kilobyte, copied whole each
-    /// time the future is handed on.
-    pub struct Observed<F> {
-        #[pin]
-        work: F,
-        in_flight: Option<InFlight>,
-        label: Option<&'static str>,
-        span: Span,
-        started: Instant,
-    }
-}
-
-impl<F: Future<Output = Answered>> Observed<F> {
-    pub fn new(state: &AppState, label: Option<&'static str>, span: Span, work: F) -> Self {
-        Self {
-            work,
-            in_flight: Some(InFlight::enter(state)),
-            label,
-            span,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl<F: Future<Output = Answered>> Future for Observed<F> {
-    type Output = Response;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = self.project();
-        // A disabled span (the usual case: it is a debug span) is not entered.
-        let answered = if this.span.is_disabled() {
-            ready!(this.work.poll(cx))
-        } else {
-            let _entered = this.span.enter();
-            ready!(this.work.poll(cx))
-        };
-        let elapsed = this.started.elapsed();
-        let response = match this.in_flight.take() {
-            Some(in_flight) => record(&in_flight.0, *this.label, this.span, elapsed, answered),
-            None => answered.response,
-        };
-        Poll::Ready(response)
-    }
-}
-
-/// The metrics and log line of one answer.
-fn record(
+/// Runs the request `work` starts and records its answer: the in-flight gauge while it runs,
+/// then for reviews (`label`) the metrics and the log line, for anything else a debug line.
+///
+/// `work` makes the future here rather than being one: a future passed in would be stored twice
+/// in this one (as the argument and as the future awaited), and every review's is kilobytes.
+pub async fn observed<F: Future<Output = Answered>>(
     state: &AppState,
     label: Option<&'static str>,
-    span: &Span,
-    elapsed: Duration,
-    Answered { response, review }: Answered,
+    span: Span,
+    work: impl FnOnce() -> F,
 ) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlight::enter(state);
+    // A disabled span (the usual case: it is a debug span) would only wrap every poll, and
+    // the wrapper is one more move of a kilobyte-sized future.
+    let Answered { response, review } = if span.is_disabled() {
+        work().await
+    } else {
+        work().instrument(span.clone()).await
+    };
+    let elapsed = started.elapsed();
     let (decision, review) = match review {
         Some((decision, tag)) => (decision, Some(tag)),
         None => (
@@ -220,16 +177,16 @@ fn record(
 }
 
 /// Keeps the in-flight gauge right even when the client goes away mid-request.
-struct InFlight(AppState);
+struct InFlight<'a>(&'a AppState);
 
-impl InFlight {
-    fn enter(state: &AppState) -> Self {
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a AppState) -> Self {
         state.metrics().in_flight.inc();
-        Self(state.clone())
+        Self(state)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.metrics().in_flight.dec();
     }
