@@ -316,21 +316,32 @@ fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
     let ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt written");
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let response: Value = runtime.block_on(async {
+    let (response, malformed) = runtime.block_on(async {
         let client = support::server::https_client(&ca, addr)
             .build()
             .expect("client");
-        client
-            .post(format!("https://localhost:{}/validate", addr.port()))
+        let url = format!("https://localhost:{}/validate", addr.port());
+        let denied: Value = client
+            .post(&url)
             .json(&fixture("validate-deny.json"))
             .send()
             .await
             .expect("sent")
             .json()
             .await
-            .expect("json")
+            .expect("json");
+        let malformed = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body("{\"apiVersion\":")
+            .send()
+            .await
+            .expect("sent")
+            .status();
+        (denied, malformed)
     });
     assert_eq!(response, fixture("validate-deny.expected.json"));
+    assert_eq!(malformed, 400);
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -361,6 +372,19 @@ fn serve_generates_certificates_answers_and_stops_cleanly_on_sigterm() {
     assert!(
         answered["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
         "{answered}"
+    );
+    // A refused review's line says why, as its response does.
+    let refused: Value = rest
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["message"] == "review answered" && e["decision"] == "bad_request")
+        .expect("a log line per malformed review");
+    assert_eq!(refused["status"], 400);
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("EOF")),
+        "{refused}"
     );
     assert!(
         rest.iter().any(|l| l.contains("shutdown complete")),

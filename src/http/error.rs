@@ -61,6 +61,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let tag = DecisionTag {
+            decision: self.decision(),
+            detail: self.message.clone(),
+        };
         let body = json!({
             "apiVersion": "v1",
             "kind": "Status",
@@ -75,9 +79,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response
-            .extensions_mut()
-            .insert(DecisionTag(self.decision()));
+        response.extensions_mut().insert(tag);
         response
     }
 }

@@ -12,9 +12,13 @@ use tracing::{Instrument, Span};
 use super::state::AppState;
 
 /// Tagged onto error responses (a refused or malformed request) so the observation layer can
-/// count their decisions without parsing bodies.
-#[derive(Debug, Clone, Copy)]
-pub struct DecisionTag(pub &'static str);
+/// count their decisions and log why without parsing bodies.
+#[derive(Debug, Clone)]
+pub struct DecisionTag {
+    pub decision: &'static str,
+    /// The response's message (the log line's `detail`).
+    pub detail: String,
+}
 
 /// A response, with what the review decided when one was judged: handed back beside the
 /// response rather than in its extensions, which cost a map and two boxes per review.
@@ -128,15 +132,11 @@ pub async fn observed<F: Future<Output = Answered>>(
         work().instrument(span.clone()).await
     };
     let elapsed = started.elapsed();
+    let refused = response.extensions().get::<DecisionTag>();
+    let detail = refused.map(|d| d.detail.as_str());
     let (decision, review) = match review {
         Some((decision, tag)) => (decision, Some(tag)),
-        None => (
-            response
-                .extensions()
-                .get::<DecisionTag>()
-                .map_or("none", |d| d.0),
-            None,
-        ),
+        None => (refused.map_or("none", |d| d.decision), None),
     };
     let status = response.status().as_u16();
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -169,6 +169,7 @@ pub async fn observed<F: Future<Output = Answered>>(
                 decision,
                 status,
                 latency_ms,
+                detail,
                 "review answered"
             );
         }
