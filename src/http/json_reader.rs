@@ -384,14 +384,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Where the reader stands: `since(position)` is then the text read from here.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    /// The text read since `from` (an earlier `position`).
-    pub fn since(&self, from: usize) -> &'a str {
-        self.text.get(from..self.pos).unwrap_or_default()
+    /// What `read` reads, with the text it read it from.
+    pub fn with_text<T>(&mut self, read: impl FnOnce(&mut Self) -> Read<T>) -> Read<(T, &'a str)> {
+        let from = self.pos;
+        let value = read(self)?;
+        Ok((value, self.text.get(from..self.pos).unwrap_or_default()))
     }
 
     /// Reads past a value as `skip` does; when its text is exactly `seen` — the text of a value

@@ -223,7 +223,8 @@ fn jitter() -> f64 {
 /// (the age the answer is checked against) rather than at both ends and for that check.
 struct InFlight {
     lifecycle: Arc<Lifecycle>,
-    ended: bool,
+    /// The connection's age when the request was answered; `None` if it was dropped first.
+    answered_at: Option<Duration>,
 }
 
 impl InFlight {
@@ -235,25 +236,25 @@ impl InFlight {
         }
         Self {
             lifecycle: Arc::clone(lifecycle),
-            ended: false,
+            answered_at: None,
         }
     }
 
     /// The request was answered when the connection was `age` old.
     fn end(mut self, age: Duration) {
-        self.lifecycle.touch(age);
-        self.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.ended = true;
+        self.answered_at = Some(age);
     }
 }
 
 impl Drop for InFlight {
-    /// A request dropped before its answer (the client went away) ends here.
+    /// Every request ends here; one dropped before its answer (the client went away) at the
+    /// connection's current age.
     fn drop(&mut self) {
-        if !self.ended {
-            self.lifecycle.touch(self.lifecycle.born.elapsed());
-            self.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        let age = self
+            .answered_at
+            .unwrap_or_else(|| self.lifecycle.born.elapsed());
+        self.lifecycle.touch(age);
+        self.lifecycle.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

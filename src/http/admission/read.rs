@@ -57,16 +57,14 @@ fn request_of<'a>(reader: &mut Reader<'a>, form: ObjectForm) -> Read<Box<Admissi
     reader.object(|reader, key| match &*key {
         "uid" => once(&mut uid, text_of(reader)?),
         "kind" => {
-            let from = reader.position();
-            once(&mut kind, kind_of(reader)?)?;
-            kind_text = reader.since(from);
-            Ok(())
+            let read;
+            (read, kind_text) = reader.with_text(kind_of)?;
+            once(&mut kind, read)
         }
         "resource" => {
-            let from = reader.position();
-            once(&mut resource, resource_of(reader)?)?;
-            resource_text = reader.since(from);
-            Ok(())
+            let read;
+            (read, resource_text) = reader.with_text(resource_of)?;
+            once(&mut resource, read)
         }
         "requestKind" => reader.skip_repeated(kind_text),
         "requestResource" => reader.skip_repeated(resource_text),
