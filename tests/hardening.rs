@@ -227,6 +227,44 @@ async fn h2_pings_probe_open_streams_only_when_an_interval_is_set() {
 }
 
 #[tokio::test]
+async fn a_client_gone_mid_body_is_counted_as_closed_not_as_a_bad_request() {
+    const CANCEL: u32 = 0x8;
+    let server = start(|_| {}).await;
+    // HTTP/1.1: the connection closed with the body half sent.
+    let stream = hold_in_flight_slot(&server).await;
+    wait_for_in_flight(&server, 1).await;
+    drop(stream);
+    wait_for_in_flight(&server, 0).await;
+    // h2: the stream reset with its body half sent (what the apiserver does when its webhook
+    // timeout runs out), the connection left open.
+    let mut multiplexed = connect(&server, &[b"h2"]).await;
+    h2::start(&mut multiplexed).await;
+    h2::open_post(&mut multiplexed, 1).await;
+    h2::write_frame(&mut multiplexed, h2::DATA, 0, 1, b"{").await;
+    wait_for_in_flight(&server, 1).await;
+    h2::write_frame(
+        &mut multiplexed,
+        h2::RST_STREAM,
+        0,
+        1,
+        &CANCEL.to_be_bytes(),
+    )
+    .await;
+    wait_for_in_flight(&server, 0).await;
+    let metrics = server.state.metrics().encode().expect("metrics");
+    assert!(
+        metrics.contains(
+            "tollgate_requests_total{endpoint=\"validate\",decision=\"client_closed\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("decision=\"bad_request\""), "{metrics}");
+    drop(multiplexed);
+    a_valid_review_succeeds(&server).await;
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn a_request_with_more_than_a_hundred_headers_gets_431() {
     let server = start(|_| {}).await;
     let body = review_bytes();

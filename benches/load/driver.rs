@@ -77,6 +77,7 @@ impl Target {
         let connection = self.open(protocol).await?;
         Ok(Sender {
             target: self.clone(),
+            retries: Retries::default(),
             connection: match connection {
                 Connection::H2(sender) => {
                     Connection::Shared(Arc::new(tokio::sync::RwLock::new((0, sender))))
@@ -125,6 +126,7 @@ impl Target {
                     let shared = Arc::new(tokio::sync::RwLock::new((0, sender)));
                     senders.extend((0..count).map(|_| Sender {
                         target: self.clone(),
+                        retries: Retries::default(),
                         connection: Connection::Shared(Arc::clone(&shared)),
                     }));
                 }
@@ -189,6 +191,24 @@ enum Connection {
 pub struct Sender {
     target: Target,
     connection: Connection,
+    retries: Retries,
+}
+
+/// Requests sent again on a fresh h2 connection after the first one failed, and why the first
+/// of them failed: a retry is invisible in the answers, so it is counted here.
+#[derive(Default)]
+pub struct Retries {
+    pub count: u64,
+    pub first_reason: Option<String>,
+}
+
+impl Retries {
+    fn merge(&mut self, other: Retries) {
+        self.count += other.count;
+        if self.first_reason.is_none() {
+            self.first_reason = other.first_reason;
+        }
+    }
 }
 
 impl Sender {
@@ -224,7 +244,11 @@ impl Sender {
                     Ok(response) => response,
                     // The connection is going away (GOAWAY: a stream beyond the server's last
                     // one was not processed); retried once on a fresh connection, as Go does.
-                    Err(_) => {
+                    Err(e) => {
+                        self.retries.count += 1;
+                        self.retries
+                            .first_reason
+                            .get_or_insert_with(|| describe(&e));
                         let mut current = shared.write().await;
                         if current.0 == generation
                             && let Connection::H2(fresh) = self.target.open(Protocol::H2).await?
@@ -265,6 +289,18 @@ impl Sender {
     }
 }
 
+/// A hyper error with its causes (its own message does not say what the peer did).
+fn describe(error: &hyper::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether the answer carries the fragment near its start or end (where a review's verdict is):
 /// scanning a whole megabyte answer would cost the driver more CPU than the server spends.
 fn memchr_contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -282,6 +318,8 @@ pub struct Outcome {
     pub answered: u64,
     pub failed: u64,
     pub first_failure: Option<String>,
+    /// Requests that failed once on a retiring h2 connection and were answered on a new one.
+    pub retries: Retries,
     /// Microseconds.
     pub latency: Histogram<u64>,
     pub elapsed: Duration,
@@ -293,6 +331,7 @@ impl Outcome {
             answered: 0,
             failed: 0,
             first_failure: None,
+            retries: Retries::default(),
             latency: new_histogram(),
             elapsed: Duration::ZERO,
         }
@@ -304,6 +343,7 @@ impl Outcome {
         if self.first_failure.is_none() {
             self.first_failure = other.first_failure;
         }
+        self.retries.merge(other.retries);
         let _ = self.latency.add(&other.latency);
     }
 
@@ -394,8 +434,9 @@ async fn collect(
     let mut senders = Vec::with_capacity(handles.len());
     for handle in handles {
         match handle.await {
-            Ok((outcome, sender)) => {
+            Ok((outcome, mut sender)) => {
                 total.merge(outcome);
+                total.retries.merge(std::mem::take(&mut sender.retries));
                 senders.push(sender);
             }
             Err(e) => {

@@ -97,6 +97,12 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
         None => driver::open_throttle(senders, &call, duration).await,
     };
     report_failure("server", None, &outcome);
+    if let Some(reason) = &outcome.retries.first_reason {
+        println!(
+            "{} requests sent again on a new h2 connection; the first because: {reason}",
+            outcome.retries.count
+        );
+    }
     println!(
         "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} failed",
         outcome.per_second(),

@@ -50,9 +50,13 @@ where
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if is_length_limit(e.as_ref()) => Err(too_large(limit)),
+        Err(e) if client_went_away(e.as_ref()) => Err(ApiError::client_closed(format!(
+            "client went away before its request body arrived: {}",
+            with_causes(e.as_ref())
+        ))),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("cannot read request body: {e}"),
+            format!("cannot read request body: {}", with_causes(e.as_ref())),
         )),
     }
 }
@@ -93,6 +97,85 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether the body could not be read because the client left: it reset its h2 stream (or the
+/// connection), or closed its connection mid-body. Bytes that do arrive and are wrong are a bad
+/// request; bytes that stop arriving are not.
+fn client_went_away(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let gone = |io: &std::io::Error| {
+        matches!(
+            io.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+        )
+    };
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return (h2.is_remote() && (h2.is_reset() || h2.is_go_away()))
+                || h2.get_io().is_some_and(gone);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return gone(io);
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The error and each of its causes: hyper's own message ("error reading a body from
+/// connection") does not say whether the client reset the stream or the connection broke.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        // Some errors already print their cause as part of their own message.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn humanize(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Layer {
+        message: &'static str,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
+
+    fn layer(message: &'static str, cause: Option<Layer>) -> Layer {
+        Layer {
+            message,
+            cause: cause.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn a_body_error_names_each_cause_once() {
+        let reset = layer("stream error received: stream no longer needed", None);
+        let hyper = layer("error reading a body from connection", Some(reset));
+        assert_eq!(
+            with_causes(&hyper),
+            "error reading a body from connection: stream error received: stream no longer needed"
+        );
+        // A cause already in its parent's message is not repeated.
+        let io = layer("broken pipe", None);
+        let wrapped = layer("write failed: broken pipe", Some(io));
+        assert_eq!(with_causes(&wrapped), "write failed: broken pipe");
+    }
 }

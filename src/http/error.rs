@@ -7,6 +7,12 @@ use serde_json::json;
 
 use super::observe::DecisionTag;
 
+/// No standard code says "the client closed the request"; 499 is the one proxies log for it.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -25,6 +31,13 @@ impl ApiError {
         }
     }
 
+    /// The client went away before its request was read (nginx's 499): nothing can be answered,
+    /// and it is not a malformed request — the apiserver resets a stream or closes a connection
+    /// when its webhook timeout runs out.
+    pub fn client_closed(message: impl Into<String>) -> Self {
+        Self::new(CLIENT_CLOSED_REQUEST, message)
+    }
+
     pub fn retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
@@ -41,6 +54,7 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT => "Timeout",
             StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+            CLIENT_CLOSED_REQUEST => "ClientClosedRequest",
             _ => "InternalError",
         }
     }
@@ -54,6 +68,7 @@ impl ApiError {
             StatusCode::FORBIDDEN => "forbidden",
             StatusCode::TOO_MANY_REQUESTS => "busy",
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "not_routed",
+            CLIENT_CLOSED_REQUEST => "client_closed",
             _ => "error",
         }
     }
