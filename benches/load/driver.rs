@@ -78,6 +78,8 @@ impl Target {
         Ok(Sender {
             target: self.clone(),
             retries: Retries::default(),
+            stage: "",
+            in_use: None,
             connection: match connection {
                 Connection::H2(sender) => {
                     Connection::Shared(Arc::new(tokio::sync::RwLock::new((0, sender))))
@@ -127,6 +129,8 @@ impl Target {
                     senders.extend((0..count).map(|_| Sender {
                         target: self.clone(),
                         retries: Retries::default(),
+                        stage: "",
+                        in_use: None,
                         connection: Connection::Shared(Arc::clone(&shared)),
                     }));
                 }
@@ -192,6 +196,10 @@ pub struct Sender {
     target: Target,
     connection: Connection,
     retries: Retries,
+    /// Where the current exchange is: an exchange that never ends says where it stopped.
+    stage: &'static str,
+    /// The shared h2 connection (generation, handle) the current exchange went out on.
+    in_use: Option<(u64, http2::SendRequest<Full<Bytes>>)>,
 }
 
 /// Requests sent again on a fresh h2 connection after the first one failed, and why the first
@@ -219,15 +227,18 @@ impl Sender {
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(call.body.clone()))
         };
+        self.stage = "waiting for the connection";
         let response = match &mut self.connection {
             Connection::Http1(s) => {
                 if s.ready().await.is_err() {
                     // Closed by the server after its last answer (`Connection: close`).
+                    self.stage = "opening a new connection";
                     if let Connection::Http1(fresh) = self.target.open(Protocol::Http1).await? {
                         *s = fresh;
                     }
                     s.ready().await?;
                 }
+                self.stage = "waiting for the answer's head";
                 s.send_request(request()?).await?
             }
             Connection::H2(s) => {
@@ -236,8 +247,12 @@ impl Sender {
             }
             Connection::Shared(shared) => {
                 let (generation, mut s) = shared.read().await.clone();
+                self.in_use = Some((generation, s.clone()));
                 let first = match s.ready().await {
-                    Ok(()) => s.send_request(request()?).await,
+                    Ok(()) => {
+                        self.stage = "waiting for the answer's head";
+                        s.send_request(request()?).await
+                    }
                     Err(e) => Err(e),
                 };
                 match first {
@@ -249,6 +264,7 @@ impl Sender {
                         self.retries
                             .first_reason
                             .get_or_insert_with(|| describe(&e));
+                        self.stage = "replacing the shared connection";
                         let mut current = shared.write().await;
                         if current.0 == generation
                             && let Connection::H2(fresh) = self.target.open(Protocol::H2).await?
@@ -256,14 +272,17 @@ impl Sender {
                             *current = (generation + 1, fresh);
                         }
                         let mut s = current.1.clone();
+                        self.in_use = Some((current.0, s.clone()));
                         drop(current);
                         s.ready().await?;
+                        self.stage = "waiting for the answer's head, sent again";
                         s.send_request(request()?).await?
                     }
                 }
             }
         };
         let status = response.status();
+        self.stage = "reading the answer's body";
         let body = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
             bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
@@ -271,12 +290,40 @@ impl Sender {
         Ok(body)
     }
 
+    /// For an exchange that never ended on a shared h2 connection: which connection it was on,
+    /// whether that one has been replaced since, and whether its client side still takes
+    /// requests.
+    fn shared_connection_state(&self) -> String {
+        let (Connection::Shared(shared), Some((generation, sender))) =
+            (&self.connection, &self.in_use)
+        else {
+            return String::new();
+        };
+        let current = shared
+            .try_read()
+            .map_or_else(|_| "?".to_string(), |c| c.0.to_string());
+        let state = if sender.is_closed() {
+            "closed"
+        } else if sender.is_ready() {
+            "ready"
+        } else {
+            "open, not ready"
+        };
+        format!("; on h2 connection {generation}, current {current}, its client side {state}")
+    }
+
     async fn send(&mut self, call: &Call) -> anyhow::Result<()> {
         // A request that never ends (a connection lost in a way the client does not notice)
         // becomes a counted failure instead of a benchmark that hangs.
         let body = tokio::time::timeout(EXCHANGE_TIMEOUT, self.exchange(call))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer within {EXCHANGE_TIMEOUT:?}"))??;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no answer within {EXCHANGE_TIMEOUT:?} ({}{})",
+                    self.stage,
+                    self.shared_connection_state()
+                )
+            })??;
         if memchr_contains(&body, call.expect.as_bytes()) {
             Ok(())
         } else {
