@@ -261,9 +261,11 @@ impl Sender {
                     // one was not processed); retried once on a fresh connection, as Go does.
                     Err(e) => {
                         self.retries.count += 1;
+                        // `{:#}` prints the causes: hyper's own message does not say what
+                        // the peer did.
                         self.retries
                             .first_reason
-                            .get_or_insert_with(|| describe(&e));
+                            .get_or_insert_with(|| format!("{:#}", anyhow::Error::new(e)));
                         self.stage = "replacing the shared connection";
                         let mut current = shared.write().await;
                         if current.0 == generation
@@ -334,18 +336,6 @@ impl Sender {
             )
         }
     }
-}
-
-/// A hyper error with its causes (its own message does not say what the peer did).
-fn describe(error: &hyper::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether the answer carries the fragment near its start or end (where a review's verdict is):
