@@ -68,6 +68,19 @@ fn decode(bencher: Bencher, size: usize) {
         });
 }
 
+/// The 1 KiB review through `serde_json`, for scale beside `decode`: into `IgnoredAny` (every
+/// byte checked, nothing built: the least any JSON parser does with it) and into a `Value`.
+#[divan::bench(args = ["IgnoredAny", "Value"])]
+fn decode_with_serde_json(bencher: Bencher, into: &str) {
+    let review = grown("validate-allow.json", 1024);
+    match into {
+        "IgnoredAny" => bencher.bench(|| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&review)).expect("json")
+        }),
+        _ => bencher.bench(|| serde_json::from_slice::<Value>(black_box(&review)).expect("json")),
+    }
+}
+
 #[divan::bench(args = ["validate-allow.json", "validate-deny.json", "update-immutable.json", "update-cel.json"])]
 fn validate(bencher: Bencher, fixture_name: &str) {
     let review = body(&fixture(fixture_name));
