@@ -74,19 +74,13 @@ impl Target {
     }
 
     async fn connect(&self, protocol: Protocol) -> anyhow::Result<Sender> {
-        let connection = self.open(protocol).await?;
-        Ok(Sender {
-            target: self.clone(),
-            retries: Retries::default(),
-            stage: "",
-            in_use: None,
-            connection: match connection {
-                Connection::H2(sender) => {
-                    Connection::Shared(Arc::new(tokio::sync::RwLock::new((0, sender))))
-                }
-                other => other,
-            },
-        })
+        let connection = match self.open(protocol).await? {
+            Connection::H2(sender) => {
+                Connection::Shared(Arc::new(tokio::sync::RwLock::new((0, sender))))
+            }
+            other => other,
+        };
+        Ok(Sender::new(self.clone(), connection))
     }
 
     async fn open(&self, protocol: Protocol) -> anyhow::Result<Connection> {
@@ -126,12 +120,8 @@ impl Target {
             Protocol::H2 => {
                 if let Connection::H2(sender) = self.open(protocol).await? {
                     let shared = Arc::new(tokio::sync::RwLock::new((0, sender)));
-                    senders.extend((0..count).map(|_| Sender {
-                        target: self.clone(),
-                        retries: Retries::default(),
-                        stage: "",
-                        in_use: None,
-                        connection: Connection::Shared(Arc::clone(&shared)),
+                    senders.extend((0..count).map(|_| {
+                        Sender::new(self.clone(), Connection::Shared(Arc::clone(&shared)))
                     }));
                 }
             }
@@ -220,6 +210,16 @@ impl Retries {
 }
 
 impl Sender {
+    fn new(target: Target, connection: Connection) -> Self {
+        Self {
+            target,
+            connection,
+            retries: Retries::default(),
+            stage: "",
+            in_use: None,
+        }
+    }
+
     async fn exchange(&mut self, call: &Call) -> anyhow::Result<Bytes> {
         let request = || {
             hyper::Request::post(call.path.as_str())

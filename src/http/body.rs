@@ -87,14 +87,14 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    chain(error).any(|e| e.is::<http_body_util::LengthLimitError>())
+}
+
+/// The error, then each of its causes in turn.
+fn chain<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// Whether the body could not be read because the client left: it reset its h2 stream (or the
@@ -111,33 +111,32 @@ fn client_went_away(error: &(dyn std::error::Error + 'static)) -> bool {
                 | ErrorKind::BrokenPipe
         )
     };
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return (h2.is_remote() && (h2.is_reset() || h2.is_go_away()))
-                || h2.get_io().is_some_and(gone);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return gone(io);
-        }
-        source = e.source();
-    }
-    false
+    // The first h2 or I/O error in the chain decides.
+    chain(error)
+        .find_map(|e| {
+            if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                Some(
+                    (h2.is_remote() && (h2.is_reset() || h2.is_go_away()))
+                        || h2.get_io().is_some_and(gone),
+                )
+            } else {
+                e.downcast_ref::<std::io::Error>().map(gone)
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// The error and each of its causes: hyper's own message ("error reading a body from
 /// connection") does not say whether the client reset the stream or the connection broke.
 fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
+    for cause in chain(error).skip(1) {
         let message = cause.to_string();
         // Some errors already print their cause as part of their own message.
         if !text.ends_with(&message) {
             text.push_str(": ");
             text.push_str(&message);
         }
-        source = cause.source();
     }
     text
 }
