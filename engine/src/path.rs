@@ -169,14 +169,34 @@ fn is_plain_key(key: &str) -> bool {
 
 /// RFC 6901 escaping of one pointer segment.
 pub fn escape_pointer(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
+    let mut escaped = String::with_capacity(segment.len());
+    push_escaped(&mut escaped, segment);
+    escaped
+}
+
+/// Appends `segment` escaped; nearly every key needs no escaping, so it is copied whole.
+fn push_escaped(out: &mut String, segment: &str) {
+    if !segment.contains(['~', '/']) {
+        out.push_str(segment);
+        return;
+    }
+    for c in segment.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// The RFC 6901 pointer naming the field reached through `keys`.
 pub fn pointer_from_keys(keys: &[String]) -> String {
-    keys.iter()
-        .map(|k| format!("/{}", escape_pointer(k)))
-        .collect()
+    let mut pointer = String::with_capacity(keys.iter().map(|k| k.len() + 1).sum());
+    for key in keys {
+        pointer.push('/');
+        push_escaped(&mut pointer, key);
+    }
+    pointer
 }
 
 /// The unescaped keys of an RFC 6901 pointer (`""` is the root, with no keys).
@@ -184,7 +204,13 @@ pub fn keys_from_pointer(pointer: &str) -> Vec<String> {
     pointer
         .split('/')
         .skip(1)
-        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .map(|s| {
+            if s.contains('~') {
+                s.replace("~1", "/").replace("~0", "~")
+            } else {
+                s.to_string()
+            }
+        })
         .collect()
 }
 
@@ -224,11 +250,20 @@ mod tests {
     #[test]
     fn escapes_pointer_segments() {
         assert_eq!(escape_pointer("a/b~c"), "a~1b~0c");
+        assert_eq!(escape_pointer("~1"), "~01");
+        assert_eq!(escape_pointer("plain"), "plain");
     }
 
     #[test]
     fn pointers_round_trip_odd_keys() {
-        let keys = vec!["a/b".to_string(), "c~d".to_string(), String::new()];
+        let keys = vec![
+            "a/b".to_string(),
+            "c~d".to_string(),
+            String::new(),
+            "~1/".to_string(),
+            "plain".to_string(),
+        ];
+        assert_eq!(pointer_from_keys(&keys), "/a~1b/c~0d//~01~1/plain");
         assert_eq!(keys_from_pointer(&pointer_from_keys(&keys)), keys);
     }
 

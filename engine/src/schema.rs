@@ -60,59 +60,6 @@ pub fn declares(schema: &Value, path: &FieldPath) -> bool {
     subschema(schema, path).is_some()
 }
 
-/// The subschemas that declare one field (nearly always one or two).
-pub type Subschemas<'s> = smallvec::SmallVec<[&'s Value; 2]>;
-
-/// Every subschema of `root` that declares field `key` directly below one of `nodes` (through
-/// `properties`, `additionalProperties`, `allOf` and same-document `$ref`s). Walking a path key
-/// by key with this agrees with `declares` on the whole path: the path is declared exactly when
-/// the set stays non-empty.
-pub fn declared_children<'s>(root: &'s Value, nodes: &[&'s Value], key: &str) -> Subschemas<'s> {
-    let mut found = Subschemas::new();
-    for node in nodes {
-        collect_children(root, node, key, 0, &mut found);
-    }
-    found
-}
-
-fn collect_children<'s>(
-    root: &'s Value,
-    node: &'s Value,
-    key: &str,
-    hops: usize,
-    found: &mut Subschemas<'s>,
-) {
-    let Some(obj) = node.as_object() else {
-        return;
-    };
-    if hops > 64 {
-        return;
-    }
-    if let Some(target) = obj
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-        .and_then(|p| root.pointer(p))
-    {
-        collect_children(root, target, key, hops + 1, found);
-    }
-    for branch in obj
-        .get("allOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        collect_children(root, branch, key, hops + 1, found);
-    }
-    if let Some(child) = obj
-        .get("properties")
-        .and_then(|p| p.get(key))
-        .or_else(|| obj.get("additionalProperties").filter(|a| a.is_object()))
-    {
-        found.push(child);
-    }
-}
-
 /// The schema that describes the field at `path`, if the schema declares it.
 pub fn subschema<'s>(schema: &'s Value, path: &FieldPath) -> Option<&'s Value> {
     subschema_from(schema, schema, &path.0, 0)
@@ -195,38 +142,6 @@ mod tests {
             "spec.map.any.z",
         ] {
             assert!(!declares(&schema, &path(missing)), "{missing}");
-        }
-    }
-
-    #[test]
-    fn walking_key_by_key_agrees_with_whole_path_lookup() {
-        let schema = json!({
-            "$defs": {"retry": {"properties": {"maxAttempts": {}}}},
-            "properties": {"spec": {
-                "allOf": [{"properties": {"a": {}}}, {"properties": {"a": {"properties": {"b": {}}}}}],
-                "properties": {
-                    "retry": {"$ref": "#/$defs/retry"},
-                    "map": {"additionalProperties": {"properties": {"y": {}}}}
-                }
-            }}
-        });
-        for text in [
-            "spec",
-            "spec.a",
-            "spec.a.b",
-            "spec.a.c",
-            "spec.retry.maxAttempts",
-            "spec.retry.x",
-            "spec.map.k.y",
-            "spec.map.k.z",
-            "status.x",
-        ] {
-            let keys: Vec<String> = text.split('.').map(String::from).collect();
-            let mut nodes = vec![&schema];
-            for key in &keys {
-                nodes = declared_children(&schema, &nodes, key).to_vec();
-            }
-            assert_eq!(!nodes.is_empty(), declares(&schema, &path(text)), "{text}");
         }
     }
 

@@ -636,6 +636,19 @@ mod tests {
     }
 
     #[test]
+    fn keys_in_any_order_and_repeated_keys_read_as_serde_json_reads_them() {
+        for text in [
+            r#"{"b":1,"a":2,"c":3}"#,
+            r#"{"b":1,"a":2,"b":3}"#,
+            r#"{"a":1,"a":{"x":1,"x":[2]},"a":null,"z":0,"a":4}"#,
+            r#"{"k9":0,"k8":1,"k7":2,"k6":3,"k5":4,"k4":5,"k3":6,"k2":7,"k1":8,"k0":9,"k10":10,"k11":11,"k12":12,"k1":13}"#,
+        ] {
+            assert_eq!(disagreement(text), None, "{text}");
+            assert!(read(text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
     fn what_serde_json_would_decide_differently_is_left_to_it() {
         for text in [
             "-0",

@@ -1,6 +1,7 @@
 //! CRD conversion: rules compiled from a policy's `spec.conversion`, and the hub-and-spoke
 //! translation that keeps round trips lossless through the preserved-fields annotation.
 
+mod declared;
 mod fields;
 mod preserved;
 mod rules;

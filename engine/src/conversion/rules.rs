@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::declared::{Compiler, DeclId, Declarations};
 use super::fields::KeyPath;
 use super::spec::{ConversionSpec, SpokeSpec};
 use crate::path::{FieldPath, Segment, escape_pointer};
@@ -23,6 +24,8 @@ pub(crate) struct Move {
 pub(crate) struct Spoke {
     pub schema: Value,
     pub moves: Vec<Move>,
+    /// Its schema's root in the kind's `Declarations`.
+    pub declared: DeclId,
 }
 
 /// Everything needed to convert one kind between its versions.
@@ -32,7 +35,10 @@ pub struct KindConversion {
     pub kind: String,
     pub hub: String,
     pub(crate) hub_schema: Value,
+    pub(crate) hub_declared: DeclId,
     pub(crate) spokes: BTreeMap<String, Spoke>,
+    /// Every version's schema, compiled for the per-key lookups of a conversion.
+    pub(crate) declarations: Declarations,
 }
 
 impl KindConversion {
@@ -106,12 +112,21 @@ pub fn compile(
     if count > 0 {
         return None;
     }
+    let mut compiler = Compiler::default();
+    let hub_declared = compiler.add(hub_schema);
+    let spoke_roots: Vec<DeclId> = spokes.values().map(|s| compiler.add(&s.schema)).collect();
+    let declarations = compiler.finish();
+    for (spoke, root) in spokes.values_mut().zip(spoke_roots) {
+        spoke.declared = root;
+    }
     Some(KindConversion {
         group: group.to_string(),
         kind: kind.to_string(),
         hub: spec.hub.clone(),
         hub_schema: hub_schema.clone(),
+        hub_declared,
         spokes,
+        declarations,
     })
 }
 
@@ -169,6 +184,7 @@ fn compile_spoke(
     Some(Spoke {
         schema: spoke.schema.clone(),
         moves,
+        declared: 0,
     })
 }
 

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::declared::{DeclId, Declarations};
 use super::fields;
 use super::fields::KeyPath;
 use super::preserved;
 use super::rules::KindConversion;
 use super::rules::Move;
 use crate::path::{keys_from_pointer, pointer_from_keys};
-use crate::schema;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -70,16 +70,17 @@ impl KindConversion {
                 current,
                 Side {
                     version: from,
-                    schema: &spoke.schema,
+                    declared: spoke.declared,
                 },
                 Side {
                     version: &self.hub,
-                    schema: &self.hub_schema,
+                    declared: self.hub_declared,
                 },
                 Moves {
                     moves: &spoke.moves,
                     to_hub: true,
                 },
+                &self.declarations,
             )?;
         }
         if target != self.hub
@@ -89,22 +90,24 @@ impl KindConversion {
                 current,
                 Side {
                     version: &self.hub,
-                    schema: &self.hub_schema,
+                    declared: self.hub_declared,
                 },
                 Side {
                     version: target,
-                    schema: &spoke.schema,
+                    declared: spoke.declared,
                 },
                 Moves {
                     moves: &spoke.moves,
                     to_hub: false,
                 },
+                &self.declarations,
             )?;
         }
-        current.insert(
-            "apiVersion".into(),
-            Value::String(format!("{}/{}", self.group, target)),
-        );
+        let mut api_version = String::with_capacity(self.group.len() + 1 + target.len());
+        api_version.push_str(&self.group);
+        api_version.push('/');
+        api_version.push_str(target);
+        current.insert("apiVersion".into(), Value::String(api_version));
         Ok(current)
     }
 }
@@ -112,7 +115,8 @@ impl KindConversion {
 #[derive(Clone, Copy)]
 struct Side<'a> {
     version: &'a str,
-    schema: &'a Value,
+    /// The version's schema root in the kind's `Declarations`.
+    declared: DeclId,
 }
 
 /// A spoke's field moves, in the direction of one step.
@@ -141,6 +145,7 @@ fn step(
     from: Side<'_>,
     to: Side<'_>,
     moves: Moves<'_>,
+    declarations: &Declarations,
 ) -> Result<Map<String, Value>, ConvertError> {
     let api_version = object.remove("apiVersion");
     let kind = object.remove("kind");
@@ -161,17 +166,12 @@ fn step(
         }
     }
     let kept_parents = parents_that_survived_moves(&object, moves);
-    let mut prefix = Vec::new();
-    let roots = (vec![from.schema], vec![to.schema]);
-    carry(
-        object,
-        &mut prefix,
-        (&roots.0, &roots.1),
-        from,
-        to,
-        &mut out,
-        &mut stash,
-    );
+    Carrier {
+        declarations,
+        prefix: Vec::new(),
+        stash: &mut stash,
+    }
+    .carry(object, (&[from.declared], &[to.declared]), &mut out);
     mark_parents_the_way_back_would_drop(&out, moves, kept_parents, &mut stash);
 
     if let Some(restore) = preserved.fields.remove(to.version) {
@@ -194,62 +194,67 @@ fn step(
     Ok(out)
 }
 
-/// The subschemas of each version that describe the current prefix (empty: not declared).
-type Declared<'a, 's> = (&'a [&'s Value], &'a [&'s Value]);
+/// The subschemas of each version that declare the current prefix (empty: not declared).
+type Declared<'a> = (&'a [DeclId], &'a [DeclId]);
 
-/// Copies what both versions agree on; stashes what only one of them declares, and anything
-/// that would land on data a move already put there.
-fn carry(
-    source: Map<String, Value>,
-    prefix: &mut Vec<String>,
-    declared: Declared<'_, '_>,
-    from: Side<'_>,
-    to: Side<'_>,
-    out: &mut Map<String, Value>,
-    stash: &mut BTreeMap<String, Value>,
-) {
-    for (key, value) in source {
-        let in_from = schema::declared_children(from.schema, declared.0, &key);
-        let in_to = schema::declared_children(to.schema, declared.1, &key);
-        // A field travels as it is only when both versions agree on it: both declare it, or
-        // neither does (unknown data). Declared on one side only, it would change meaning in
-        // the other version, so it waits in the annotation for the way back.
-        let same_standing = in_from.is_empty() == in_to.is_empty();
-        let below = (in_from.as_slice(), in_to.as_slice());
-        if !same_standing {
-            stash_at(prefix, key, value, stash);
-            continue;
-        }
-        match (value, out.get_mut(&key)) {
-            (Value::Object(child), None) => {
-                let mut target = Map::new();
-                prefix.push(key);
-                carry(child, prefix, below, from, to, &mut target, stash);
-                let key = prefix.pop().unwrap_or_default();
-                out.insert(key, Value::Object(target));
-            }
-            (Value::Object(child), Some(Value::Object(existing))) => {
-                prefix.push(key);
-                carry(child, prefix, below, from, to, existing, stash);
-                prefix.pop();
-            }
-            (value, None) => {
-                out.insert(key, value);
-            }
-            (value, Some(_)) => stash_at(prefix, key, value, stash),
-        }
-    }
+/// Copies what both versions agree on into the converted object; stashes what only one of
+/// them declares, and anything that would land on data a move already put there.
+struct Carrier<'a> {
+    declarations: &'a Declarations,
+    /// Keys from the object's root to the map being carried.
+    prefix: Vec<String>,
+    stash: &'a mut BTreeMap<String, Value>,
 }
 
-fn stash_at(
-    prefix: &mut Vec<String>,
-    key: String,
-    value: Value,
-    stash: &mut BTreeMap<String, Value>,
-) {
-    prefix.push(key);
-    stash.insert(pointer_from_keys(prefix), value);
-    prefix.pop();
+impl Carrier<'_> {
+    fn carry(
+        &mut self,
+        source: Map<String, Value>,
+        declared: Declared<'_>,
+        out: &mut Map<String, Value>,
+    ) {
+        for (key, value) in source {
+            let in_from = self.declarations.children(declared.0, &key);
+            let in_to = self.declarations.children(declared.1, &key);
+            // A field travels as it is only when both versions agree on it: both declare it,
+            // or neither does (unknown data). Declared on one side only, it would change
+            // meaning in the other version, so it waits in the annotation for the way back.
+            if in_from.is_empty() != in_to.is_empty() {
+                self.stash_at(key, value);
+                continue;
+            }
+            // Declared alike (the same subschemas, or none) and with nothing moved into it,
+            // nothing below can differ: the whole value travels without a visit to its keys.
+            let alike = in_from == in_to;
+            match (value, out.get_mut(&key)) {
+                (value, None) if alike => {
+                    out.insert(key, value);
+                }
+                (Value::Object(child), None) => {
+                    let mut target = Map::new();
+                    self.prefix.push(key);
+                    self.carry(child, (&in_from, &in_to), &mut target);
+                    let key = self.prefix.pop().unwrap_or_default();
+                    out.insert(key, Value::Object(target));
+                }
+                (Value::Object(child), Some(Value::Object(existing))) => {
+                    self.prefix.push(key);
+                    self.carry(child, (&in_from, &in_to), existing);
+                    self.prefix.pop();
+                }
+                (value, None) => {
+                    out.insert(key, value);
+                }
+                (value, Some(_)) => self.stash_at(key, value),
+            }
+        }
+    }
+
+    fn stash_at(&mut self, key: String, value: Value) {
+        self.prefix.push(key);
+        self.stash.insert(pointer_from_keys(&self.prefix), value);
+        self.prefix.pop();
+    }
 }
 
 /// Ancestors of move targets that the source still has as objects after its moved fields left.
