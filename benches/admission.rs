@@ -9,7 +9,9 @@ use std::sync::LazyLock;
 
 use divan::{Bencher, black_box};
 use serde_json::{Value, json};
-use tollgate::http::{AdmissionReviewIn, Mode, ObjectForm, admission_review, conversion_review};
+use tollgate::http::{
+    AdmissionReviewIn, Mode, ObjectForm, admission_review, conversion_answer, conversion_review,
+};
 use tollgate_engine::Store;
 
 // The allocator of the `tollgate` binary, so figures match the server's.
@@ -146,7 +148,7 @@ fn convert_down(bencher: Bencher, objects: usize) {
     let review = conversion(objects, "payments.example.com/v1alpha1");
     bencher
         .counter(divan::counter::ItemsCount::new(objects))
-        .bench(|| conversion_review(&STORE, black_box(&review)).expect("review"));
+        .bench(|| conversion_answer(&STORE, black_box(&review)).expect("review"));
 }
 
 #[divan::bench(args = [1, 100, 2000])]
@@ -154,7 +156,7 @@ fn convert_up(bencher: Bencher, objects: usize) {
     let review = conversion(objects, "payments.example.com/v1");
     bencher
         .counter(divan::counter::ItemsCount::new(objects))
-        .bench(|| conversion_review(&STORE, black_box(&review)).expect("review"));
+        .bench(|| conversion_answer(&STORE, black_box(&review)).expect("review"));
 }
 
 /// A review's object read as a `serde_json::Value` or as a document (borrowed strings, flat

@@ -40,11 +40,20 @@ fn admission_against(store: &Store, data: &[u8]) {
     }
 }
 
-/// Decode, convert and encode a ConversionReview.
+/// Decode, convert and encode a ConversionReview: the answer the server writes object by object
+/// is the one serde_json writes after every object was read and converted first.
 pub fn conversion_review(data: &[u8]) {
     reader_agrees_with_serde(data);
-    if let Ok(out) = http::conversion_review(example_store(), data) {
-        let _ = serde_json::to_vec(&out);
+    let whole = http::conversion_review(example_store(), data)
+        .ok()
+        .and_then(|review| serde_json::to_vec(&review).ok());
+    let streamed = http::conversion_answer(example_store(), data).ok();
+    if whole != streamed {
+        panic!(
+            "the streamed conversion answer differs: {:?} but {:?}",
+            streamed.map(|s| String::from_utf8_lossy(&s).into_owned()),
+            whole.map(|w| String::from_utf8_lossy(&w).into_owned())
+        );
     }
 }
 

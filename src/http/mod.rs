@@ -30,7 +30,10 @@ pub use admission::{
     AdmissionReviewIn, AdmissionReviewOut, Mode, ObjectForm, ReviewParseError,
     review_body as admission_review,
 };
-pub use conversion::{CONVERSION_KIND, ConversionParseError, review_body as conversion_review};
+pub use conversion::{
+    CONVERSION_KIND, ConversionParseError, answer_body as conversion_answer,
+    review_body as conversion_review,
+};
 pub use front::Front;
 pub use guard::AnonymousClient;
 pub use routes::Endpoint;

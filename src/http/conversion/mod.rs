@@ -1,16 +1,19 @@
 //! `POST /convert`: ConversionReview in, ConversionReview out.
 
 mod read;
+mod stream;
 mod wire;
 
 pub use read::disagreement as read_disagreement;
 
-use kube::core::conversion::{ConversionRequest, ConversionResponse};
+use kube::core::conversion::ConversionResponse;
 use kube::core::response::StatusSummary;
 use kube::core::{Status, TypeMeta};
 use tollgate_engine::Store;
 
 pub use wire::{CONVERSION_KIND, ConversionParseError, review_body};
+
+use read::RequestIn;
 
 use super::json_writer;
 use super::observe::ReviewTag;
@@ -22,16 +25,15 @@ use super::worker::WorkError;
 pub struct Conversion;
 
 impl Review for Conversion {
-    type Parsed<'a> = (TypeMeta, ConversionRequest);
+    type Parsed<'a> = (TypeMeta, RequestIn<'a>);
     type Envelope = TypeMeta;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
         wire::parse(body).map_err(|e| e.to_string())
     }
 
-    /// Already owned: the objects are the whole review.
-    fn into_owned(self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static> {
-        parsed
+    fn into_owned(self, (types, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
+        (types, request.into_owned())
     }
 
     fn envelope(self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
@@ -45,7 +47,13 @@ impl Review for Conversion {
     }
 
     fn answer(self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
-        answer(types, wire::convert_request(store, request))
+        match stream::answer_body(store, &types, request) {
+            Ok(body) => Answer {
+                body,
+                decision: "converted",
+            },
+            Err(failed) => answer(types, *failed),
+        }
     }
 
     fn failed(self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
@@ -54,6 +62,12 @@ impl Review for Conversion {
         failed.uid = tag.uid().to_string();
         answer(types.clone(), failed)
     }
+}
+
+/// The answer document the server sends for `body` (benchmarks and tests).
+pub fn answer_body(store: &Store, body: &[u8]) -> Result<Vec<u8>, ConversionParseError> {
+    let parsed = wire::parse(body)?;
+    Ok(Conversion.answer(store, parsed).body)
 }
 
 fn answer(types: TypeMeta, response: ConversionResponse) -> Answer {
@@ -73,14 +87,7 @@ fn answer(types: TypeMeta, response: ConversionResponse) -> Answer {
 /// instructions per answer, and the converted objects are nearly all of it.
 fn encode(types: TypeMeta, response: ConversionResponse) -> Vec<u8> {
     let mut body = Vec::with_capacity(256);
-    body.extend_from_slice(b"{\"apiVersion\":");
-    json_writer::write_str(&mut body, &types.api_version);
-    body.extend_from_slice(b",\"kind\":");
-    json_writer::write_str(&mut body, &types.kind);
-    body.extend_from_slice(b",\"response\":{\"uid\":");
-    json_writer::write_str(&mut body, &response.uid);
-    body.extend_from_slice(b",\"result\":");
-    if serde_json::to_writer(&mut body, &response.result).is_err() {
+    if write_head(&mut body, &types, &response.uid, &response.result).is_err() {
         // A Status always encodes; if it ever did not, the whole answer says why.
         return review::encode(&wire::into_review(types, response));
     }
@@ -92,6 +99,23 @@ fn encode(types: TypeMeta, response: ConversionResponse) -> Vec<u8> {
     );
     body.extend_from_slice(b"}}");
     body
+}
+
+/// The answer up to its `result`, inclusive (`convertedObjects` follows).
+fn write_head(
+    body: &mut Vec<u8>,
+    types: &TypeMeta,
+    uid: &str,
+    result: &Status,
+) -> serde_json::Result<()> {
+    body.extend_from_slice(b"{\"apiVersion\":");
+    json_writer::write_str(body, &types.api_version);
+    body.extend_from_slice(b",\"kind\":");
+    json_writer::write_str(body, &types.kind);
+    body.extend_from_slice(b",\"response\":{\"uid\":");
+    json_writer::write_str(body, uid);
+    body.extend_from_slice(b",\"result\":");
+    serde_json::to_writer(&mut *body, result)
 }
 
 #[cfg(test)]

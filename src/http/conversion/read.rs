@@ -1,6 +1,12 @@
 //! A ConversionReview read by `json_reader` — the fields, defaults and requirements of kube's
 //! `ConversionReview`, whose `serde` derive decides whatever this reader is unsure of (a
 //! duplicate or mistyped field, a missing required one, a `response` in a request).
+//!
+//! The objects are checked here but kept as text: each is read when it is converted and
+//! written to the answer straight after, so a review of thousands of objects never holds them
+//! all as `Value`s (see `stream`).
+
+use std::borrow::Cow;
 
 use kube::core::TypeMeta;
 use kube::core::conversion::{ConversionRequest, ConversionReview};
@@ -8,8 +14,69 @@ use serde_json::Value;
 
 use crate::http::json_reader::{Read, Reader, Unsure, once};
 
+/// A ConversionRequest as the server converts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestIn<'a> {
+    pub uid: String,
+    pub desired_api_version: String,
+    pub objects: Objects<'a>,
+}
+
+/// The request's objects: the JSON array as sent (already checked: the reader reads every
+/// object in it as `json_reader::value` reads it), or as `serde_json` read them where the
+/// reader left the review to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Objects<'a> {
+    Text(Cow<'a, str>),
+    Values(Vec<Value>),
+}
+
+impl RequestIn<'_> {
+    pub fn into_owned(self) -> RequestIn<'static> {
+        RequestIn {
+            uid: self.uid,
+            desired_api_version: self.desired_api_version,
+            objects: match self.objects {
+                Objects::Text(text) => Objects::Text(Cow::Owned(text.into_owned())),
+                Objects::Values(values) => Objects::Values(values),
+            },
+        }
+    }
+}
+
+impl From<ConversionRequest> for RequestIn<'static> {
+    fn from(request: ConversionRequest) -> Self {
+        Self {
+            uid: request.uid,
+            desired_api_version: request.desired_api_version,
+            objects: Objects::Values(request.objects),
+        }
+    }
+}
+
+impl Objects<'_> {
+    /// Every object as a `Value`; `None` if the text is not what the reader checked it to be.
+    pub fn into_values(self) -> Option<Vec<Value>> {
+        match self {
+            Objects::Values(values) => Some(values),
+            Objects::Text(text) => {
+                let mut reader = Reader::new(&text);
+                let mut values = Vec::new();
+                reader
+                    .array(|reader| {
+                        values.push(reader.value()?);
+                        Ok(())
+                    })
+                    .ok()?;
+                reader.finish().ok()?;
+                Some(values)
+            }
+        }
+    }
+}
+
 /// The review's type and its request (`None` when `request` is absent or null).
-pub fn review(text: &str) -> Read<(TypeMeta, Option<ConversionRequest>)> {
+pub fn review(text: &str) -> Read<(TypeMeta, Option<RequestIn<'_>>)> {
     let mut reader = Reader::new(text);
     let mut api_version = None;
     let mut kind = None;
@@ -34,6 +101,22 @@ pub fn review(text: &str) -> Read<(TypeMeta, Option<ConversionRequest>)> {
 /// targets and tests): being unsure is always allowed, reading it otherwise never.
 pub fn disagreement(text: &str) -> Option<String> {
     let (types, request) = review(text).ok()?;
+    let request = match request {
+        Some(request) => {
+            let Some(objects) = request.objects.into_values() else {
+                return Some(format!(
+                    "objects checked as readable but not read as values in {text}"
+                ));
+            };
+            Some(ConversionRequest {
+                types: None,
+                uid: request.uid,
+                desired_api_version: request.desired_api_version,
+                objects,
+            })
+        }
+        None => None,
+    };
     match serde_json::from_str::<ConversionReview>(text) {
         Ok(theirs) if theirs.types == types && theirs.request == request => None,
         Ok(theirs) => Some(format!(
@@ -43,7 +126,7 @@ pub fn disagreement(text: &str) -> Option<String> {
     }
 }
 
-fn request_of(reader: &mut Reader<'_>) -> Read<ConversionRequest> {
+fn request_of<'a>(reader: &mut Reader<'a>) -> Read<RequestIn<'a>> {
     let mut uid = None;
     let mut desired_api_version = None;
     let mut objects = None;
@@ -51,17 +134,12 @@ fn request_of(reader: &mut Reader<'_>) -> Read<ConversionRequest> {
         "uid" => once(&mut uid, reader.string()?.into_owned()),
         "desiredAPIVersion" => once(&mut desired_api_version, reader.string()?.into_owned()),
         "objects" => {
-            let mut read: Vec<Value> = Vec::new();
-            reader.array(|reader| {
-                read.push(reader.value()?);
-                Ok(())
-            })?;
-            once(&mut objects, read)
+            let ((), text) = reader.with_text(|reader| reader.array(Reader::skip))?;
+            once(&mut objects, Objects::Text(Cow::Borrowed(text)))
         }
         _ => reader.skip(),
     })?;
-    Ok(ConversionRequest {
-        types: None,
+    Ok(RequestIn {
         uid: uid.ok_or(Unsure)?,
         desired_api_version: desired_api_version.ok_or(Unsure)?,
         objects: objects.ok_or(Unsure)?,
@@ -107,11 +185,27 @@ mod tests {
     }
 
     #[test]
-    fn a_review_the_apiserver_sends_is_read_here() {
+    fn a_review_the_apiserver_sends_is_read_here_with_its_objects_kept_as_text() {
         let text = include_str!("../../../tests/fixtures/convert-mixed.json");
-        let theirs = serde_json::from_str::<ConversionReview>(text).ok();
         let ours = review(text).ok();
-        assert!(ours.is_some(), "the fixture must take the fast path");
-        assert_eq!(ours, theirs.map(|r| (r.types, r.request)));
+        let objects = ours.and_then(|(_, request)| request).map(|r| r.objects);
+        assert!(
+            matches!(objects, Some(Objects::Text(Cow::Borrowed(_)))),
+            "the fixture must take the fast path"
+        );
+        assert_eq!(disagreement(text), None);
+    }
+
+    #[test]
+    fn objects_as_text_read_as_the_values_serde_reads() {
+        let text = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"ConversionReview","request":{"uid":"u","desiredAPIVersion":"g/v1","objects":[{"b":1,"a":[true,null,"\u00e9"]}, 2.5 ,{}]}}"#;
+        let read = review(text).ok().and_then(|(_, request)| request);
+        let values = read.and_then(|r| r.objects.into_values());
+        let theirs = serde_json::from_str::<ConversionReview>(text)
+            .ok()
+            .and_then(|r| r.request)
+            .map(|r| r.objects);
+        assert!(values.is_some());
+        assert_eq!(values, theirs);
     }
 }

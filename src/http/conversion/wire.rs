@@ -1,6 +1,6 @@
 //! ConversionReview in and out (kube's types fit: objects stay raw JSON), all or nothing.
 
-use kube::core::conversion::{ConversionRequest, ConversionResponse, ConversionReview};
+use kube::core::conversion::{ConversionResponse, ConversionReview};
 use kube::core::{Status, TypeMeta};
 use serde_json::Value;
 
@@ -8,6 +8,8 @@ use tollgate_engine::Store;
 use tollgate_engine::evaluate;
 
 use crate::http::json_reader::Unsure;
+
+use super::read::RequestIn;
 
 pub const CONVERSION_V1: &str = "apiextensions.k8s.io/v1";
 pub const CONVERSION_V1BETA1: &str = "apiextensions.k8s.io/v1beta1";
@@ -32,7 +34,7 @@ pub enum ConversionParseError {
     EmptyUid,
 }
 
-pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionParseError> {
+pub fn parse(body: &[u8]) -> Result<(TypeMeta, RequestIn<'_>), ConversionParseError> {
     // One check of the whole body instead of one per string (see the admission decoder).
     let text = std::str::from_utf8(body).map_err(ConversionParseError::NotUtf8)?;
     // The direct reader first; what it is unsure of (malformed bodies included) is decided,
@@ -42,7 +44,7 @@ pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionPar
         Err(Unsure) => {
             let review: ConversionReview =
                 serde_json::from_str(text).map_err(ConversionParseError::Json)?;
-            (review.types, review.request)
+            (review.types, review.request.map(RequestIn::from))
         }
     };
     if types.api_version != CONVERSION_V1 && types.api_version != CONVERSION_V1BETA1 {
@@ -59,30 +61,50 @@ pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionPar
 }
 
 /// Converts every object or none: one failure fails the review, naming the object.
-pub fn convert_request(store: &Store, request: ConversionRequest) -> ConversionResponse {
+pub fn convert_request(store: &Store, request: RequestIn<'_>) -> ConversionResponse {
     let mut response = ConversionResponse::invalid(Status::success());
     response.uid = request.uid;
-    let mut converted = Vec::with_capacity(request.objects.len());
-    for (index, object) in request.objects.into_iter().enumerate() {
-        // Not `Value::pointer`: it unescapes every segment of the pointer first.
-        let name = object
-            .get("metadata")
-            .and_then(|metadata| metadata.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        match evaluate::convert(store, object, &request.desired_api_version) {
+    let Some(objects) = request.objects.into_values() else {
+        return response.failure(unreadable_objects());
+    };
+    let mut converted = Vec::with_capacity(objects.len());
+    for (index, object) in objects.into_iter().enumerate() {
+        match convert_one(store, object, index, &request.desired_api_version) {
             Ok(value) => converted.push(value),
-            Err(e) => {
-                let name = name.as_deref().unwrap_or("<unnamed>");
-                let message = format!(
-                    "cannot convert object {index} ({name:?}) to {}: {e}",
-                    request.desired_api_version
-                );
-                return response.failure(Status::failure(&message, "ConversionFailed"));
-            }
+            Err(failure) => return response.failure(*failure),
         }
     }
     response.success(converted)
+}
+
+/// One object of a review, or the Status that fails the review, naming it.
+pub fn convert_one(
+    store: &Store,
+    object: Value,
+    index: usize,
+    desired_api_version: &str,
+) -> Result<Value, Box<Status>> {
+    // Not `Value::pointer`: it unescapes every segment of the pointer first.
+    let name = object
+        .get("metadata")
+        .and_then(|metadata| metadata.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    evaluate::convert(store, object, desired_api_version).map_err(|e| {
+        let name = name.as_deref().unwrap_or("<unnamed>");
+        let message =
+            format!("cannot convert object {index} ({name:?}) to {desired_api_version}: {e}");
+        Box::new(Status::failure(&message, "ConversionFailed"))
+    })
+}
+
+/// The objects were checked when the review was read; this never happens unless that check
+/// and the object reader disagree.
+pub fn unreadable_objects() -> Status {
+    Status::failure(
+        "the review's objects could not be read after they were checked",
+        "InternalError",
+    )
 }
 
 /// The whole answer document, in the apiVersion the caller used.

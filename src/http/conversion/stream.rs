@@ -1,0 +1,218 @@
+//! The answer to a ConversionReview, written while its objects are converted: each object is
+//! read from the review's text, converted and written to the answer before the next one is
+//! read. A review of 2000 objects thus never holds 2000 `Value` trees at once (tens of
+//! megabytes, read back cold when the answer was written): it holds its text, its answer and
+//! one object, still in cache when it is written.
+
+use kube::core::conversion::ConversionResponse;
+use kube::core::{Status, TypeMeta};
+use serde_json::Value;
+use tollgate_engine::Store;
+
+use super::read::{Objects, RequestIn};
+use super::wire;
+use crate::http::json_reader::{Reader, Unsure};
+use crate::http::json_writer;
+
+/// The whole answer document when every object converts; otherwise the failed response (no
+/// objects), for the caller to encode.
+pub fn answer_body(
+    store: &Store,
+    types: &TypeMeta,
+    request: RequestIn<'_>,
+) -> Result<Vec<u8>, Box<ConversionResponse>> {
+    let mut failed = ConversionResponse::invalid(Status::success());
+    failed.uid = request.uid;
+    let desired = request.desired_api_version.as_str();
+    let expected_size = match &request.objects {
+        Objects::Text(text) => text.len() + text.len() / 8,
+        Objects::Values(_) => 0,
+    };
+    let mut body = Vec::with_capacity(expected_size + 256);
+    let head = super::write_head(&mut body, types, &failed.uid, &Status::success());
+    if head.is_err() {
+        return Err(Box::new(failed.failure(wire::unreadable_objects())));
+    }
+    body.extend_from_slice(b",\"convertedObjects\":[");
+    let mut written = Written {
+        body: &mut body,
+        count: 0,
+    };
+    let outcome = match request.objects {
+        Objects::Values(values) => values
+            .into_iter()
+            .try_for_each(|object| written.convert(store, object, desired)),
+        Objects::Text(text) => {
+            let mut stopped = None;
+            let read = Reader::new(&text).array(|reader| {
+                let object = reader.value()?;
+                written.convert(store, object, desired).map_err(|failure| {
+                    stopped = Some(failure);
+                    Unsure
+                })
+            });
+            match (stopped, read) {
+                (Some(failure), _) => Err(failure),
+                (None, Ok(())) => Ok(()),
+                // Checked when the review was read: never expected.
+                (None, Err(Unsure)) => Err(Box::new(wire::unreadable_objects())),
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            body.extend_from_slice(b"]}}");
+            Ok(body)
+        }
+        Err(failure) => Err(Box::new(failed.failure(*failure))),
+    }
+}
+
+/// The answer's `convertedObjects` so far.
+struct Written<'b> {
+    body: &'b mut Vec<u8>,
+    count: usize,
+}
+
+impl Written<'_> {
+    fn convert(&mut self, store: &Store, object: Value, desired: &str) -> Result<(), Box<Status>> {
+        let converted = wire::convert_one(store, object, self.count, desired)?;
+        if self.count > 0 {
+            self.body.push(b',');
+        }
+        json_writer::write_value(self.body, &converted);
+        self.count += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::http::conversion::Conversion;
+    use crate::http::review::Review;
+
+    /// The answer the server writes, and the one `serde_json` writes for kube's review after
+    /// every object was read and converted first.
+    fn both_answers(body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let store = crate::fuzzing::example_store();
+        let streamed = Conversion
+            .parse(body)
+            .map(|parsed| Conversion.answer(store, parsed).body)
+            .unwrap_or_default();
+        let whole = wire::review_body(store, body)
+            .ok()
+            .and_then(|review| serde_json::to_vec(&review).ok())
+            .unwrap_or_default();
+        (streamed, whole)
+    }
+
+    fn same_answer(body: &[u8]) -> Result<(), TestCaseError> {
+        let (streamed, whole) = both_answers(body);
+        prop_assert!(!whole.is_empty(), "{}", String::from_utf8_lossy(body));
+        prop_assert_eq!(
+            String::from_utf8_lossy(&streamed),
+            String::from_utf8_lossy(&whole)
+        );
+        Ok(())
+    }
+
+    /// The review with a field whose `-0` the reader leaves to serde_json, and the whole review
+    /// with it.
+    fn with_minus_zero(body: &str) -> String {
+        body.replacen("\"u-1\"", "\"u-1\",\"x\":-0", 1)
+    }
+
+    #[test]
+    fn a_review_left_to_serde_json_is_converted_from_its_values() {
+        let review = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "ConversionReview",
+            "request": {"uid": "u-1", "desiredAPIVersion": "payments.example.com/v1alpha1", "objects": [
+                {"apiVersion": "payments.example.com/v1", "kind": "PaymentGateway", "metadata": {"name": "a"}}
+            ]}
+        });
+        let body = with_minus_zero(&review.to_string());
+        let parsed = Conversion.parse(body.as_bytes()).ok();
+        assert!(matches!(
+            parsed.map(|(_, request)| request.objects),
+            Some(Objects::Values(values)) if values.len() == 1
+        ));
+        let (streamed, whole) = both_answers(body.as_bytes());
+        assert!(String::from_utf8_lossy(&streamed).contains("\"name\":\"a\""));
+        assert_eq!(streamed, whole);
+    }
+
+    #[test]
+    fn fixtures_are_answered_as_if_every_object_had_been_read_first() {
+        for fixture in [
+            include_str!("../../../tests/fixtures/convert-down.json"),
+            include_str!("../../../tests/fixtures/convert-up.json"),
+            include_str!("../../../tests/fixtures/convert-mixed.json"),
+            include_str!("../../../tests/fixtures/convert-unknown-version.json"),
+        ] {
+            let (streamed, whole) = both_answers(fixture.as_bytes());
+            assert!(!whole.is_empty());
+            assert_eq!(
+                String::from_utf8_lossy(&streamed),
+                String::from_utf8_lossy(&whole)
+            );
+        }
+    }
+
+    fn object() -> impl Strategy<Value = Value> {
+        let api_version = prop::sample::select(vec![
+            "payments.example.com/v1",
+            "payments.example.com/v1alpha1",
+            "payments.example.com/v9",
+            "other.example.com/v1",
+        ]);
+        let spec = prop::sample::select(vec![
+            json!({"provider": "stripe", "endpoint": "https://e", "credentialsSecretRef": {"name": "s"}, "retry": {"maxAttempts": 3}}),
+            json!({"provider": "adyen", "url": "https://u", "secretName": "s", "maxRetries": -2, "x": [1.5, null]}),
+            json!({"currencies": ["USD"], "timeoutSeconds": 30}),
+            json!("not an object"),
+        ]);
+        let name = prop::option::of("[a-z\"é]{0,6}");
+        (api_version, spec, name, any::<bool>()).prop_map(|(api_version, spec, name, annotated)| {
+            let mut object =
+                json!({"apiVersion": api_version, "kind": "PaymentGateway", "spec": spec});
+            if let Some(name) = name {
+                object["metadata"] = json!({"name": name});
+            }
+            if annotated {
+                object["metadata"]["annotations"] = json!({"a": "b"});
+            }
+            object
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn answers_are_written_as_if_every_object_had_been_read_first(
+            objects in prop::collection::vec(object(), 0..6),
+            desired in prop::sample::select(vec!["payments.example.com/v1", "payments.example.com/v1alpha1"]),
+            pretty in any::<bool>(),
+            by_serde in any::<bool>(),
+        ) {
+            let review = json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "ConversionReview",
+                "request": {"uid": "u-1", "desiredAPIVersion": desired, "objects": objects}
+            });
+            let body = if pretty {
+                serde_json::to_string_pretty(&review)
+            } else {
+                serde_json::to_string(&review)
+            };
+            let mut body = body.unwrap_or_default();
+            if by_serde {
+                body = with_minus_zero(&body);
+            }
+            same_answer(body.as_bytes())?;
+        }
+    }
+}
