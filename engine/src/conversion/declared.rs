@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-/// One compiled subschema (or a set of equal ones).
-pub(crate) type DeclId = u32;
+/// One compiled subschema (or a set of equal ones): its index in `Declarations::nodes`.
+pub(crate) type DeclId = usize;
 
 /// The subschemas declaring one field: sorted, without repeats; empty when none does.
 pub(crate) type DeclSet = SmallVec<[DeclId; 2]>;
@@ -51,7 +51,7 @@ impl Declarations {
     }
 
     fn children_of(&self, parent: DeclId, key: &str) -> &[DeclId] {
-        let Some(node) = self.nodes.get(parent as usize) else {
+        let Some(node) = self.nodes.get(parent) else {
             return &[];
         };
         match node
@@ -81,7 +81,7 @@ impl<'s> Compiler<'s> {
         let root = self.id_of(schema, schema);
         while let Some((id, root, node)) = self.pending.pop() {
             let compiled = self.compile_node(root, node);
-            if let Some(slot) = self.declarations.nodes.get_mut(id as usize) {
+            if let Some(slot) = self.declarations.nodes.get_mut(id) {
                 *slot = compiled;
             }
         }
@@ -102,7 +102,7 @@ impl<'s> Compiler<'s> {
             self.by_address.insert(std::ptr::from_ref(node), id);
             return id;
         }
-        let id = DeclId::try_from(self.declarations.nodes.len()).unwrap_or(DeclId::MAX);
+        let id = self.declarations.nodes.len();
         self.declarations.nodes.push(DeclNode::default());
         self.by_address.insert(std::ptr::from_ref(node), id);
         if let Some(text) = text {

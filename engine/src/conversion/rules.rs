@@ -96,6 +96,8 @@ pub fn compile(
             "spec.conversion.spokes must name at least one other version".into(),
         );
     }
+    let mut compiler = Compiler::default();
+    let hub_declared = compiler.add(hub_schema);
     let mut spokes = BTreeMap::new();
     for (version, spoke) in &spec.spokes {
         if version == &spec.hub {
@@ -105,19 +107,13 @@ pub fn compile(
             );
             continue;
         }
-        if let Some(compiled) = compile_spoke(version, spoke, hub_schema, &mut fail) {
+        if let Some(compiled) = compile_spoke(version, spoke, hub_schema, &mut compiler, &mut fail)
+        {
             spokes.insert(version.clone(), compiled);
         }
     }
     if count > 0 {
         return None;
-    }
-    let mut compiler = Compiler::default();
-    let hub_declared = compiler.add(hub_schema);
-    let spoke_roots: Vec<DeclId> = spokes.values().map(|s| compiler.add(&s.schema)).collect();
-    let declarations = compiler.finish();
-    for (spoke, root) in spokes.values_mut().zip(spoke_roots) {
-        spoke.declared = root;
     }
     Some(KindConversion {
         group: group.to_string(),
@@ -126,16 +122,17 @@ pub fn compile(
         hub_schema: hub_schema.clone(),
         hub_declared,
         spokes,
-        declarations,
+        declarations: compiler.finish(),
     })
 }
 
 /// One spoke version: its schema must compile and each of its field moves must be lossless.
 /// Problems are reported through `fail`; the caller discards the whole set if any were.
-fn compile_spoke(
+fn compile_spoke<'s>(
     version: &str,
-    spoke: &SpokeSpec,
+    spoke: &'s SpokeSpec,
     hub_schema: &Value,
+    declarations: &mut Compiler<'s>,
     fail: &mut dyn FnMut(&str, String),
 ) -> Option<Spoke> {
     let base = format!("/spec/conversion/spokes/{}", escape_pointer(version));
@@ -184,7 +181,7 @@ fn compile_spoke(
     Some(Spoke {
         schema: spoke.schema.clone(),
         moves,
-        declared: 0,
+        declared: declarations.add(&spoke.schema),
     })
 }
 
