@@ -60,6 +60,20 @@ pub fn declares(schema: &Value, path: &FieldPath) -> bool {
     subschema(schema, path).is_some()
 }
 
+/// The schema a same-document `$ref` of `node` points at, when it resolves in `root`.
+pub(crate) fn ref_target<'s>(root: &'s Value, node: &Value) -> Option<&'s Value> {
+    node.get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+}
+
+/// The schema `additionalProperties` declares every other field with; `true` allows fields
+/// but declares none.
+pub(crate) fn additional_properties(node: &Value) -> Option<&Value> {
+    node.get("additionalProperties").filter(|a| a.is_object())
+}
+
 /// The schema that describes the field at `path`, if the schema declares it.
 pub fn subschema<'s>(schema: &'s Value, path: &FieldPath) -> Option<&'s Value> {
     subschema_from(schema, schema, &path.0, 0)
@@ -78,12 +92,8 @@ fn subschema_from<'s>(
         return None;
     }
     let obj = node.as_object()?;
-    if let Some(found) = obj
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-        .and_then(|p| root.pointer(p))
-        .and_then(|target| subschema_from(root, target, rest, depth + 1))
+    if let Some(found) =
+        ref_target(root, node).and_then(|target| subschema_from(root, target, rest, depth + 1))
     {
         return Some(found);
     }
@@ -102,7 +112,7 @@ fn subschema_from<'s>(
         Segment::Key(key) => obj
             .get("properties")
             .and_then(|p| p.get(key))
-            .or_else(|| obj.get("additionalProperties").filter(|a| a.is_object())),
+            .or_else(|| additional_properties(node)),
         Segment::Index(_) => obj.get("items"),
     }?;
     subschema_from(root, child, tail, depth + 1)

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use smallvec::SmallVec;
 
+use crate::schema;
+
 /// One compiled subschema (or a set of equal ones): its index in `Declarations::nodes`.
 pub(crate) type DeclId = usize;
 
@@ -128,12 +130,17 @@ impl<'s> Compiler<'s> {
                 let declaring = chain.iter().filter_map(|c| {
                     c.get("properties")
                         .and_then(|p| p.get(name))
-                        .or_else(|| additional(c))
+                        .or_else(|| schema::additional_properties(c))
                 });
                 (name.to_string(), self.set_of(root, declaring))
             })
             .collect();
-        let other = self.set_of(root, chain.iter().filter_map(|c| additional(c)));
+        let other = self.set_of(
+            root,
+            chain
+                .iter()
+                .filter_map(|c| schema::additional_properties(c)),
+        );
         DeclNode { named, other }
     }
 
@@ -154,12 +161,7 @@ fn gather<'s>(root: &'s Value, node: &'s Value, chain: &mut Vec<&'s Value>) {
         return;
     }
     chain.push(node);
-    if let Some(target) = object
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix('#'))
-        .and_then(|p| root.pointer(p))
-    {
+    if let Some(target) = schema::ref_target(root, node) {
         gather(root, target, chain);
     }
     for branch in object
@@ -170,12 +172,6 @@ fn gather<'s>(root: &'s Value, node: &'s Value, chain: &mut Vec<&'s Value>) {
     {
         gather(root, branch, chain);
     }
-}
-
-/// `additionalProperties` declares fields only as a schema object (`true` allows, declares
-/// nothing).
-fn additional(node: &Value) -> Option<&Value> {
-    node.get("additionalProperties").filter(|a| a.is_object())
 }
 
 fn has_ref(value: &Value) -> bool {
