@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 use crate::path::escape_pointer;
 
+mod additions;
+pub use additions::Additions;
+
 /// `spec.defaults.labels` / `.annotations`: added to an object's metadata when absent.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataDefaults {
@@ -25,6 +28,10 @@ pub struct MetadataDefaults {
 impl MetadataDefaults {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.annotations.is_empty()
+    }
+
+    fn fields(&self) -> [(&'static str, &BTreeMap<String, String>); 2] {
+        [("labels", &self.labels), ("annotations", &self.annotations)]
     }
 
     pub fn apply<'p>(&'p self, object: &mut Value, inserted: &mut Inserted<'p>) {
@@ -42,8 +49,9 @@ impl MetadataDefaults {
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(metadata) = metadata.as_object_mut() {
             inserted.enter(|| Step::key("metadata"));
-            insert_missing(metadata, "labels", &self.labels, inserted);
-            insert_missing(metadata, "annotations", &self.annotations, inserted);
+            for (field, entries) in self.fields() {
+                insert_missing(metadata, field, entries, inserted);
+            }
             inserted.leave();
         }
     }
@@ -52,7 +60,7 @@ impl MetadataDefaults {
     /// at load time and never reaches the apiserver.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut found = Vec::new();
-        for (field, entries) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+        for (field, entries) in self.fields() {
             for (key, value) in entries {
                 if !is_qualified_name(key) {
                     found.push((field, format!("{key:?} is not a valid key")));
@@ -90,13 +98,22 @@ fn insert_missing<'p>(
     }
     if let Some(target) = target.as_object_mut() {
         inserted.enter(|| Step::key(field));
-        for (key, value) in entries {
-            if !target.contains_key(key) {
-                inserted.mark(Step::key(key), Change::Add);
-                target.insert(key.clone(), Value::String(value.clone()));
-            }
-        }
+        add_entries(target, entries, inserted);
         inserted.leave();
+    }
+}
+
+/// The entries `target` lacks, added to it.
+fn add_entries<'p>(
+    target: &mut Map<String, Value>,
+    entries: &'p BTreeMap<String, String>,
+    inserted: &mut Inserted<'p>,
+) {
+    for (key, value) in entries {
+        if !target.contains_key(key) {
+            inserted.mark(Step::key(key), Change::Add);
+            target.insert(key.clone(), Value::String(value.clone()));
+        }
     }
 }
 
@@ -348,6 +365,12 @@ impl Defaulter {
     /// `apply`, noting where each default went.
     pub fn apply_noting<'p>(&'p self, value: &mut Value, inserted: &mut Inserted<'p>) {
         self.root.apply(value, &self.refs, inserted);
+    }
+
+    /// What `apply` would add to `object`, which is left as it is.
+    pub(crate) fn add_missing<'a>(&'a self, object: Instance<'a>, additions: &mut Additions<'a>) {
+        self.root
+            .add_missing(object, &self.refs, &mut Vec::new(), additions);
     }
 
     /// Whether `apply` would add nothing: lets callers skip copying a complete object.

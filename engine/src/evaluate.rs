@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use crate::cel::Applies;
 use crate::conversion::{ConvertError, split_api_version};
-pub use crate::defaults::{Inserted, Operation as PatchOperation};
+pub use crate::defaults::{Additions, Inserted, Operation as PatchOperation};
+use crate::instance::Instance;
 use crate::policy::{CompiledPolicy, Enforcement, Store, Target};
 use crate::validate::Violation;
 
@@ -83,6 +84,16 @@ impl Defaults<'_> {
     pub fn apply(&self, object: &mut Value) -> json_patch::Patch {
         let inserted = self.apply_noting(object);
         inserted.into_patch(object)
+    }
+
+    /// What `apply` would add to `object`, which is only read: each missing default built on
+    /// its own, for the patch's operations (`Additions::each_operation`). No copy of the object.
+    pub fn additions<'a>(&'a self, object: Instance<'a>) -> Additions<'a> {
+        let mut additions = Additions::default();
+        for policy in &self.0 {
+            policy.add_missing_defaults(object, &mut additions);
+        }
+        additions
     }
 
     /// Fills in `object`'s missing defaults and returns where they went, to hand the patch's

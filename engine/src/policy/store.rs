@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
 use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
-use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
+use crate::defaults::{Additions, Defaulter, Inserted, MetadataDefaults};
 use crate::immutable;
 use crate::instance::Instance;
 use crate::path::FieldPath;
@@ -180,6 +180,16 @@ impl CompiledPolicy {
     pub(crate) fn apply_defaults<'p>(&'p self, object: &mut Value, inserted: &mut Inserted<'p>) {
         self.metadata_defaults.apply(object, inserted);
         self.defaulter.apply_noting(object, inserted);
+    }
+
+    /// What `apply_defaults` would add to `object`, which is left as it is.
+    pub(crate) fn add_missing_defaults<'a>(
+        &'a self,
+        object: Instance<'a>,
+        additions: &mut Additions<'a>,
+    ) {
+        self.metadata_defaults.add_missing(object, additions);
+        self.defaulter.add_missing(object, additions);
     }
 }
 

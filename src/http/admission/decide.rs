@@ -18,18 +18,16 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// How the review's objects are best read for this mode.
+    /// How the review's objects are best read for this mode: both only read them (defaults
+    /// are built on their own, beside the object), so neither needs a `Value`.
     pub fn object_form(self) -> ObjectForm {
-        match self {
-            Mode::Validate => ObjectForm::Document,
-            Mode::Mutate => ObjectForm::Value,
-        }
+        ObjectForm::Document
     }
 }
 
 pub fn evaluate(
     store: &Store,
-    mut request: Box<AdmissionRequestIn<'_>>,
+    request: Box<AdmissionRequestIn<'_>>,
     mode: Mode,
 ) -> AdmissionResponseOut {
     let Some(target) = target_of(&request) else {
@@ -50,14 +48,13 @@ pub fn evaluate(
             response.with_warnings(verdict.warnings)
         }
         Mode::Mutate => {
-            // The policies are chosen on the object as received; then that very object is
-            // defaulted in place (no copy) and the patch noted on the way.
+            // The policies are chosen on the object as received; the defaults it lacks are
+            // built beside it, and the patch written from them.
             let defaults = evaluate::defaults_for(store, &target);
-            let Some(mut object) = request.object.take().map(ObjectIn::into_value) else {
+            let Some(object) = target.object else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            let inserted = defaults.apply_noting(&mut object);
-            match json_writer::defaults_patch(inserted, &object) {
+            match json_writer::defaults_patch(defaults.additions(object)) {
                 Some(patch) => AdmissionResponseOut::patched(uid, &patch),
                 None => AdmissionResponseOut::allowed(uid),
             }

@@ -69,9 +69,10 @@ pub struct AdmissionRequestIn<'a> {
 /// How a review's objects are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectForm {
-    /// For validation: judged as read, nothing built.
+    /// Judged as read, nothing built: what the server reads (validation judges the document,
+    /// mutation builds the defaults it lacks beside it).
     Document,
-    /// For mutation: defaulted in place.
+    /// As a `serde_json::Value`, the form `serde` decodes: the readers are compared in both.
     Value,
 }
 
@@ -89,14 +90,6 @@ impl ObjectIn<'_> {
         match self {
             ObjectIn::Document(doc) => doc.root().into(),
             ObjectIn::Value(value) => value.into(),
-        }
-    }
-
-    /// The object as a `Value` to change (built from a document, if it is one).
-    pub fn into_value(self) -> Value {
-        match self {
-            ObjectIn::Document(doc) => doc.root().to_value(),
-            ObjectIn::Value(value) => value,
         }
     }
 
