@@ -610,20 +610,32 @@ mod tests {
         assert_eq!(&patched, after);
     }
 
-    #[test]
-    fn metadata_defaults_note_added_maps_keys_and_replaced_nulls() {
-        let defaults = MetadataDefaults {
+    /// A label and an annotation (whose key needs escaping in a pointer).
+    pub(super) fn metadata_defaults() -> MetadataDefaults {
+        MetadataDefaults {
             labels: BTreeMap::from([("app.kubernetes.io/name".into(), "x".into())]),
             annotations: BTreeMap::from([("a~b".into(), "y".into())]),
-        };
-        for object in [
+        }
+    }
+
+    /// Every shape of metadata the defaults meet: absent, without the maps, `null` maps, a
+    /// value present, maps of the wrong type, no object at all.
+    pub(super) fn metadata_objects() -> Vec<Value> {
+        vec![
             json!({"kind": "K"}),
             json!({"metadata": {"name": "n"}}),
             json!({"metadata": {"labels": null, "annotations": {"other": "1"}}}),
             json!({"metadata": {"labels": {"app.kubernetes.io/name": "kept"}}}),
             json!({"metadata": {"labels": "not a map"}}),
+            json!({"metadata": null}),
             json!("not an object"),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn metadata_defaults_note_added_maps_keys_and_replaced_nulls() {
+        let defaults = metadata_defaults();
+        for object in metadata_objects() {
             let mut after = object.clone();
             let mut inserted = Inserted::on();
             defaults.apply(&mut after, &mut inserted);

@@ -2,8 +2,8 @@
 //! each default the object lacks is built on its own, at the outermost place it goes, and the
 //! patch is those places in path order. The same patch `Inserted::each_operation` gives after
 //! `apply_noting` on a copy of the object (the tests compare the two), without building,
-//! defaulting and freeing a copy of the whole object: on a small review, reading the object
-//! into a `Value` and dropping it again was more than half of /mutate's work.
+//! defaulting and freeing a copy of the whole object: that copy was a quarter of a small
+//! /mutate review's instructions (39.2k before, 29.9k after, callgrind).
 //!
 //! Additions never nest. One is made only where the walk, going down through members the
 //! object has, finds a member missing (or a `null` label or annotation map); everything below
@@ -217,6 +217,7 @@ mod tests {
 
     use super::*;
     use crate::defaults::Defaulter;
+    use crate::defaults::tests::{metadata_defaults, metadata_objects};
     use crate::document::Document;
 
     /// The operations as `(op, pointer, value)`.
@@ -266,23 +267,12 @@ mod tests {
 
     #[test]
     fn metadata_additions_match_applying_them() {
-        let defaults = MetadataDefaults {
-            labels: BTreeMap::from([("app.kubernetes.io/name".into(), "x".into())]),
-            annotations: BTreeMap::from([("a~b".into(), "y".into())]),
-        };
+        let defaults = metadata_defaults();
         let labels_only = MetadataDefaults {
             labels: BTreeMap::from([("team".into(), "t".into())]),
             annotations: BTreeMap::new(),
         };
-        for object in [
-            json!({"kind": "K"}),
-            json!({"metadata": {"name": "n"}}),
-            json!({"metadata": {"labels": null, "annotations": {"other": "1"}}}),
-            json!({"metadata": {"labels": {"app.kubernetes.io/name": "kept"}}}),
-            json!({"metadata": {"labels": "not a map"}}),
-            json!({"metadata": null}),
-            json!("not an object"),
-        ] {
+        for object in metadata_objects() {
             let doc = Document::from_value(&object).unwrap_or_default();
             agree(
                 |value, inserted| defaults.apply(value, inserted),
