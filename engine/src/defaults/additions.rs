@@ -72,13 +72,13 @@ impl<'a> Additions<'a> {
         parent: &'s [Step<'a>],
     ) -> impl Iterator<Item = (&'s str, &'s mut Value)> {
         self.found.iter_mut().filter_map(move |added| {
-            let (Step::Key(name), true) = (
-                added.path.last()?,
-                added.path.len() == parent.len() + 1 && added.path.starts_with(parent),
-            ) else {
+            if added.path.len() != parent.len() + 1 || !added.path.starts_with(parent) {
                 return None;
-            };
-            Some((name.as_ref(), &mut added.value))
+            }
+            match added.path.last()? {
+                Step::Key(name) => Some((name.as_ref(), &mut added.value)),
+                Step::Index(_) => None,
+            }
         })
     }
 

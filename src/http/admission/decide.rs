@@ -8,21 +8,13 @@ use tollgate_engine::cel::RequestInfo;
 use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
 
-use super::wire::{AdmissionRequestIn, AdmissionResponseOut, ObjectForm, ObjectIn};
+use super::wire::{AdmissionRequestIn, AdmissionResponseOut, ObjectIn};
 use crate::http::json_writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Validate,
     Mutate,
-}
-
-impl Mode {
-    /// How the review's objects are best read for this mode: both only read them (defaults
-    /// are built on their own, beside the object), so neither needs a `Value`.
-    pub fn object_form(self) -> ObjectForm {
-        ObjectForm::Document
-    }
 }
 
 pub fn evaluate(

@@ -25,7 +25,7 @@ pub fn review_body(
     body: &[u8],
     mode: Mode,
 ) -> Result<AdmissionReviewOut, ReviewParseError> {
-    let (api_version, request) = AdmissionReviewIn::from_slice(body, mode.object_form())?;
+    let (api_version, request) = AdmissionReviewIn::from_slice(body, ObjectForm::Document)?;
     Ok(AdmissionReviewOut::new(
         &api_version,
         evaluate(store, request, mode),
@@ -41,7 +41,7 @@ impl Review for Admission {
     type Envelope = Cow<'static, str>;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
-        AdmissionReviewIn::from_slice(body, self.0.object_form()).map_err(|e| e.to_string())
+        AdmissionReviewIn::from_slice(body, ObjectForm::Document).map_err(|e| e.to_string())
     }
 
     fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
