@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::path::{FieldPath, Segment};
 
+mod quick;
+
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// A schema compile error with the JSON pointer (inside the schema) where it was found.
@@ -23,7 +25,11 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
 
 /// A policy schema, compiled for documents: an object that comes as a `Value` is validated
 /// through a document of it (its strings borrowed), so each schema is compiled and held once.
-pub struct CompiledSchema(pub(crate) Validator<DocumentJson>);
+pub struct CompiledSchema {
+    pub(crate) validator: Validator<DocumentJson>,
+    /// Proves most objects valid without `validator` (which still decides the rest).
+    pub(crate) quick: quick::QuickSchema,
+}
 
 impl std::fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,7 +38,11 @@ impl std::fmt::Debug for CompiledSchema {
 }
 
 pub fn compile_for_instances(schema: &Value) -> Result<CompiledSchema, SchemaError> {
-    compile_for::<DocumentJson>(schema).map(CompiledSchema)
+    let validator = compile_for::<DocumentJson>(schema)?;
+    Ok(CompiledSchema {
+        validator,
+        quick: quick::QuickSchema::compile(schema),
+    })
 }
 
 fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {

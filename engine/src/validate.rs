@@ -3,12 +3,11 @@
 
 use std::fmt;
 
-use jsonschema::Validator;
 use jsonschema::error::{ValidationError, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
-use crate::document::{Document, DocumentJson, Node, TooLarge};
+use crate::document::{Document, Node, TooLarge};
 use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
 use crate::schema::CompiledSchema;
@@ -28,9 +27,9 @@ impl fmt::Display for Violation {
 /// Every schema violation of `object`, sorted by field path and without repeats.
 pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>) -> Vec<Violation> {
     match object {
-        Instance::Node(node) => violations_of(&schema.0, node),
+        Instance::Node(node) => violations_of(schema, node),
         Instance::Value(value) => match Document::from_value(value) {
-            Ok(doc) => violations_of(&schema.0, doc.root()),
+            Ok(doc) => violations_of(schema, doc.root()),
             // Over four billion nodes: not an object anyone can send.
             Err(TooLarge) => vec![Violation {
                 path: FieldPath::default(),
@@ -40,12 +39,13 @@ pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>)
     }
 }
 
-fn violations_of(validator: &Validator<DocumentJson>, object: Node<'_>) -> Vec<Violation> {
-    // Most objects are valid: the short-circuiting check is cheaper than collecting errors.
-    if validator.is_valid(object) {
+fn violations_of(schema: &CompiledSchema, object: Node<'_>) -> Vec<Violation> {
+    // Most objects are valid: the short-circuiting checks are cheaper than collecting errors.
+    if schema.quick.accepts(object) || schema.validator.is_valid(object) {
         return Vec::new();
     }
-    let mut found: Vec<Violation> = validator
+    let mut found: Vec<Violation> = schema
+        .validator
         .iter_errors(object)
         .flat_map(|e| from_schema_error(&e))
         .collect();
