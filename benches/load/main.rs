@@ -43,6 +43,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("drive") {
         return tokio::runtime::Runtime::new()?.block_on(drive(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("compare") {
+        return tokio::runtime::Runtime::new()?.block_on(compare(&args[1..]));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let settings = Settings {
         phase: Duration::from_millis(if quick { 500 } else { 4000 }),
@@ -110,6 +113,73 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
         outcome.ms(0.99),
         outcome.failed
     );
+    Ok(())
+}
+
+/// `compare BINARY [ROUNDS]`: another build of tollgate (an earlier commit's
+/// `target/release/tollgate`, copied aside) against this one and the floor: CPU µs per request
+/// at the suite's fixed rate over HTTP/1.1, the three servers up at once and measured in
+/// `ROUNDS` (default 10) alternating phases of 2 s, medians kept — a before/after table from one
+/// run, as the same binary's figures swing by a fifth between phases on a shared machine.
+async fn compare(args: &[String]) -> anyhow::Result<()> {
+    let [before, rest @ ..] = args else {
+        anyhow::bail!("usage: compare BINARY [ROUNDS]");
+    };
+    let rounds: usize = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(10);
+    let scratch = tempfile::tempdir()?;
+    let certs = scratch.path().join("certs");
+    servers::certificates(&tollgate_binary(), &certs)?;
+    let calls = [
+        workload::validate()?,
+        workload::mutate()?,
+        workload::convert(1)?,
+    ];
+    let policies = workload::example_policies();
+    let after = servers::tollgate(&tollgate_binary(), &policies, &certs, &calls[0]).await?;
+    let before = servers::tollgate(Path::new(before), &policies, &certs, &calls[0]).await?;
+    let mut answers = Vec::new();
+    for call in &calls {
+        after
+            .target
+            .wait_until_answering(call, Duration::from_secs(5))
+            .await?;
+        let file = scratch
+            .path()
+            .join(format!("answer{}.json", endpoint(call).replace('/', "-")));
+        std::fs::write(&file, after.target.fetch(call).await?)?;
+        answers.push((endpoint(call), file));
+    }
+    let floor = servers::floor(&certs, &answers, &calls[0]).await?;
+    let phase = Settings {
+        phase: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        out: PathBuf::new(),
+    };
+    println!(
+        "| endpoint | floor µs/req | before µs/req | × floor | after µs/req | × floor | after/before |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for call in &calls {
+        let servers = [&floor, &before, &after];
+        let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..rounds {
+            for (samples, server) in cpu.iter_mut().zip(servers) {
+                samples.push(
+                    at_fixed_rate(server, call, Protocol::Http1, RATE, &phase)
+                        .await?
+                        .0,
+                );
+            }
+        }
+        let [floor_us, before_us, after_us] = cpu.map(|samples| median(&samples));
+        println!(
+            "| {} | {floor_us:.1} | {before_us:.1} | {} | {after_us:.1} | {} | {} |",
+            endpoint(call),
+            ratio(before_us, floor_us),
+            ratio(after_us, floor_us),
+            ratio(after_us, before_us),
+        );
+    }
     Ok(())
 }
 
