@@ -5,7 +5,9 @@
 //! Why: on the wire a review meets its code and data mostly evicted from the CPU caches (TLS,
 //! hyper and the kernel ran in between), and callgrind's cache simulation of a cold `/validate`
 //! review put `jsonschema` and its regex engine at about a quarter of the cache lines fetched from
-//! memory — far more than the work itself, which is a few comparisons per field.
+//! memory — far more than the work itself, which is a few comparisons per field. With this check
+//! the same simulation fetches 478 instruction lines and 190 data lines per review instead of 615
+//! and 275, for as many instructions (26.7k against 26.4k).
 //!
 //! It only ever answers "valid for certain" or "not sure": whatever it does not know — a keyword
 //! outside the plain subset below, a pattern the automaton does not take, a fractional number
