@@ -137,19 +137,13 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
     let policies = workload::example_policies();
     let after = servers::tollgate(&tollgate_binary(), &policies, &certs, &calls[0]).await?;
     let before = servers::tollgate(Path::new(before), &policies, &certs, &calls[0]).await?;
-    let mut answers = Vec::new();
     for call in &calls {
         after
             .target
             .wait_until_answering(call, Duration::from_secs(5))
             .await?;
-        let file = scratch
-            .path()
-            .join(format!("answer{}.json", endpoint(call).replace('/', "-")));
-        std::fs::write(&file, after.target.fetch(call).await?)?;
-        answers.push((endpoint(call), file));
     }
-    let floor = servers::floor(&certs, &answers, &calls[0]).await?;
+    let floor = floor_answering_as(&after, &calls.each_ref(), &certs, scratch.path()).await?;
     let phase = Settings {
         phase: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
@@ -183,6 +177,25 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A floor server answering each of `calls` with exactly what `tollgate` answers, so both send
+/// the same bytes; the first call is its readiness probe.
+async fn floor_answering_as(
+    tollgate: &ServerProcess,
+    calls: &[&Call],
+    certs: &Path,
+    scratch: &Path,
+) -> anyhow::Result<ServerProcess> {
+    let mut answers = Vec::new();
+    for call in calls {
+        let path = endpoint(call);
+        let file = scratch.join(format!("answer{}.json", path.replace('/', "-")));
+        std::fs::write(&file, tollgate.target.fetch(call).await?)?;
+        answers.push((path, file));
+    }
+    let probe = calls.first().context("no calls to answer")?;
+    servers::floor(certs, &answers, probe).await
+}
+
 fn tollgate_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tollgate"))
 }
@@ -212,17 +225,13 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = procfs::rss_mib(tollgate.pid())?.0;
 
-    // The floor answers with exactly what tollgate answers, so both send the same bytes.
-    let mut answers = Vec::new();
-    for call in [&validate, &mutate, &convert] {
-        let path = call.path.split('?').next().unwrap_or_default().to_string();
-        let file = scratch
-            .path()
-            .join(format!("answer{}.json", path.replace('/', "-")));
-        std::fs::write(&file, tollgate.target.fetch(call).await?)?;
-        answers.push((path, file));
-    }
-    let floor = servers::floor(&certs, &answers, &validate).await?;
+    let floor = floor_answering_as(
+        &tollgate,
+        &[&validate, &mutate, &convert],
+        &certs,
+        scratch.path(),
+    )
+    .await?;
 
     println!("== transport: tollgate against the floor");
     let mut wire = Table::new(

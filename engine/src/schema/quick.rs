@@ -15,7 +15,9 @@
 //! denial message. So it can make a review faster, never change an answer (property-tested
 //! against `jsonschema`: whenever this check accepts an object, `jsonschema` does too).
 
-use jsonschema::json::Array as _;
+// `is_unique` and `string_length_within`: the document's own answers, the ones `jsonschema`
+// asks for.
+use jsonschema::json::{Array as _, Node as _};
 use serde_json::{Map, Value};
 
 use crate::document::Node;
@@ -300,7 +302,8 @@ impl QuickSchema {
                     Scalar::String(name) => self.name(name) == text,
                     _ => false,
                 })
-                && length_within(text, check.min_length, check.max_length)
+                && node.string_length_within(check.min_length.into(), check.max_length.into())
+                    == Some(true)
                 && check.pattern.as_ref().is_none_or(|p| p.is_match(text))
         } else if let Some(object) = node.object() {
             if check.types & OBJECT == 0
@@ -418,19 +421,6 @@ fn lower_bound(value: &Value) -> Option<u32> {
 /// (no review holds four billion of anything).
 fn upper_bound(value: &Value) -> Option<u32> {
     Some(u32::try_from(value.as_u64()?).unwrap_or(u32::MAX))
-}
-
-/// Length in characters, as JSON Schema counts it; from the byte length when that settles it.
-fn length_within(text: &str, min: u32, max: u32) -> bool {
-    let (min, max) = (min as usize, max as usize);
-    let bytes = text.len();
-    if bytes < min || bytes.div_ceil(4) > max {
-        return false;
-    }
-    if min <= bytes.div_ceil(4) && bytes <= max {
-        return true;
-    }
-    (min..=max).contains(&text.chars().count())
 }
 
 #[cfg(test)]
