@@ -245,10 +245,12 @@ impl QuickSchema {
                 _ => return None,
             }
         }
-        // One slot per side holds a single bound: `minimum` beside `exclusiveMinimum` (or the
-        // two maxima) is left to `jsonschema`.
-        if keywords.contains_key("minimum") && keywords.contains_key("exclusiveMinimum")
-            || keywords.contains_key("maximum") && keywords.contains_key("exclusiveMaximum")
+        // One slot holds each of these: `minimum` beside `exclusiveMinimum` (or the two maxima),
+        // and `enum` beside `const`, are left to `jsonschema` rather than one hiding the other.
+        let both = |a: &str, b: &str| keywords.contains_key(a) && keywords.contains_key(b);
+        if both("minimum", "exclusiveMinimum")
+            || both("maximum", "exclusiveMaximum")
+            || both("enum", "const")
         {
             return None;
         }
@@ -524,6 +526,7 @@ mod tests {
             json!({"properties": {"b": {"enum": [{"x": 1}, "x"]}}}),
             json!({"patternProperties": {"^a": {}}}),
             json!({"minimum": 1, "exclusiveMinimum": 0}),
+            json!({"properties": {"a": {"const": 2, "enum": [1]}}}),
             json!({"required": ["z"], "additionalProperties": false}),
             json!({"properties": {"a": false}}),
         ] {
