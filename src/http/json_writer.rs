@@ -7,6 +7,8 @@
 //! path. The tests hold the output to `serde_json`'s own on arbitrary documents.
 
 use serde_json::Value;
+use tollgate_engine::conversion::Converted;
+use tollgate_engine::document::Node;
 use tollgate_engine::evaluate::Additions;
 
 /// True when no byte of `bytes` needs an escape (no control character, quote or backslash).
@@ -122,6 +124,64 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// A document's value as compact JSON: the same bytes as `write_value` of the same value
+/// (members are kept in name order in both).
+pub fn write_node(out: &mut Vec<u8>, node: Node<'_>) {
+    if let Some(text) = node.as_str() {
+        write_str(out, text);
+    } else if let Some(object) = node.object() {
+        out.push(b'{');
+        for (i, (key, item)) in object.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key);
+            out.push(b':');
+            write_node(out, item);
+        }
+        out.push(b'}');
+    } else if let Some(items) = node.array() {
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_node(out, item);
+        }
+        out.push(b']');
+    } else if let Some(number) = node.as_number() {
+        if serde_json::to_writer(&mut *out, number).is_err() {
+            out.extend_from_slice(b"null");
+        }
+    } else {
+        match node.as_bool() {
+            Some(true) => out.extend_from_slice(b"true"),
+            Some(false) => out.extend_from_slice(b"false"),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+}
+
+/// A converted object (values of its source document, arranged by the conversion).
+pub fn write_converted(out: &mut Vec<u8>, converted: &Converted<'_>) {
+    match converted {
+        Converted::Source(node) => write_node(out, *node),
+        Converted::Text(text) => write_str(out, text),
+        Converted::Object(members) => {
+            out.push(b'{');
+            for (i, (key, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_converted(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
 /// `items` as a JSON array, each written by `write_item`.
 pub fn write_array<T>(out: &mut Vec<u8>, items: &[T], write_item: fn(&mut Vec<u8>, &T)) {
     out.push(b'[');
@@ -173,6 +233,17 @@ mod tests {
         fn values_are_written_as_serde_json_writes_them(value in any_json()) {
             let mut ours = Vec::new();
             write_value(&mut ours, &value);
+            prop_assert_eq!(ours, serde_json::to_vec(&value).unwrap_or_default());
+        }
+
+        #[test]
+        fn documents_are_written_as_serde_json_writes_their_values(value in any_json()) {
+            let document = tollgate_engine::document::Document::from_value(&value);
+            prop_assert!(document.is_ok());
+            let mut ours = Vec::new();
+            if let Ok(document) = document {
+                write_node(&mut ours, document.root());
+            }
             prop_assert_eq!(ours, serde_json::to_vec(&value).unwrap_or_default());
         }
 

@@ -1,15 +1,19 @@
 //! The answer to a ConversionReview, written while its objects are converted: each object is
-//! read from the review's text, converted and written to the answer before the next one is
-//! read. A review of 2000 objects thus never holds 2000 `Value` trees at once (tens of
-//! megabytes, read back cold when the answer was written): it holds its text, its answer and
-//! one object, still in cache when it is written.
+//! read from the review's text as a document (strings borrowed from the text), converted and
+//! written to the answer before the next one is read. A review of 2000 objects thus never holds
+//! 2000 trees at once (tens of megabytes as `Value`s, read back cold when the answer was
+//! written): it holds its text, its answer and one object, still in cache when it is written.
+//! Objects the engine converts straight from the document (`conversion::convert_document`: the
+//! common case) never become a `Value`; the others go through `evaluate::convert`.
 
 use kube::core::conversion::ConversionResponse;
 use kube::core::{Status, TypeMeta};
 use serde_json::Value;
 use tollgate_engine::Store;
+use tollgate_engine::conversion;
+use tollgate_engine::document::{Builder, Node};
 
-use super::read::{Objects, RequestIn};
+use super::read::{NODES_PER_OBJECT, Objects, RequestIn};
 use super::wire;
 use crate::http::json_reader::{Reader, Unsure};
 use crate::http::json_writer;
@@ -25,6 +29,7 @@ pub fn answer_body(
     // fields and the preserved-fields annotation, rarely by more than an eighth.
     let expected_size = match &request.objects {
         Objects::Text(text) => text.len() + text.len() / 8,
+        Objects::Read { text_len, .. } => text_len + text_len / 8,
         Objects::Values(_) => 0,
     };
     let mut body = Vec::with_capacity(expected_size + 256);
@@ -44,14 +49,25 @@ pub fn answer_body(
         Objects::Values(values) => values
             .into_iter()
             .try_for_each(|object| written.convert(store, object, desired)),
+        Objects::Read { document, .. } => match document.root().array() {
+            Some(objects) => objects
+                .iter()
+                .try_for_each(|object| written.convert_node(store, object, desired)),
+            // Checked when the review was read: never expected.
+            None => Err(Box::new(wire::unreadable_objects())),
+        },
         Objects::Text(text) => {
             let mut stopped = None;
             let read = Reader::new(&text).array(|reader| {
-                let object = reader.value()?;
-                written.convert(store, object, desired).map_err(|failure| {
-                    stopped = Some(failure);
-                    Unsure
-                })
+                let mut builder = Builder::with_capacity(NODES_PER_OBJECT);
+                let root = reader.document(&mut builder)?;
+                let object = builder.finish(root);
+                written
+                    .convert_node(store, object.root(), desired)
+                    .map_err(|failure| {
+                        stopped = Some(failure);
+                        Unsure
+                    })
             });
             match (stopped, read) {
                 (Some(failure), _) => Err(failure),
@@ -79,12 +95,35 @@ struct Written<'b> {
 impl Written<'_> {
     fn convert(&mut self, store: &Store, object: Value, desired: &str) -> Result<(), Box<Status>> {
         let converted = wire::convert_one(store, object, self.count, desired)?;
+        self.next();
+        json_writer::write_value(self.body, &converted);
+        Ok(())
+    }
+
+    /// Straight from the document where the engine converts it so (the common case); through
+    /// a `Value` where it leaves the object to the general conversion.
+    fn convert_node(
+        &mut self,
+        store: &Store,
+        object: Node<'_>,
+        desired: &str,
+    ) -> Result<(), Box<Status>> {
+        match conversion::convert_document(store, object, desired) {
+            Some(converted) => {
+                self.next();
+                json_writer::write_converted(self.body, &converted);
+                Ok(())
+            }
+            None => self.convert(store, object.to_value(), desired),
+        }
+    }
+
+    /// Counts the object about to be written, after a separator if it is not the first.
+    fn next(&mut self) {
         if self.count > 0 {
             self.body.push(b',');
         }
-        json_writer::write_value(self.body, &converted);
         self.count += 1;
-        Ok(())
     }
 }
 
