@@ -166,7 +166,7 @@ pub fn write_node(out: &mut Vec<u8>, node: Node<'_>) {
 pub fn write_converted(out: &mut Vec<u8>, converted: &Converted<'_>) {
     match converted {
         Converted::Source(node) => write_node(out, *node),
-        Converted::Text(text) => write_str(out, text),
+        Converted::Value(value) => write_value(out, value),
         Converted::Object(members) => {
             out.push(b'{');
             for (i, (key, item)) in members.iter().enumerate() {

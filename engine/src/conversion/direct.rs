@@ -4,19 +4,23 @@
 //!
 //! A callgrind profile of a one-object conversion put four fifths of its instructions in the
 //! `Value` tree: reading it (an allocation per string and per map node), moving its entries
-//! into new maps, writing and freeing it. Here only the objects on a moved field's way are
-//! built; everything else is a handle into the document.
+//! into new maps, writing and freeing it. Here only the objects on a moved field's way (and
+//! metadata, when the preserved-fields annotation changes) are built; everything else is a
+//! handle into the document. Stashed and restored fields become `Value`s: they are few.
 //!
-//! It answers the common case only — one hop (to or from the hub), no preserved-fields
-//! annotation to read or write, nothing declared in one version only, no move colliding with
-//! data — and says `None` for everything else, which `translate` then converts as before. Where
-//! it answers, the answer is exactly `translate`'s (`tests::agrees_with_translate`).
+//! It follows `translate::step` exactly for one hop (to or from the hub) and says `None` for
+//! two hops, errors (which `evaluate::convert` words) and a few shapes `translate` meets only
+//! in odd objects (a field stashed after moves took part of it); the answers agree
+//! (`tests::agrees_with_translate*`).
+
+use std::collections::BTreeMap;
 
 use super::declared::{DeclId, Declarations};
-use super::preserved::PRESERVED_ANNOTATION;
+use super::preserved::{PRESERVED_ANNOTATION, Preserved};
 use super::translate::split_api_version;
 use crate::Store;
 use crate::document::{Node, ObjectNode};
+use crate::path::{keys_from_pointer, pointer_from_keys};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
@@ -27,10 +31,13 @@ pub enum Converted<'a> {
     Source(Node<'a>),
     /// An object built by the conversion; members in name order, as `serde_json::Map` keeps
     /// them (so the answer is written in the same order either way).
-    Object(Vec<(&'a str, Converted<'a>)>),
-    /// The new apiVersion.
-    Text(String),
+    Object(Vec<(Key<'a>, Converted<'a>)>),
+    /// A value made here: the new apiVersion, the annotation, restored fields.
+    Value(Value),
 }
+
+/// A member name: the source's or the rules' (borrowed), or one from the annotation.
+pub type Key<'a> = std::borrow::Cow<'a, str>;
 
 impl Converted<'_> {
     /// The same JSON as a `Value` (tests, and callers that need a tree).
@@ -43,22 +50,26 @@ impl Converted<'_> {
                     .map(|(key, value)| (key.to_string(), value.to_value()))
                     .collect::<Map<String, Value>>(),
             ),
-            Converted::Text(text) => Value::String(text.clone()),
+            Converted::Value(value) => value.clone(),
         }
     }
 }
 
-type Members<'a> = Vec<(&'a str, Converted<'a>)>;
+type Members<'a> = Vec<(Key<'a>, Converted<'a>)>;
 
 /// Paths (key lists) relative to the object being looked at: as many as a kind has moves,
 /// a handful, kept off the heap (this runs for every member on a moved field's way).
 type Paths<'p> = SmallVec<[&'p [String]; 4]>;
 
+/// A move in this hop's direction: where the value is, where it goes, and the pointer of
+/// where it is (its name in the annotation when it cannot go).
+type End<'r> = (&'r [String], &'r [String], &'r str);
+
 /// Fields `step` removes before it moves or carries anything, and puts back after.
 const ENVELOPE: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-/// `object` converted to `desired` (`group/version`), when it is the common case this module
-/// answers; `None` sends it to `evaluate::convert`, which answers everything (errors included).
+/// `object` converted to `desired` (`group/version`); `None` sends it to `evaluate::convert`,
+/// which answers everything (errors included).
 pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<Converted<'a>> {
     let root = object.object()?;
     let api_version = root.find("apiVersion")?.as_str()?;
@@ -66,20 +77,6 @@ pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<
         return Some(Converted::Source(object));
     }
     let kind = root.find("kind")?.as_str()?;
-    let metadata = match root.find("metadata") {
-        Some(metadata) => {
-            let annotations = metadata.object()?.find("annotations");
-            if annotations
-                .and_then(|a| a.object())
-                .is_some_and(|a| a.find(PRESERVED_ANNOTATION).is_some())
-            {
-                return None;
-            }
-            Converted::Source(metadata)
-        }
-        // `step` gives every converted object a metadata map.
-        None => Converted::Object(Vec::new()),
-    };
     let (group, from) = split_api_version(api_version);
     let (desired_group, target) = split_api_version(desired);
     if group != desired_group {
@@ -101,36 +98,53 @@ pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<
     } else {
         (rules.hub_declared, spoke.declared)
     };
-    let ends: SmallVec<[(&[String], &[String]); 4]> = spoke
+    let ends: SmallVec<[End<'_>; 4]> = spoke
         .moves
         .iter()
         .map(|m| {
-            let (spoke_keys, hub_keys) = (m.spoke_keys.keys.as_slice(), m.hub_keys.keys.as_slice());
             if to_hub {
-                (spoke_keys, hub_keys)
+                (
+                    m.spoke_keys.keys.as_slice(),
+                    m.hub_keys.keys.as_slice(),
+                    m.spoke_keys.pointer.as_str(),
+                )
             } else {
-                (hub_keys, spoke_keys)
+                (
+                    m.hub_keys.keys.as_slice(),
+                    m.spoke_keys.keys.as_slice(),
+                    m.hub_keys.pointer.as_str(),
+                )
             }
         })
         .collect();
     let in_envelope = |keys: &[String]| keys.first().is_none_or(|k| ENVELOPE.contains(&k.as_str()));
     if ends
         .iter()
-        .any(|(from, to)| in_envelope(from) || in_envelope(to))
+        .any(|(from, to, _)| in_envelope(from) || in_envelope(to))
     {
         return None;
     }
+    let (mut metadata, mut preserved) = match root.find("metadata") {
+        Some(metadata) => take_preserved(metadata)?,
+        // `step` gives every converted object a metadata map.
+        None => (Converted::Object(Vec::new()), Preserved::default()),
+    };
 
     let mut out: Members<'a> = Vec::new();
+    let mut stash: BTreeMap<String, Value> = BTreeMap::new();
     let mut taken: Paths<'a> = SmallVec::new();
-    for &(from_keys, to_keys) in &ends {
+    for &(from_keys, to_keys, from_pointer) in &ends {
         if let Some(value) = lookup(root, from_keys) {
             taken.push(from_keys);
-            put(&mut out, to_keys, Converted::Source(value))?;
+            if !put(&mut out, to_keys, Converted::Source(value)) {
+                stash.insert(from_pointer.to_string(), value.to_value());
+            }
         }
     }
-    let carrier = Carrier {
+    let mut carrier = Carrier {
         declarations: &rules.declarations,
+        prefix: Vec::new(),
+        stash: &mut stash,
     };
     carrier.carry(
         root,
@@ -138,11 +152,11 @@ pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<
         (&[from_declared], &[to_declared]),
         &mut out,
         true,
-    )?;
-    // A parent the way back would drop for being emptied is kept in the annotation by
-    // `translate`: not this module's case.
+    );
+    // Moving a field back removes parents it leaves empty; where the source really had such a
+    // parent, `translate` marks it in the annotation, and so does this.
     let mut ancestors: Paths<'a> = SmallVec::new();
-    for &(_, to_keys) in &ends {
+    for &(_, to_keys, _) in &ends {
         for len in 1..to_keys.len() {
             let ancestor = &to_keys[..len];
             if ancestors.contains(&ancestor) {
@@ -157,18 +171,167 @@ pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<
             };
             let below: Paths<'_> = ends
                 .iter()
-                .filter_map(|(_, to)| to.strip_prefix(ancestor))
+                .filter_map(|(_, to, _)| to.strip_prefix(ancestor))
                 .collect();
             if !survives_taking(parent, &below) {
-                return None;
+                stash
+                    .entry(pointer_from_keys(ancestor))
+                    .or_insert_with(|| Value::Object(Map::new()));
             }
         }
     }
+    let to_version = if to_hub { rules.hub.as_str() } else { target };
+    let from_version = if to_hub { from } else { rules.hub.as_str() };
+    if let Some(restore) = preserved.fields.remove(to_version) {
+        for (pointer, value) in restore {
+            merge_absent(&mut out, &keys_from_pointer(&pointer), value);
+        }
+    }
+    if !stash.is_empty() {
+        preserved.fields.insert(from_version.to_string(), stash);
+    }
+    put_preserved(&mut metadata, preserved)?;
+
     let api_version = format!("{}/{target}", rules.group);
-    insert(&mut out, "apiVersion", Converted::Text(api_version));
-    insert(&mut out, "kind", Converted::Source(root.find("kind")?));
-    insert(&mut out, "metadata", metadata);
+    insert(
+        &mut out,
+        "apiVersion".into(),
+        Converted::Value(Value::String(api_version)),
+    );
+    insert(
+        &mut out,
+        "kind".into(),
+        Converted::Source(root.find("kind")?),
+    );
+    insert(&mut out, "metadata".into(), metadata);
     Some(Converted::Object(out))
+}
+
+/// `preserved::take`: metadata without the annotation (built only when it had one), and what
+/// the annotation held; `None` for metadata that is not an object or an annotation that does
+/// not read (errors `translate` words).
+fn take_preserved(metadata: Node<'_>) -> Option<(Converted<'_>, Preserved)> {
+    let object = metadata.object()?;
+    let annotations = object.find("annotations").and_then(|a| a.object());
+    let Some(raw) = annotations.and_then(|a| a.find(PRESERVED_ANNOTATION)) else {
+        return Some((Converted::Source(metadata), Preserved::default()));
+    };
+    let preserved: Preserved = serde_json::from_str(raw.as_str()?).ok()?;
+    let mut members = members_of(object);
+    let others: Members<'_> = members_of(annotations?)
+        .into_iter()
+        .filter(|(key, _)| key != PRESERVED_ANNOTATION)
+        .collect();
+    if preserved.annotations_added && others.is_empty() {
+        members.retain(|(key, _)| key != "annotations");
+    } else {
+        insert(
+            &mut members,
+            "annotations".into(),
+            Converted::Object(others),
+        );
+    }
+    Some((Converted::Object(members), preserved))
+}
+
+/// `preserved::put`: the annotation written when it still carries data.
+fn put_preserved(metadata: &mut Converted<'_>, mut preserved: Preserved) -> Option<()> {
+    preserved.fields.retain(|_, fields| !fields.is_empty());
+    if preserved.fields.is_empty() {
+        return Some(());
+    }
+    let metadata = built(metadata)?;
+    let has_map = metadata.iter().any(|(key, value)| {
+        key == "annotations"
+            && match value {
+                Converted::Object(_) => true,
+                Converted::Source(node) => node.object().is_some(),
+                Converted::Value(value) => value.is_object(),
+            }
+    });
+    if !has_map {
+        preserved.annotations_added = true;
+        insert(
+            metadata,
+            "annotations".into(),
+            Converted::Object(Vec::new()),
+        );
+    }
+    let text = serde_json::to_string(&preserved).ok()?;
+    let at = metadata
+        .binary_search_by(|(k, _)| k.as_ref().cmp("annotations"))
+        .ok()?;
+    let annotations = built(&mut metadata.get_mut(at)?.1)?;
+    insert(
+        annotations,
+        PRESERVED_ANNOTATION.into(),
+        Converted::Value(Value::String(text)),
+    );
+    Some(())
+}
+
+fn members_of(object: ObjectNode<'_>) -> Members<'_> {
+    object
+        .iter()
+        .map(|(key, value)| (Key::Borrowed(key), Converted::Source(value)))
+        .collect()
+}
+
+/// The members of an object of the result, built in place from a source or made value if it
+/// was one; `None` when it is not an object.
+fn built<'v, 'a>(value: &'v mut Converted<'a>) -> Option<&'v mut Members<'a>> {
+    let members = match value {
+        Converted::Object(_) => None,
+        Converted::Source(node) => Some(members_of(node.object()?)),
+        Converted::Value(Value::Object(map)) => Some(
+            std::mem::take(map)
+                .into_iter()
+                .map(|(key, value)| (Key::Owned(key), Converted::Value(value)))
+                .collect(),
+        ),
+        Converted::Value(_) => return None,
+    };
+    if let Some(members) = members {
+        *value = Converted::Object(members);
+    }
+    match value {
+        Converted::Object(members) => Some(members),
+        _ => None,
+    }
+}
+
+/// `fields::merge_absent` into the result.
+fn merge_absent(members: &mut Members<'_>, keys: &[String], value: Value) {
+    match keys {
+        [] => {}
+        [last] => match members.binary_search_by(|(k, _)| k.as_ref().cmp(last.as_str())) {
+            Err(at) => members.insert(at, (Key::Owned(last.clone()), Converted::Value(value))),
+            Ok(at) => {
+                if let (Some((_, existing)), Value::Object(incoming)) = (members.get_mut(at), value)
+                    && let Some(existing) = built(existing)
+                {
+                    for (key, value) in incoming {
+                        merge_absent(existing, std::slice::from_ref(&key), value);
+                    }
+                }
+            }
+        },
+        [first, rest @ ..] => {
+            let at = match members.binary_search_by(|(k, _)| k.as_ref().cmp(first.as_str())) {
+                Ok(at) => at,
+                Err(at) => {
+                    members.insert(
+                        at,
+                        (Key::Owned(first.clone()), Converted::Object(Vec::new())),
+                    );
+                    at
+                }
+            };
+            if let Some(child) = members.get_mut(at).and_then(|(_, child)| built(child)) {
+                merge_absent(child, rest, value);
+            }
+        }
+    }
 }
 
 /// The value at `keys`, through objects only (as `fields::take` finds it).
@@ -181,28 +344,30 @@ fn lookup<'a>(object: ObjectNode<'a>, keys: &[String]) -> Option<Node<'a>> {
     object.find(last)
 }
 
-/// `fields::put` into a built object: parents are created; an occupied target, or a parent
-/// that is not a built object, fails.
-fn put<'a>(members: &mut Members<'a>, keys: &'a [String], value: Converted<'a>) -> Option<()> {
-    let (first, rest) = keys.split_first()?;
-    let at = members.binary_search_by(|(k, _)| (*k).cmp(first));
+/// `fields::put` into the result: parents are created; an occupied target, or a parent that
+/// is not an object, fails.
+fn put<'a>(members: &mut Members<'a>, keys: &'a [String], value: Converted<'a>) -> bool {
+    let Some((first, rest)) = keys.split_first() else {
+        return false;
+    };
+    let at = members.binary_search_by(|(k, _)| k.as_ref().cmp(first.as_str()));
     if rest.is_empty() {
-        let Err(at) = at else { return None };
-        members.insert(at, (first, value));
-        return Some(());
+        let Err(at) = at else { return false };
+        members.insert(at, (Key::Borrowed(first), value));
+        return true;
     }
     let at = at.unwrap_or_else(|at| {
-        members.insert(at, (first, Converted::Object(Vec::new())));
+        members.insert(at, (Key::Borrowed(first), Converted::Object(Vec::new())));
         at
     });
-    match members.get_mut(at) {
-        Some((_, Converted::Object(child))) => put(child, rest, value),
-        _ => None,
+    match members.get_mut(at).and_then(|(_, child)| built(child)) {
+        Some(child) => put(child, rest, value),
+        None => false,
     }
 }
 
-fn insert<'a>(members: &mut Members<'a>, key: &'a str, value: Converted<'a>) {
-    match members.binary_search_by(|(k, _)| (*k).cmp(key)) {
+fn insert<'a>(members: &mut Members<'a>, key: Key<'a>, value: Converted<'a>) {
+    match members.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
         Ok(at) => {
             if let Some(slot) = members.get_mut(at) {
                 slot.1 = value;
@@ -261,29 +426,40 @@ fn object_after_taking(root: ObjectNode<'_>, taken: &[&[String]], keys: &[String
     true
 }
 
-/// An object of the converted result: built here, or a source object moved or carried whole.
+/// An object of the converted result, as `survives_taking` reads it.
 #[derive(Clone, Copy)]
 enum Built<'v, 'a> {
-    Members(&'v [(&'a str, Converted<'a>)]),
+    Members(&'v [(Key<'a>, Converted<'a>)]),
     Source(ObjectNode<'a>),
+    Value(&'v Map<String, Value>),
+}
+
+impl<'v, 'a> Built<'v, 'a> {
+    fn of(value: &'v Converted<'a>) -> Option<Self> {
+        match value {
+            Converted::Object(members) => Some(Built::Members(members)),
+            Converted::Source(node) => node.object().map(Built::Source),
+            Converted::Value(value) => value.as_object().map(Built::Value),
+        }
+    }
+
+    fn member(self, key: &str) -> Option<Self> {
+        match self {
+            Built::Members(members) => {
+                let at = members
+                    .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+                    .ok()?;
+                Built::of(&members.get(at)?.1)
+            }
+            Built::Source(object) => object.find(key)?.object().map(Built::Source),
+            Built::Value(map) => map.get(key)?.as_object().map(Built::Value),
+        }
+    }
 }
 
 fn built_object_at<'v, 'a>(members: &'v Members<'a>, keys: &[String]) -> Option<Built<'v, 'a>> {
-    let mut object = Built::Members(members);
-    for key in keys {
-        object = match object {
-            Built::Members(members) => {
-                let at = members.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
-                match &members.get(at)?.1 {
-                    Converted::Object(child) => Built::Members(child),
-                    Converted::Source(node) => Built::Source(node.object()?),
-                    Converted::Text(_) => return None,
-                }
-            }
-            Built::Source(object) => Built::Source(object.find(key)?.object()?),
-        };
-    }
-    Some(object)
+    keys.iter()
+        .try_fold(Built::Members(members), |object, key| object.member(key))
 }
 
 /// `translate::survives_taking`, on the converted result.
@@ -302,14 +478,9 @@ fn survives_taking(object: Built<'_, '_>, paths: &[&[String]]) -> bool {
     match object {
         Built::Members(members) => {
             members.is_empty()
-                || members.iter().any(|(key, value)| {
-                    let child = match value {
-                        Converted::Object(child) => Some(Built::Members(child)),
-                        Converted::Source(node) => node.object().map(Built::Source),
-                        Converted::Text(_) => None,
-                    };
-                    member_survives(key, child)
-                })
+                || members
+                    .iter()
+                    .any(|(key, value)| member_survives(key, Built::of(value)))
         }
         Built::Source(object) => {
             object.is_empty()
@@ -317,25 +488,33 @@ fn survives_taking(object: Built<'_, '_>, paths: &[&[String]]) -> bool {
                     .iter()
                     .any(|(key, value)| member_survives(key, value.object().map(Built::Source)))
         }
+        Built::Value(map) => {
+            map.is_empty()
+                || map
+                    .iter()
+                    .any(|(key, value)| member_survives(key, value.as_object().map(Built::Value)))
+        }
     }
 }
 
-/// `translate::Carrier`, for the case where nothing is stashed: `None` as soon as something
-/// would be.
-struct Carrier<'r> {
+/// `translate::Carrier` on the document.
+struct Carrier<'r, 'a> {
     declarations: &'r Declarations,
+    /// Keys from the object's root to the object being carried.
+    prefix: Vec<&'a str>,
+    stash: &'r mut BTreeMap<String, Value>,
 }
 
-impl Carrier<'_> {
+impl<'a> Carrier<'_, 'a> {
     /// Carries `source` (less `taken`, paths relative to it) into `out`.
-    fn carry<'a>(
-        &self,
+    fn carry(
+        &mut self,
         source: ObjectNode<'a>,
         taken: &[&[String]],
         declared: (&[DeclId], &[DeclId]),
         out: &mut Members<'a>,
         top: bool,
-    ) -> Option<()> {
+    ) {
         for (key, value) in source.iter() {
             if top && ENVELOPE.contains(&key) {
                 continue;
@@ -350,33 +529,69 @@ impl Carrier<'_> {
             }
             let in_from = self.declarations.children(declared.0, key);
             let in_to = self.declarations.children(declared.1, key);
+            // A field travels as it is only when both versions agree on it; otherwise it waits
+            // in the annotation for the way back.
             if in_from.is_empty() != in_to.is_empty() {
-                return None;
+                self.stash_at(key, value, &below);
+                continue;
             }
             let alike = in_from == in_to;
-            let at = out.binary_search_by(|(k, _)| (*k).cmp(key));
+            let at = out.binary_search_by(|(k, _)| k.as_ref().cmp(key));
             match (value.object(), at) {
                 (_, Err(at)) if alike && !reduced => {
-                    out.insert(at, (key, Converted::Source(value)))
+                    out.insert(at, (Key::Borrowed(key), Converted::Source(value)))
                 }
                 (Some(child), Err(at)) => {
                     let mut target = Vec::new();
-                    self.carry(child, &below, (&in_from, &in_to), &mut target, false)?;
-                    out.insert(at, (key, Converted::Object(target)));
+                    self.prefix.push(key);
+                    self.carry(child, &below, (&in_from, &in_to), &mut target, false);
+                    self.prefix.pop();
+                    out.insert(at, (Key::Borrowed(key), Converted::Object(target)));
                 }
-                (Some(child), Ok(at)) => match out.get_mut(at) {
-                    Some((_, Converted::Object(existing))) => {
-                        self.carry(child, &below, (&in_from, &in_to), existing, false)?;
+                (Some(child), Ok(at)) => match out.get_mut(at).and_then(|(_, v)| built(v)) {
+                    Some(existing) => {
+                        self.prefix.push(key);
+                        self.carry(child, &below, (&in_from, &in_to), existing, false);
+                        self.prefix.pop();
                     }
-                    // Merging into a moved value: `translate` handles it.
-                    _ => return None,
+                    None => self.stash_at(key, value, &below),
                 },
-                (None, Err(at)) => out.insert(at, (key, Converted::Source(value))),
-                (None, Ok(_)) => return None,
+                (None, Err(at)) => out.insert(at, (Key::Borrowed(key), Converted::Source(value))),
+                (None, Ok(_)) => self.stash_at(key, value, &below),
             }
         }
-        Some(())
     }
+
+    /// Keeps `value` (less what moves took from it) for the annotation.
+    fn stash_at(&mut self, key: &str, value: Node<'_>, taken: &[&[String]]) {
+        let keys: Vec<String> = self
+            .prefix
+            .iter()
+            .chain(std::iter::once(&key))
+            .map(|k| k.to_string())
+            .collect();
+        self.stash
+            .insert(pointer_from_keys(&keys), value_after_taking(value, taken));
+    }
+}
+
+/// `value` as a `Value`, less `taken` (paths relative to it, each found) and the objects the
+/// takes emptied.
+fn value_after_taking(value: Node<'_>, taken: &[&[String]]) -> Value {
+    let Some(object) = value.object().filter(|_| !taken.is_empty()) else {
+        return value.to_value();
+    };
+    let mut map = Map::new();
+    for (key, member) in object.iter() {
+        let below = through(taken, key);
+        if below.iter().any(|rest| rest.is_empty())
+            || (!below.is_empty() && member.object().is_some_and(|child| emptied(child, &below)))
+        {
+            continue;
+        }
+        map.insert(key.to_string(), value_after_taking(member, &below));
+    }
+    Value::Object(map)
 }
 
 #[cfg(test)]
@@ -539,12 +754,21 @@ spec:
             })
     }
 
+    /// Converts `object` to `version` both ways, then what `translate` made of it back to the
+    /// object's own version (where the annotation's fields are restored): whether this module
+    /// answered the first.
     fn agrees(case: &Case, object: &Value, version: &str) -> Result<bool, TestCaseError> {
         let desired = format!("{}/{version}", case.group);
         let (direct, translated) = both(&case.store, object, &desired);
         let answered = direct.is_some();
         if let Some(direct) = direct {
-            prop_assert_eq!(Ok(direct), translated, "{} to {}", object, desired);
+            prop_assert_eq!(Ok(direct), translated.clone(), "{} to {}", object, desired);
+        }
+        if let (Ok(there), Some(back)) = (translated, object["apiVersion"].as_str()) {
+            let (direct, translated) = both(&case.store, &there, back);
+            if let Some(direct) = direct {
+                prop_assert_eq!(Ok(direct), translated, "{} back to {}", there, back);
+            }
         }
         Ok(answered)
     }
@@ -582,7 +806,7 @@ spec:
     }
 
     #[test]
-    fn answers_the_common_case_and_leaves_the_rest() {
+    fn answers_as_translate_does_and_leaves_errors_to_it() {
         let store = example_store();
         let up = json!({
             "apiVersion": "payments.example.com/v1alpha1",
@@ -600,20 +824,21 @@ spec:
         assert_eq!(direct.as_ref(), translated.as_ref().ok());
         assert_eq!(direct.as_ref(), Some(&up));
 
-        // A field only one version declares goes to the annotation: left to `translate`.
-        let mut unknown_to_v1alpha1 = down.clone();
-        unknown_to_v1alpha1["spec"]["retry"]["backoff"] = json!("1s");
-        let (direct, translated) = both(
-            &store,
-            &unknown_to_v1alpha1,
-            "payments.example.com/v1alpha1",
-        );
-        assert_eq!(direct, None);
-        assert!(translated.is_ok_and(|t| {
-            t["metadata"]["annotations"]
+        // A field only one version declares goes to the annotation, and comes back from it.
+        let mut hub_only = down.clone();
+        hub_only["spec"]["retry"]["backoffSeconds"] = json!(5);
+        hub_only["spec"]["currencies"] = json!(["USD"]);
+        let (direct, translated) = both(&store, &hub_only, "payments.example.com/v1alpha1");
+        assert_eq!(direct.as_ref(), translated.as_ref().ok());
+        let annotated = direct.unwrap_or_default();
+        assert!(
+            annotated["metadata"]["annotations"]
                 .get(PRESERVED_ANNOTATION)
                 .is_some()
-        }));
+        );
+        let (direct, translated) = both(&store, &annotated, "payments.example.com/v1");
+        assert_eq!(direct.as_ref(), translated.as_ref().ok());
+        assert_eq!(direct.as_ref(), Some(&hub_only));
         // Errors are `translate`'s to word.
         for (object, desired) in [
             (json!({"kind": "PaymentGateway"}), "payments.example.com/v1"),
@@ -637,23 +862,25 @@ spec:
     }
 
     #[test]
-    fn leaves_collisions_and_emptied_parents_to_translate() {
+    fn keeps_collisions_and_emptied_parents_in_the_annotation_as_translate_does() {
         let case = widgets();
-        // Declared data where a move puts its value: `translate` keeps it in the annotation.
+        // Data where a move puts its value (`a` is no object for `a.b`): kept in the annotation.
         let collision = json!({"apiVersion": "test.example.com/v1", "kind": "Widget",
                                "spec": {"x": 1, "a": 2, "z": 3}});
-        let (direct, translated) = both(&case.store, &collision, "test.example.com/v2");
-        assert_eq!(direct, None);
-        assert!(translated.is_ok());
         // `p` stays as an object only because of the moved `q`: the way back would drop it.
         let emptied = json!({"apiVersion": "test.example.com/v2", "kind": "Widget",
                              "spec": {"r": 1, "p": {}}});
-        let (direct, translated) = both(&case.store, &emptied, "test.example.com/v1");
-        assert_eq!(direct, None);
-        assert!(translated.is_ok_and(|t| {
-            t["metadata"]["annotations"]
-                .get(PRESERVED_ANNOTATION)
-                .is_some()
-        }));
+        for (object, desired) in [
+            (collision, "test.example.com/v2"),
+            (emptied, "test.example.com/v1"),
+        ] {
+            let (direct, translated) = both(&case.store, &object, desired);
+            assert_eq!(direct.as_ref(), translated.as_ref().ok());
+            assert!(direct.is_some_and(|d| {
+                d["metadata"]["annotations"]
+                    .get(PRESERVED_ANNOTATION)
+                    .is_some()
+            }));
+        }
     }
 }

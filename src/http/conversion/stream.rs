@@ -3,8 +3,9 @@
 //! written to the answer before the next one is read. A review of 2000 objects thus never holds
 //! 2000 trees at once (tens of megabytes as `Value`s, read back cold when the answer was
 //! written): it holds its text, its answer and one object, still in cache when it is written.
-//! Objects the engine converts straight from the document (`conversion::convert_document`: the
-//! common case) never become a `Value`; the others go through `evaluate::convert`.
+//! Objects the engine converts straight from the document (`conversion::convert_document`: one
+//! hop, to or from the hub) never become a `Value`; the others (two hops, errors) go through
+//! `evaluate::convert`.
 
 use kube::core::conversion::ConversionResponse;
 use kube::core::{Status, TypeMeta};
@@ -100,8 +101,8 @@ impl Written<'_> {
         Ok(())
     }
 
-    /// Straight from the document where the engine converts it so (the common case); through
-    /// a `Value` where it leaves the object to the general conversion.
+    /// Straight from the document where the engine converts it so (one hop); through a `Value`
+    /// where it leaves the object to the general conversion (two hops, errors).
     fn convert_node(
         &mut self,
         store: &Store,
