@@ -109,19 +109,26 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         }
         Value::String(s) => write_str(out, s),
         Value::Array(items) => write_array(out, items, write_value),
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, item);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map.iter(), write_value),
     }
+}
+
+/// An object's members (in the order given) as a JSON object, each value by `write_item`.
+fn write_object<K: AsRef<str>, T>(
+    out: &mut Vec<u8>,
+    members: impl Iterator<Item = (K, T)>,
+    write_item: impl Fn(&mut Vec<u8>, T),
+) {
+    out.push(b'{');
+    for (i, (key, item)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key.as_ref());
+        out.push(b':');
+        write_item(out, item);
+    }
+    out.push(b'}');
 }
 
 /// A document's value as compact JSON: the same bytes as `write_value` of the same value
@@ -130,16 +137,7 @@ pub fn write_node(out: &mut Vec<u8>, node: Node<'_>) {
     if let Some(text) = node.as_str() {
         write_str(out, text);
     } else if let Some(object) = node.object() {
-        out.push(b'{');
-        for (i, (key, item)) in object.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, key);
-            out.push(b':');
-            write_node(out, item);
-        }
-        out.push(b'}');
+        write_object(out, object.iter(), write_node);
     } else if let Some(items) = node.array() {
         out.push(b'[');
         for (i, item) in items.iter().enumerate() {
@@ -167,18 +165,11 @@ pub fn write_converted(out: &mut Vec<u8>, converted: &Converted<'_>) {
     match converted {
         Converted::Source(node) => write_node(out, *node),
         Converted::Value(value) => write_value(out, value),
-        Converted::Object(members) => {
-            out.push(b'{');
-            for (i, (key, item)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_converted(out, item);
-            }
-            out.push(b'}');
-        }
+        Converted::Object(members) => write_object(
+            out,
+            members.iter().map(|(key, item)| (key, item)),
+            write_converted,
+        ),
     }
 }
 
