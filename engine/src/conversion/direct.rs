@@ -8,10 +8,9 @@
 //! metadata, when the preserved-fields annotation changes) are built; everything else is a
 //! handle into the document. Stashed and restored fields become `Value`s: they are few.
 //!
-//! It follows `translate::step` exactly for one hop (to or from the hub) and says `None` for
-//! two hops, errors (which `evaluate::convert` words) and a few shapes `translate` meets only
-//! in odd objects (a field stashed after moves took part of it); the answers agree
-//! (`tests::agrees_with_translate*`).
+//! It follows `translate::step` exactly for one hop (to or from the hub), the preserved-fields
+//! annotation included, and says `None` for two hops and for errors (which `evaluate::convert`
+//! words); the answers agree (`tests::agrees_with_translate*`).
 
 use std::collections::BTreeMap;
 
