@@ -139,14 +139,7 @@ pub fn write_node(out: &mut Vec<u8>, node: Node<'_>) {
     } else if let Some(object) = node.object() {
         write_object(out, object.iter(), write_node);
     } else if let Some(items) = node.array() {
-        out.push(b'[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_node(out, item);
-        }
-        out.push(b']');
+        write_array(out, items.iter(), write_node);
     } else if let Some(number) = node.as_number() {
         if serde_json::to_writer(&mut *out, number).is_err() {
             out.extend_from_slice(b"null");
@@ -174,9 +167,13 @@ pub fn write_converted(out: &mut Vec<u8>, converted: &Converted<'_>) {
 }
 
 /// `items` as a JSON array, each written by `write_item`.
-pub fn write_array<T>(out: &mut Vec<u8>, items: &[T], write_item: fn(&mut Vec<u8>, &T)) {
+pub fn write_array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    write_item: impl Fn(&mut Vec<u8>, T),
+) {
     out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }

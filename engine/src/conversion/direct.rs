@@ -461,7 +461,16 @@ fn built_object_at<'v, 'a>(members: &'v Members<'a>, keys: &[String]) -> Option<
         .try_fold(Built::Members(members), |object, key| object.member(key))
 }
 
-/// `translate::survives_taking`, on the converted result.
+/// Whether `map` is still there after `fields::take` of each of `paths` (`translate` asks it of
+/// its `Value`s).
+pub(super) fn survives_taking_map(map: &Map<String, Value>, paths: &[&[String]]) -> bool {
+    survives_taking(Built::Value(map), paths)
+}
+
+/// Whether `object` is still there after `fields::take` of each of `paths` (relative to it, none
+/// inside another, as the rules guarantee): a take removes the maps it empties, so the object
+/// stays when something in it stays, or when it was empty already (nothing in it could be
+/// taken). Answers without the copy that taking them for real would need.
 fn survives_taking(object: Built<'_, '_>, paths: &[&[String]]) -> bool {
     let member_survives = |key: &str, child: Option<Built<'_, '_>>| {
         let below = through(paths, key);

@@ -306,31 +306,9 @@ fn mark_parents_the_way_back_would_drop(
 }
 
 /// Whether `map` is still there after `fields::take` of each of `paths` (relative to it, none
-/// inside another, as the rules guarantee): a take removes the maps it empties, so the map stays
-/// when something in it stays, or when it was empty already (nothing in it could be taken).
-/// Answers without the copy that taking them for real would need.
+/// inside another, as the rules guarantee); answered by `direct`, which asks it of its results.
 fn survives_taking(map: &Map<String, Value>, paths: &[&[String]]) -> bool {
-    map.is_empty()
-        || map.iter().any(|(key, child)| {
-            let below: Vec<&[String]> = paths
-                .iter()
-                .filter_map(|path| match path.split_first() {
-                    Some((first, rest)) if first == key => Some(rest),
-                    _ => None,
-                })
-                .collect();
-            if below.is_empty() {
-                return true;
-            }
-            if below.iter().any(|rest| rest.is_empty()) {
-                return false;
-            }
-            match child {
-                Value::Object(child) => survives_taking(child, &below),
-                // A take through a value that is not an object takes nothing.
-                _ => true,
-            }
-        })
+    super::direct::survives_taking_map(map, paths)
 }
 
 #[cfg(test)]
