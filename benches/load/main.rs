@@ -116,16 +116,26 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `compare BINARY [ROUNDS]`: another build of tollgate (an earlier commit's
+/// `compare BINARY [ROUNDS] [h2]`: another build of tollgate (an earlier commit's
 /// `target/release/tollgate`, copied aside) against this one and the floor: CPU µs per request
-/// at the suite's fixed rate over HTTP/1.1, the three servers up at once and measured in
+/// at the suite's fixed rate over HTTP/1.1 (or h2), the three servers up at once and measured in
 /// `ROUNDS` (default 10) alternating phases of 2 s, medians kept — a before/after table from one
 /// run, as the same binary's figures swing by a fifth between phases on a shared machine.
 async fn compare(args: &[String]) -> anyhow::Result<()> {
     let [before, rest @ ..] = args else {
-        anyhow::bail!("usage: compare BINARY [ROUNDS]");
+        anyhow::bail!("usage: compare BINARY [ROUNDS] [h2]");
     };
-    let rounds: usize = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(10);
+    let protocol = if rest.iter().any(|a| a == "h2") {
+        Protocol::H2
+    } else {
+        Protocol::Http1
+    };
+    let rounds: usize = rest
+        .iter()
+        .find(|a| *a != "h2")
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(10);
     let scratch = tempfile::tempdir()?;
     let certs = scratch.path().join("certs");
     servers::certificates(&tollgate_binary(), &certs)?;
@@ -158,11 +168,7 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
         let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..rounds {
             for (samples, server) in cpu.iter_mut().zip(servers) {
-                samples.push(
-                    at_fixed_rate(server, call, Protocol::Http1, RATE, &phase)
-                        .await?
-                        .0,
-                );
+                samples.push(at_fixed_rate(server, call, protocol, RATE, &phase).await?.0);
             }
         }
         let [floor_us, before_us, after_us] = cpu.map(|samples| median(&samples));
