@@ -431,7 +431,7 @@ fn by_name(a: &(Cow<'_, str>, NodeId), b: &(Cow<'_, str>, NodeId)) -> std::cmp::
 /// object's schema fits): the slice comparison called `memcmp` for each candidate, about a
 /// third of a lookup's instructions in a profile.
 #[inline]
-fn same_name(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
     fn word<const N: usize>(s: &[u8], at: usize) -> Option<[u8; N]> {
         s.get(at..at + N).and_then(|w| w.try_into().ok())
     }

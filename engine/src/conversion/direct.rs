@@ -18,7 +18,7 @@ use super::declared::{DeclId, Declarations};
 use super::preserved::{PRESERVED_ANNOTATION, Preserved};
 use super::translate::split_api_version;
 use crate::Store;
-use crate::document::{Node, ObjectNode};
+use crate::document::{Node, ObjectNode, same_name};
 use crate::path::{keys_from_pointer, pointer_from_keys};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
@@ -129,7 +129,7 @@ pub fn convert<'a>(store: &'a Store, object: Node<'a>, desired: &str) -> Option<
         None => (Converted::Object(Vec::new()), Preserved::default()),
     };
 
-    let mut out: Members<'a> = Vec::new();
+    let mut out: Members<'a> = Vec::with_capacity(root.len() + ends.len());
     let mut stash: BTreeMap<String, Value> = BTreeMap::new();
     let mut taken: Paths<'a> = SmallVec::new();
     for &(from_keys, to_keys, from_pointer) in &ends {
@@ -356,7 +356,9 @@ fn put<'a>(members: &mut Members<'a>, keys: &'a [String], value: Converted<'a>) 
         return true;
     }
     let at = at.unwrap_or_else(|at| {
-        members.insert(at, (Key::Borrowed(first), Converted::Object(Vec::new())));
+        // Room for the few moved fields a parent usually receives, without regrowing.
+        let parent = Converted::Object(Vec::with_capacity(4));
+        members.insert(at, (Key::Borrowed(first), parent));
         at
     });
     match members.get_mut(at).and_then(|(_, child)| built(child)) {
@@ -376,19 +378,25 @@ fn insert<'a>(members: &mut Members<'a>, key: Key<'a>, value: Converted<'a>) {
     }
 }
 
+/// `name == key`, for field names: compared in place (`==` on strings calls `memcmp` whenever
+/// the lengths agree, for every member of every object on a moved field's way).
+fn is(name: &str, key: &str) -> bool {
+    same_name(name.as_bytes(), key.as_bytes())
+}
+
 /// The paths of `paths` that go through `key`, without it.
 fn through<'p>(paths: &[&'p [String]], key: &str) -> Paths<'p> {
     // Most members are on no path: answered without building anything.
     if !paths
         .iter()
-        .any(|path| path.first().is_some_and(|first| first == key))
+        .any(|path| path.first().is_some_and(|first| is(first, key)))
     {
         return SmallVec::new();
     }
     paths
         .iter()
         .filter_map(|path| match path.split_first() {
-            Some((first, rest)) if first == key => Some(rest),
+            Some((first, rest)) if is(first, key) => Some(rest),
             _ => None,
         })
         .collect()
@@ -550,7 +558,7 @@ impl<'a> Carrier<'_, 'a> {
                     out.insert(at, (Key::Borrowed(key), Converted::Source(value)))
                 }
                 (Some(child), Err(at)) => {
-                    let mut target = Vec::new();
+                    let mut target = Vec::with_capacity(child.len());
                     self.prefix.push(key);
                     self.carry(child, &below, (&in_from, &in_to), &mut target, false);
                     self.prefix.pop();
@@ -558,6 +566,8 @@ impl<'a> Carrier<'_, 'a> {
                 }
                 (Some(child), Ok(at)) => match out.get_mut(at).and_then(|(_, v)| built(v)) {
                     Some(existing) => {
+                        // The moves put a few members here; the source's join them.
+                        existing.reserve(child.len());
                         self.prefix.push(key);
                         self.carry(child, &below, (&in_from, &in_to), existing, false);
                         self.prefix.pop();
