@@ -423,7 +423,14 @@ const SCAN_MAX: usize = 8;
 /// Members in the order of their names. The first bytes settle most comparisons of one
 /// object's names without a call to `memcmp` (a quarter of sorting them, in a profile).
 fn by_name(a: &(Cow<'_, str>, NodeId), b: &(Cow<'_, str>, NodeId)) -> std::cmp::Ordering {
-    let (a, b) = (a.0.as_bytes(), b.0.as_bytes());
+    name_order(&a.0, &b.0)
+}
+
+/// `a.cmp(b)` for member names: the first bytes settle most comparisons without a call to
+/// `memcmp`.
+#[inline]
+pub(crate) fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
     a.first().cmp(&b.first()).then_with(|| a.cmp(b))
 }
 

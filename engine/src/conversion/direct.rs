@@ -18,7 +18,7 @@ use super::declared::{DeclId, Declarations};
 use super::preserved::{PRESERVED_ANNOTATION, Preserved};
 use super::translate::split_api_version;
 use crate::Store;
-use crate::document::{Node, ObjectNode, same_name};
+use crate::document::{Node, ObjectNode, name_order, same_name};
 use crate::path::{keys_from_pointer, pointer_from_keys};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
@@ -258,7 +258,7 @@ fn put_preserved(metadata: &mut Converted<'_>, mut preserved: Preserved) -> Opti
     }
     let text = serde_json::to_string(&preserved).ok()?;
     let at = metadata
-        .binary_search_by(|(k, _)| k.as_ref().cmp("annotations"))
+        .binary_search_by(|(k, _)| name_order(k, "annotations"))
         .ok()?;
     let annotations = built(&mut metadata.get_mut(at)?.1)?;
     insert(
@@ -303,7 +303,7 @@ fn built<'v, 'a>(value: &'v mut Converted<'a>) -> Option<&'v mut Members<'a>> {
 fn merge_absent(members: &mut Members<'_>, keys: &[String], value: Value) {
     match keys {
         [] => {}
-        [last] => match members.binary_search_by(|(k, _)| k.as_ref().cmp(last.as_str())) {
+        [last] => match members.binary_search_by(|(k, _)| name_order(k, last.as_str())) {
             Err(at) => members.insert(at, (Key::Owned(last.clone()), Converted::Value(value))),
             Ok(at) => {
                 if let (Some((_, existing)), Value::Object(incoming)) = (members.get_mut(at), value)
@@ -316,7 +316,7 @@ fn merge_absent(members: &mut Members<'_>, keys: &[String], value: Value) {
             }
         },
         [first, rest @ ..] => {
-            let at = match members.binary_search_by(|(k, _)| k.as_ref().cmp(first.as_str())) {
+            let at = match members.binary_search_by(|(k, _)| name_order(k, first.as_str())) {
                 Ok(at) => at,
                 Err(at) => {
                     members.insert(
@@ -349,7 +349,7 @@ fn put<'a>(members: &mut Members<'a>, keys: &'a [String], value: Converted<'a>) 
     let Some((first, rest)) = keys.split_first() else {
         return false;
     };
-    let at = members.binary_search_by(|(k, _)| k.as_ref().cmp(first.as_str()));
+    let at = members.binary_search_by(|(k, _)| name_order(k, first.as_str()));
     if rest.is_empty() {
         let Err(at) = at else { return false };
         members.insert(at, (Key::Borrowed(first), value));
@@ -368,7 +368,7 @@ fn put<'a>(members: &mut Members<'a>, keys: &'a [String], value: Converted<'a>) 
 }
 
 fn insert<'a>(members: &mut Members<'a>, key: Key<'a>, value: Converted<'a>) {
-    match members.binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref())) {
+    match members.binary_search_by(|(k, _)| name_order(k, key.as_ref())) {
         Ok(at) => {
             if let Some(slot) = members.get_mut(at) {
                 slot.1 = value;
@@ -393,13 +393,17 @@ fn through<'p>(paths: &[&'p [String]], key: &str) -> Paths<'p> {
     {
         return SmallVec::new();
     }
-    paths
-        .iter()
-        .filter_map(|path| match path.split_first() {
-            Some((first, rest)) if is(first, key) => Some(rest),
-            _ => None,
-        })
-        .collect()
+    // Pushed one by one: collecting the filtered iterator into the small vector cost several
+    // times as much (its `extend` reserves and re-checks the inline capacity on each item).
+    let mut below = Paths::new();
+    for path in paths {
+        if let Some((first, rest)) = path.split_first()
+            && is(first, key)
+        {
+            below.push(rest);
+        }
+    }
+    below
 }
 
 /// Whether `fields::take` of `taken` (each found, relative to `object`) leaves `object` empty
@@ -453,9 +457,7 @@ impl<'v, 'a> Built<'v, 'a> {
     fn member(self, key: &str) -> Option<Self> {
         match self {
             Built::Members(members) => {
-                let at = members
-                    .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-                    .ok()?;
+                let at = members.binary_search_by(|(k, _)| name_order(k, key)).ok()?;
                 Built::of(&members.get(at)?.1)
             }
             Built::Source(object) => object.find(key)?.object().map(Built::Source),
@@ -552,7 +554,7 @@ impl<'a> Carrier<'_, 'a> {
                 continue;
             }
             let alike = in_from == in_to;
-            let at = out.binary_search_by(|(k, _)| k.as_ref().cmp(key));
+            let at = out.binary_search_by(|(k, _)| name_order(k, key));
             match (value.object(), at) {
                 (_, Err(at)) if alike && !reduced => {
                     out.insert(at, (Key::Borrowed(key), Converted::Source(value)))
