@@ -418,7 +418,7 @@ impl<'d> Node<'d> {
 }
 
 /// Up to this many members, a lookup scans instead of halving.
-const SCAN_MAX: usize = 8;
+pub(crate) const SCAN_MAX: usize = 8;
 
 /// Members in the order of their names. The first bytes settle most comparisons of one
 /// object's names without a call to `memcmp` (a quarter of sorting them, in a profile).
@@ -455,6 +455,20 @@ pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Where `name` is in `pairs` (sorted by name, no name twice): small runs — most objects, and
+/// the fields a schema object names — by a scan that compares bytes only where the lengths
+/// match; large ones (annotations, maps) by halving, which compares with `memcmp` at each step.
+#[inline]
+pub(crate) fn position_by_name<N: AsRef<str>, T>(pairs: &[(N, T)], name: &str) -> Option<usize> {
+    if pairs.len() <= SCAN_MAX {
+        pairs
+            .iter()
+            .position(|(n, _)| same_name(n.as_ref().as_bytes(), name.as_bytes()))
+    } else {
+        pairs.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()
+    }
+}
+
 /// An object node's members, sorted by name.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectNode<'d> {
@@ -465,18 +479,7 @@ pub struct ObjectNode<'d> {
 impl<'d> ObjectNode<'d> {
     #[inline]
     pub fn find(&self, name: &str) -> Option<Node<'d>> {
-        // Small objects (most of them) by a scan that compares bytes only where the lengths
-        // match; large ones (annotations, maps) by halving.
-        let found = if self.members.len() <= SCAN_MAX {
-            self.members
-                .iter()
-                .position(|(member, _)| same_name(member.as_bytes(), name.as_bytes()))
-        } else {
-            self.members
-                .binary_search_by(|(member, _)| member.as_ref().cmp(name))
-                .ok()
-        };
-        found.map(|at| self.node(at))
+        position_by_name(self.members, name).map(|at| self.node(at))
     }
 
     fn node(&self, at: usize) -> Node<'d> {

@@ -13,11 +13,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use crate::document::same_name;
+use crate::document::position_by_name;
 use crate::schema;
-
-/// Up to this many named fields, a lookup scans instead of halving.
-const SCAN_MAX: usize = 16;
 
 /// One compiled subschema (or a set of equal ones): its index in `Declarations::nodes`.
 pub(crate) type DeclId = usize;
@@ -60,20 +57,9 @@ impl Declarations {
         let Some(node) = self.nodes.get(parent) else {
             return &[];
         };
-        // A schema object names a handful of fields: a scan comparing bytes only where the
-        // lengths match costs less than halving with a string comparison (a `memcmp` call) at
-        // each step.
-        let found = if node.named.len() <= SCAN_MAX {
-            node.named
-                .iter()
-                .find(|(name, _)| same_name(name.as_bytes(), key.as_bytes()))
-        } else {
-            node.named
-                .binary_search_by(|(name, _)| name.as_str().cmp(key))
-                .ok()
-                .and_then(|at| node.named.get(at))
-        };
-        found.map_or(&node.other, |(_, declaring)| declaring)
+        position_by_name(&node.named, key)
+            .and_then(|at| node.named.get(at))
+            .map_or(&node.other, |(_, declaring)| declaring)
     }
 }
 
@@ -196,6 +182,7 @@ fn has_ref(value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::SCAN_MAX;
     use crate::path::FieldPath;
     use crate::schema::declares;
     use serde_json::json;
