@@ -56,10 +56,10 @@ thread_local! {
 /// `SCHED_IDLE` rather than niceness alone: the kernel's EEVDF scheduler lets a running thread
 /// finish its slice (about a millisecond and a half on two CPUs) before a woken one of the same
 /// policy takes the CPU, however low its weight, whereas a thread of the idle policy gives way at
-/// once. With the pool at nice +10, back-to-back 2000-object conversions put 2.0 ms on
-/// `/validate`'s p99 (median of five runs); at `SCHED_IDLE`, 1.3 ms. It still gets a share of a
-/// busy CPU (a 2000-object conversion beside `/validate` at full throttle: p99 0.35–0.66 s, against
-/// the deadline's seconds). The niceness stays as the fallback where the policy is refused (a
+/// once. Beside back-to-back 2000-object conversions, `/validate`'s p99 was 2.0 ms with the pool
+/// at nice +10 and 1.3 ms at `SCHED_IDLE` (medians of five alternating runs). The pool still gets
+/// a share of a busy CPU (2000-object conversions beside `/validate` at full throttle: p99
+/// 0.35–0.66 s, against a deadline of seconds). The niceness stays as the fallback where the policy is refused (a
 /// seccomp profile without `sched_setscheduler`).
 fn yield_to_small_requests() {
     NICED.with(|niced| {
