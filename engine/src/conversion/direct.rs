@@ -18,7 +18,7 @@ use super::declared::{DeclId, Declarations};
 use super::preserved::{PRESERVED_ANNOTATION, Preserved};
 use super::translate::split_api_version;
 use crate::Store;
-use crate::document::{Node, ObjectNode, name_order, same_name};
+use crate::document::{Node, ObjectNode, name_order, position_by_name, same_name};
 use crate::path::{keys_from_pointer, pointer_from_keys};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
@@ -257,9 +257,7 @@ fn put_preserved(metadata: &mut Converted<'_>, mut preserved: Preserved) -> Opti
         );
     }
     let text = serde_json::to_string(&preserved).ok()?;
-    let at = metadata
-        .binary_search_by(|(k, _)| name_order(k, "annotations"))
-        .ok()?;
+    let at = position_by_name(metadata, "annotations")?;
     let annotations = built(&mut metadata.get_mut(at)?.1)?;
     insert(
         annotations,
@@ -457,7 +455,7 @@ impl<'v, 'a> Built<'v, 'a> {
     fn member(self, key: &str) -> Option<Self> {
         match self {
             Built::Members(members) => {
-                let at = members.binary_search_by(|(k, _)| name_order(k, key)).ok()?;
+                let at = position_by_name(members, key)?;
                 Built::of(&members.get(at)?.1)
             }
             Built::Source(object) => object.find(key)?.object().map(Built::Source),
