@@ -19,6 +19,7 @@ use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
 struct Options {
@@ -74,8 +75,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = TcpListener::bind(&options.addr).await?;
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        // Returning from `main` on SIGTERM (as tollgate does) lets a profile-instrumented build
+        // write its counts (`scripts/pgo.sh`).
+        let mut terminate = signal(SignalKind::terminate())?;
         loop {
-            let (tcp, _) = listener.accept().await?;
+            let tcp = tokio::select! {
+                accepted = listener.accept() => accepted?.0,
+                _ = terminate.recv() => return Ok(()),
+            };
             // As tollgate does (src/server/listener.rs), so both send frames alike.
             tcp.set_nodelay(true)?;
             let acceptor = acceptor.clone();

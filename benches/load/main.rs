@@ -32,6 +32,8 @@ struct Settings {
     phase: Duration,
     warmup: Duration,
     out: PathBuf,
+    /// How both servers were built: `--build pgo` from `scripts/pgo.sh bench`.
+    build: &'static str,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +48,9 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("compare") {
         return tokio::runtime::Runtime::new()?.block_on(compare(&args[1..]));
     }
+    if args.first().map(String::as_str) == Some("train") {
+        return tokio::runtime::Runtime::new()?.block_on(train(&args[1..]));
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let settings = Settings {
         phase: Duration::from_millis(if quick { 500 } else { 4000 }),
@@ -58,6 +63,11 @@ fn main() -> anyhow::Result<()> {
                 || Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
                 PathBuf::from,
             ),
+        build: if args.windows(2).any(|pair| pair == ["--build", "pgo"]) {
+            "profile-guided — tollgate and the floor built from one profile of `load train` (scripts/pgo.sh bench)"
+        } else {
+            "release profile (fat LTO), no profile"
+        },
     };
     tokio::runtime::Runtime::new()?.block_on(suite(settings))
 }
@@ -158,6 +168,7 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
         phase: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
         out: PathBuf::new(),
+        build: "",
     };
     println!(
         "| endpoint | floor µs/req | before µs/req | × floor | after µs/req | × floor | after/before |"
@@ -180,6 +191,50 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
             ratio(after_us, before_us),
         );
     }
+    Ok(())
+}
+
+/// `train`: the traffic a profile-guided build learns from (`scripts/pgo.sh`). The floor and
+/// tollgate both get the suite's requests, over HTTP/1.1 and h2, so both are built from
+/// profiles of the same traffic and the suite's ratios compare like with like; tollgate also
+/// gets what an apiserver sends besides (denials, updates, conversions of many objects).
+/// Both servers are stopped with SIGTERM, so each writes its profile on the way out.
+///
+/// `train [BINARY]` trains that tollgate binary instead of the one built with this benchmark.
+async fn train(args: &[String]) -> anyhow::Result<()> {
+    let binary = args.first().map_or_else(tollgate_binary, PathBuf::from);
+    let scratch = tempfile::tempdir()?;
+    let certs = scratch.path().join("certs");
+    servers::certificates(&binary, &certs)?;
+    let calls = [
+        workload::validate()?,
+        workload::mutate()?,
+        workload::convert(1)?,
+    ];
+    let tollgate =
+        servers::tollgate(&binary, &workload::example_policies(), &certs, &calls[0]).await?;
+    let floor = floor_answering_as(&tollgate, &calls.each_ref(), &certs, scratch.path()).await?;
+    let phase = Settings {
+        phase: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        out: PathBuf::new(),
+        build: "",
+    };
+    for server in [&floor, &tollgate] {
+        for call in &calls {
+            for protocol in [Protocol::Http1, Protocol::H2] {
+                at_fixed_rate(server, call, protocol, RATE, &phase).await?;
+            }
+        }
+    }
+    for call in [
+        workload::deny()?,
+        workload::update()?,
+        workload::convert(100)?,
+    ] {
+        at_fixed_rate(&tollgate, &call, Protocol::Http1, RATE / 10.0, &phase).await?;
+    }
+    println!("trained: tollgate and the floor, each endpoint over HTTP/1.1 and h2");
     Ok(())
 }
 
@@ -381,6 +436,7 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
 
     report.write(
         &settings.out,
+        settings.build,
         &format!(
             "{:.1} s per phase after {:.1} s warm-up (transport and policy-count rows: {ROUNDS} alternating phases of a third of that per server); load driver in the same machine (benches/load/driver.rs)",
             settings.phase.as_secs_f64(),
@@ -418,6 +474,7 @@ async fn measure_pair(
         phase: settings.phase / ROUNDS as u32,
         warmup: settings.warmup,
         out: settings.out.clone(),
+        build: settings.build,
     };
     let mut cpu = [Vec::new(), Vec::new()];
     let mut fixed: [Option<Outcome>; 2] = [None, None];
@@ -841,6 +898,7 @@ async fn policy_counts(
         phase: settings.phase / ROUNDS as u32,
         warmup: settings.warmup,
         out: settings.out.clone(),
+        build: settings.build,
     };
     let mut cpu_rounds = vec![Vec::new(); started.len()];
     let mut fixed: Vec<Option<Outcome>> = started.iter().map(|_| None).collect();

@@ -79,7 +79,7 @@ impl Report {
         });
     }
 
-    pub fn write(&self, path: &Path, settings: &str) -> anyhow::Result<()> {
+    pub fn write(&self, path: &Path, build: &str, settings: &str) -> anyhow::Result<()> {
         let mut out = String::from("# tollgate benchmarks\n\n");
         let _ = writeln!(
             out,
@@ -94,6 +94,7 @@ impl Report {
             command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
         );
         let _ = writeln!(out, "- commit: {}", commit());
+        let _ = writeln!(out, "- build: {build}");
         let _ = writeln!(out, "- settings: {settings}\n");
         let _ = writeln!(
             out,

@@ -1,4 +1,4 @@
-//! The server processes under test, each on its own loopback port, killed when dropped.
+//! The server processes under test, each on its own loopback port, stopped when dropped.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,22 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// SIGTERM first, as a kubelet stops a pod: both servers then exit through `main`, which is
+    /// where a profile-instrumented build (`scripts/pgo.sh`) writes its counts. SIGKILL after
+    /// a few seconds, so a stuck server never holds the run.
     fn drop(&mut self) {
+        let terminated =
+            rustix::process::Pid::from_raw(self.child.id() as i32).is_some_and(|pid| {
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
+            });
+        if terminated {
+            for _ in 0..100 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -41,6 +41,24 @@ pub fn validate() -> anyhow::Result<Call> {
     )
 }
 
+/// A PaymentGateway CREATE that breaks the schema: the answer names each violated field.
+pub fn deny() -> anyhow::Result<Call> {
+    call(
+        "/validate",
+        &fixture("validate-deny.json")?,
+        "\"allowed\":false",
+    )
+}
+
+/// An UPDATE that keeps the immutable fields and passes the CEL transition rules.
+pub fn update() -> anyhow::Result<Call> {
+    call(
+        "/validate",
+        &fixture("update-allowed.json")?,
+        "\"allowed\":true",
+    )
+}
+
 /// A CREATE missing every defaulted field: the answer is a JSON Patch.
 pub fn mutate() -> anyhow::Result<Call> {
     call(
