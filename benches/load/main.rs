@@ -36,6 +36,18 @@ struct Settings {
     build: &'static str,
 }
 
+impl Settings {
+    /// Phases of a run that writes no report (`compare`, `train`).
+    fn phases(phase: Duration, warmup: Duration) -> Self {
+        Self {
+            phase,
+            warmup,
+            out: PathBuf::new(),
+            build: "",
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("floor") {
@@ -164,12 +176,7 @@ async fn compare(args: &[String]) -> anyhow::Result<()> {
             .await?;
     }
     let floor = floor_answering_as(&after, &calls.each_ref(), &certs, scratch.path()).await?;
-    let phase = Settings {
-        phase: Duration::from_secs(2),
-        warmup: Duration::from_millis(500),
-        out: PathBuf::new(),
-        build: "",
-    };
+    let phase = Settings::phases(Duration::from_secs(2), Duration::from_millis(500));
     println!(
         "| endpoint | floor µs/req | before µs/req | × floor | after µs/req | × floor | after/before |"
     );
@@ -214,12 +221,7 @@ async fn train(args: &[String]) -> anyhow::Result<()> {
     let tollgate =
         servers::tollgate(&binary, &workload::example_policies(), &certs, &calls[0]).await?;
     let floor = floor_answering_as(&tollgate, &calls.each_ref(), &certs, scratch.path()).await?;
-    let phase = Settings {
-        phase: Duration::from_secs(1),
-        warmup: Duration::from_millis(200),
-        out: PathBuf::new(),
-        build: "",
-    };
+    let phase = Settings::phases(Duration::from_secs(1), Duration::from_millis(200));
     for server in [&floor, &tollgate] {
         for call in &calls {
             for protocol in [Protocol::Http1, Protocol::H2] {
@@ -438,7 +440,7 @@ async fn suite(settings: Settings) -> anyhow::Result<()> {
         &settings.out,
         settings.build,
         &format!(
-            "{:.1} s per phase after {:.1} s warm-up (transport and policy-count rows: {ROUNDS} alternating phases of a third of that per server); load driver in the same machine (benches/load/driver.rs)",
+            "{:.1} s per phase after {:.1} s warm-up (transport and policy-count rows: {ROUNDS} alternating phases of 1/{ROUNDS} of that per server); load driver in the same machine (benches/load/driver.rs)",
             settings.phase.as_secs_f64(),
             settings.warmup.as_secs_f64()
         ),
@@ -459,10 +461,12 @@ struct WireFigures {
 }
 
 /// Every figure of a row pair comes from this many phases per server, floor and tollgate
-/// alternating, each a third of the configured phase; the median of each figure is kept (the
-/// latency histograms are merged). On a shared machine one noisy phase then cannot decide a
-/// ratio, as it could when each server was measured once.
-const ROUNDS: usize = 3;
+/// alternating, each this fraction of the configured phase; the median of each figure is kept
+/// (the latency histograms are merged). On a shared machine one noisy phase then cannot decide a
+/// ratio, as it could when each server was measured once. (With three, three full runs of the
+/// same build read the floor's h2 `/validate` CPU as 30.9, 31.9 and 26.0 µs while tollgate's
+/// read 42.7, 42.6 and 42.4: a noisy floor phase could still decide a ratio.)
+const ROUNDS: usize = 5;
 
 async fn measure_pair(
     servers: [&ServerProcess; 2],
