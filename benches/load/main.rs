@@ -222,10 +222,22 @@ async fn train(args: &[String]) -> anyhow::Result<()> {
         servers::tollgate(&binary, &workload::example_policies(), &certs, &calls[0]).await?;
     let floor = floor_answering_as(&tollgate, &calls.each_ref(), &certs, scratch.path()).await?;
     let phase = Settings::phases(Duration::from_secs(1), Duration::from_millis(200));
+    // A profile of failing requests would lay the code out for the error paths.
+    let answered = |outcome: Outcome, server: &ServerProcess, call: &Call| {
+        anyhow::ensure!(
+            outcome.failed == 0,
+            "training: {} failed {} requests to {}",
+            server.name,
+            outcome.failed,
+            endpoint(call)
+        );
+        Ok(())
+    };
     for server in [&floor, &tollgate] {
         for call in &calls {
             for protocol in [Protocol::Http1, Protocol::H2] {
-                at_fixed_rate(server, call, protocol, RATE, &phase).await?;
+                let (_, outcome) = at_fixed_rate(server, call, protocol, RATE, &phase).await?;
+                answered(outcome, server, call)?;
             }
         }
     }
@@ -234,7 +246,9 @@ async fn train(args: &[String]) -> anyhow::Result<()> {
         workload::update()?,
         workload::convert(100)?,
     ] {
-        at_fixed_rate(&tollgate, &call, Protocol::Http1, RATE / 10.0, &phase).await?;
+        let (_, outcome) =
+            at_fixed_rate(&tollgate, &call, Protocol::Http1, RATE / 10.0, &phase).await?;
+        answered(outcome, &tollgate, &call)?;
     }
     println!("trained: tollgate and the floor, each endpoint over HTTP/1.1 and h2");
     Ok(())
