@@ -14,7 +14,7 @@ COPY scripts ./scripts
 COPY policies ./policies
 COPY tests/fixtures ./tests/fixtures
 # Instrumented build, training run, optimised build (scripts/pgo.sh; about 25 minutes): the
-# server spends about a fifth less CPU per review than a plain release build (BENCHMARKS.md).
+# server spends about a fifth less CPU per review than a plain release build (README, "Benchmarks").
 RUN scripts/pgo.sh build
 
 FROM gcr.io/distroless/cc-debian12:nonroot

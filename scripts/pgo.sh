@@ -8,7 +8,7 @@
 #
 # Why: on the wire a review runs on caches the kernel's TCP and TLS work has just emptied, so
 # its cost is mostly the code lines it fetches; a profile moves the cold branches out of the
-# request path's lines (BENCHMARKS.md, "Build").
+# request path's lines (README, "Benchmarks", for the figures).
 #
 # Needs llvm-profdata of the LLVM rustc was built with: `rustup component add llvm-tools`, or a
 # distribution's llvm-N package for the major version `rustc -vV` names.

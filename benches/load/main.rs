@@ -37,7 +37,7 @@ struct Settings {
 }
 
 impl Settings {
-    /// Phases of a run that writes no report (`compare`, `train`).
+    /// Phases that write no report of their own (`compare`, `train`, a round of a row).
     fn phases(phase: Duration, warmup: Duration) -> Self {
         Self {
             phase,
@@ -45,6 +45,11 @@ impl Settings {
             out: PathBuf::new(),
             build: "",
         }
+    }
+
+    /// One of the `ROUNDS` alternating phases a row's figures are the median of.
+    fn round(&self) -> Self {
+        Self::phases(self.phase / ROUNDS as u32, self.warmup)
     }
 }
 
@@ -488,12 +493,7 @@ async fn measure_pair(
     protocol: Protocol,
     settings: &Settings,
 ) -> anyhow::Result<[WireFigures; 2]> {
-    let round = Settings {
-        phase: settings.phase / ROUNDS as u32,
-        warmup: settings.warmup,
-        out: settings.out.clone(),
-        build: settings.build,
-    };
+    let round = settings.round();
     let mut cpu = [Vec::new(), Vec::new()];
     let mut fixed: [Option<Outcome>; 2] = [None, None];
     let mut throughput = [
@@ -912,12 +912,7 @@ async fn policy_counts(
         let idle = procfs::rss_mib(server.pid())?.0;
         started.push((count, server, startup, idle));
     }
-    let round = Settings {
-        phase: settings.phase / ROUNDS as u32,
-        warmup: settings.warmup,
-        out: settings.out.clone(),
-        build: settings.build,
-    };
+    let round = settings.round();
     let mut cpu_rounds = vec![Vec::new(); started.len()];
     let mut fixed: Vec<Option<Outcome>> = started.iter().map(|_| None).collect();
     for _ in 0..ROUNDS {
