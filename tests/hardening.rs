@@ -448,7 +448,11 @@ async fn an_http1_connection_is_closed_after_its_maximum_request_count() {
 
 #[tokio::test]
 async fn an_h2_connection_gets_goaway_after_its_maximum_request_count_or_age() {
-    let server = start(|c| c.connections.max_requests = 3).await;
+    let server = start(|c| {
+        c.connections.max_requests = 3;
+        c.connections.h2_request_limit_min_age = Duration::ZERO;
+    })
+    .await;
     let mut stream = connect(&server, &[b"h2"]).await;
     h2::start(&mut stream).await;
     let body = review_bytes();
@@ -471,6 +475,47 @@ async fn an_h2_connection_gets_goaway_after_its_maximum_request_count_or_age() {
     let goaway = h2::read_until_goaway(&mut stream).await;
     assert_eq!(goaway.error_code, 0);
     assert_eq!(goaway.answered, vec![1]);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn an_h2_connection_counted_out_is_retired_only_past_its_minimum_age() {
+    let server = start(|c| {
+        c.connections.max_requests = 3;
+        c.connections.h2_request_limit_min_age = Duration::from_secs(60);
+    })
+    .await;
+    let mut stream = connect(&server, &[b"h2"]).await;
+    h2::start(&mut stream).await;
+    let body = review_bytes();
+    for id in [1, 3, 5, 7, 9] {
+        h2::post(&mut stream, id, &body).await;
+        assert!(
+            !h2::read_answers(&mut stream, 1).await,
+            "no GOAWAY by stream {id}"
+        );
+    }
+    assert!(!h2::goaway_within(&mut stream, Duration::from_millis(300)).await);
+    drop(stream);
+    server.finish().await;
+
+    // Limits are shortened by up to a quarter at random: 400 ms is past any 300 ms limit.
+    let server = start(|c| {
+        c.connections.max_requests = 3;
+        c.connections.h2_request_limit_min_age = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = connect(&server, &[b"h2"]).await;
+    h2::start(&mut stream).await;
+    for id in [1, 3, 5] {
+        h2::post(&mut stream, id, &body).await;
+    }
+    assert!(!h2::read_answers(&mut stream, 3).await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    h2::post(&mut stream, 7, &body).await;
+    let goaway = h2::read_until_goaway(&mut stream).await;
+    assert_eq!(goaway.error_code, 0, "a graceful GOAWAY (NO_ERROR)");
+    assert_eq!(goaway.answered, vec![7]);
     server.finish().await;
 }
 

@@ -81,6 +81,63 @@ pub async fn pinged_within(stream: &mut (impl AsyncRead + Unpin), within: Durati
     .unwrap_or(false)
 }
 
+/// Reads until `streams` more streams have ended (a frame with END_STREAM); whether a GOAWAY
+/// came among those frames. PINGs are acknowledged.
+pub async fn read_answers(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    streams: usize,
+) -> bool {
+    let mut ended = 0;
+    let mut goaway = false;
+    tokio::time::timeout(BOUND, async {
+        while ended < streams {
+            let (kind, flags, _, payload) = read_frame(stream).await.expect("the answers");
+            acknowledge_ping(stream, kind, flags, &payload).await;
+            goaway |= kind == GOAWAY;
+            if (kind == HEADERS || kind == DATA) && flags & END_STREAM != 0 {
+                ended += 1;
+            }
+        }
+    })
+    .await
+    .expect("the answers in time");
+    goaway
+}
+
+/// Whether the server sends GOAWAY within `within`.
+pub async fn goaway_within(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    within: Duration,
+) -> bool {
+    tokio::time::timeout(within, async {
+        while let Some((kind, flags, _, payload)) = read_frame(stream).await {
+            acknowledge_ping(stream, kind, flags, &payload).await;
+            if kind == GOAWAY {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Acknowledges a PING, as every real client does (graceful shutdown waits for it).
+async fn acknowledge_ping(
+    stream: &mut (impl AsyncWrite + Unpin),
+    kind: u8,
+    flags: u8,
+    payload: &[u8],
+) {
+    if kind == PING && flags & ACK == 0 {
+        let mut ack = Vec::new();
+        frame(&mut ack, PING, ACK, 0, payload);
+        // The server may already be gone; the next read notices.
+        let _ = stream.write_all(&ack).await;
+        let _ = stream.flush().await;
+    }
+}
+
 /// A literal header field without indexing, name by static-table index.
 fn literal(block: &mut Vec<u8>, name_index: u8, value: &[u8]) {
     assert!(name_index < 15 || name_index == 31);
@@ -138,13 +195,7 @@ pub async fn read_until_goaway(stream: &mut (impl AsyncRead + AsyncWrite + Unpin
     let mut error_code = None;
     tokio::time::timeout(BOUND, async {
         while let Some((kind, flags, id, payload)) = read_frame(stream).await {
-            if kind == PING && flags & ACK == 0 {
-                let mut ack = Vec::new();
-                frame(&mut ack, PING, ACK, 0, &payload);
-                // The server may already be gone; the read below notices.
-                let _ = stream.write_all(&ack).await;
-                let _ = stream.flush().await;
-            }
+            acknowledge_ping(stream, kind, flags, &payload).await;
             if kind == HEADERS && !answered.contains(&id) {
                 answered.push(id);
             }
