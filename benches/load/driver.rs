@@ -363,7 +363,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             answered: 0,
             failed: 0,
