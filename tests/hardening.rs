@@ -499,10 +499,11 @@ async fn an_h2_connection_counted_out_is_retired_only_past_its_minimum_age() {
     drop(stream);
     server.finish().await;
 
-    // Limits are shortened by up to a quarter at random: 400 ms is past any 300 ms limit.
+    // Limits are shortened by up to a quarter at random: the three answers come well within
+    // 750 ms, and 1.2 s is past any 1 s limit.
     let server = start(|c| {
         c.connections.max_requests = 3;
-        c.connections.h2_request_limit_min_age = Duration::from_millis(300);
+        c.connections.h2_request_limit_min_age = Duration::from_secs(1);
     })
     .await;
     let mut stream = connect(&server, &[b"h2"]).await;
@@ -511,7 +512,7 @@ async fn an_h2_connection_counted_out_is_retired_only_past_its_minimum_age() {
         h2::post(&mut stream, id, &body).await;
     }
     assert!(!h2::read_answers(&mut stream, 3).await);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     h2::post(&mut stream, 7, &body).await;
     let goaway = h2::read_until_goaway(&mut stream).await;
     assert_eq!(goaway.error_code, 0, "a graceful GOAWAY (NO_ERROR)");

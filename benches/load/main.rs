@@ -169,9 +169,10 @@ async fn drive(args: &[String]) -> anyhow::Result<()> {
 
 /// `compare BINARY [ROUNDS] [h2]`: another build of tollgate (an earlier commit's
 /// `target/release/tollgate`, copied aside) against this one and the floor: CPU µs per request
-/// at the suite's fixed rate over HTTP/1.1 (or h2), the three servers up at once and measured in
-/// `ROUNDS` (default 10) alternating phases of 2 s, medians kept — a before/after table from one
-/// run, as the same binary's figures swing by a fifth between phases on a shared machine.
+/// and p99 at the suite's fixed rate over HTTP/1.1 (or h2), the three servers up at once and
+/// measured in `ROUNDS` (default 10) alternating phases of 2 s, CPU medians kept and latencies
+/// merged — a before/after table from one run, as the same binary's figures swing by a fifth
+/// between phases on a shared machine.
 async fn compare(args: &[String]) -> anyhow::Result<()> {
     let [before, rest @ ..] = args else {
         anyhow::bail!("usage: compare BINARY [ROUNDS] [h2]");
