@@ -929,8 +929,8 @@ fn conversion_summary(lines: &[String]) -> String {
 
 /// A `drive` process sending 2000-object ConversionReviews to a server, one at a time. It runs
 /// at the idle scheduling policy: it stands in for an apiserver on another machine, and its own
-/// TLS and JSON work (a third of a core back to back) would otherwise take this machine's CPU
-/// from the server under test — what the server's conversions cost stays in the measurement.
+/// TLS work on megabytes per review would otherwise take this machine's CPU from the server
+/// under test — what the server's conversions cost stays in the measurement.
 struct ConvertingClient(std::process::Child);
 
 impl ConvertingClient {
