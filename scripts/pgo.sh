@@ -48,22 +48,23 @@ bench_executable() {
   grep -o '"executable":"[^"]*/load-[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//'
 }
 
+# Each build below gets exactly the flags it names.
+unset RUSTFLAGS
+
 echo "== instrumented build"
 rm -rf "$raw"
-export RUSTFLAGS="-Cprofile-generate=$raw"
+instrumented="-Cprofile-generate=$raw"
 if [[ "$mode" == bench ]]; then
-  load=$(cargo bench --locked --bench load --no-run --target-dir "$pgo/generate" \
-    --message-format=json-render-diagnostics | bench_executable)
+  load=$(RUSTFLAGS=$instrumented cargo bench --locked --bench load --no-run \
+    --target-dir "$pgo/generate" --message-format=json-render-diagnostics | bench_executable)
   trainee=()
 else
-  cargo build --locked --release --bin tollgate --target-dir "$pgo/generate"
+  RUSTFLAGS=$instrumented cargo build --locked --release --bin tollgate --target-dir "$pgo/generate"
   trainee=("$pgo/generate/release/tollgate")
   # The driver itself need not be instrumented (nor built with the server's flags).
-  unset RUSTFLAGS
   load=$(cargo bench --locked --bench load --no-run --message-format=json-render-diagnostics |
     bench_executable)
 fi
-unset RUSTFLAGS
 # Build scripts and proc macros ran instrumented too: only the training's counts are wanted.
 rm -rf "$raw"
 
@@ -77,10 +78,10 @@ mv "$pgo/merged.profdata" "$profile"
 
 echo "== optimised build"
 # A function changed since the profile was taken is built without it; LLVM need not say so.
-export RUSTFLAGS="-Cprofile-use=$profile -Cllvm-args=-no-pgo-warn-mismatch"
+optimised="-Cprofile-use=$profile -Cllvm-args=-no-pgo-warn-mismatch"
 if [[ "$mode" == bench ]]; then
-  cargo bench --locked --bench load --target-dir "$pgo/use" -- --build pgo "$@"
+  RUSTFLAGS=$optimised cargo bench --locked --bench load --target-dir "$pgo/use" -- --build pgo "$@"
 else
-  cargo build --locked --release --bin tollgate --target-dir "$pgo/use"
+  RUSTFLAGS=$optimised cargo build --locked --release --bin tollgate --target-dir "$pgo/use"
   echo "built $pgo/use/release/tollgate"
 fi

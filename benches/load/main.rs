@@ -62,7 +62,11 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("drive") {
         if args.iter().any(|a| a == "--idle") {
             // Before the runtime starts: its threads inherit the policy.
-            idle_priority()?;
+            tollgate::http::enter_idle_policy().map_err(|policy| {
+                anyhow::anyhow!(
+                    "cannot move the load driver to the idle scheduling policy: {policy}"
+                )
+            })?;
         }
         return tokio::runtime::Runtime::new()?.block_on(drive(&args[1..]));
     }
@@ -91,25 +95,6 @@ fn main() -> anyhow::Result<()> {
         },
     };
     tokio::runtime::Runtime::new()?.block_on(suite(settings))
-}
-
-/// The calling thread, and the threads it starts later, run only on CPU time nothing else wants.
-fn idle_priority() -> anyhow::Result<()> {
-    let idle = thread_priority::ThreadSchedulePolicy::Normal(
-        thread_priority::NormalThreadSchedulePolicy::Idle,
-    );
-    // The crate also resets the niceness, which may be refused: the policy is what counts.
-    let _ = thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        thread_priority::ThreadPriority::Min,
-        idle,
-    );
-    let policy = thread_priority::thread_schedule_policy();
-    anyhow::ensure!(
-        matches!(policy, Ok(p) if p == idle),
-        "cannot move the load driver to the idle scheduling policy: {policy:?}"
-    );
-    Ok(())
 }
 
 /// `drive ADDR CERT_DIR ENDPOINT SECONDS CLIENTS [h2] [--rate R] [--idle]`: load against a server
@@ -528,7 +513,7 @@ async fn measure_pair(
 ) -> anyhow::Result<[WireFigures; 2]> {
     let round = settings.round();
     let mut cpu = [Vec::new(), Vec::new()];
-    let mut fixed: [Option<Outcome>; 2] = [None, None];
+    let mut fixed = [Outcome::new(), Outcome::new()];
     let mut throughput = [
         [Vec::new(), Vec::new(), Vec::new()],
         [Vec::new(), Vec::new(), Vec::new()],
@@ -539,10 +524,7 @@ async fn measure_pair(
             let (cpu_us, outcome) = at_fixed_rate(server, call, protocol, RATE, &round).await?;
             cpu[i].push(cpu_us);
             failed[i] += outcome.failed;
-            match &mut fixed[i] {
-                Some(all) => all.merge(outcome),
-                slot @ None => *slot = Some(outcome),
-            }
+            fixed[i].merge(outcome);
             for (samples, clients) in throughput[i].iter_mut().zip(THROTTLE_CONNECTIONS) {
                 let senders = server.target.senders(protocol, clients).await?;
                 let outcome = driver::open_throttle(senders, call, round.phase).await;
@@ -552,15 +534,14 @@ async fn measure_pair(
             }
         }
     }
-    let mut figures = |i: usize| -> anyhow::Result<WireFigures> {
-        Ok(WireFigures {
-            cpu_us: median(&cpu[i]),
-            fixed: fixed[i].take().context("no rounds measured")?,
-            throughput: [0, 1, 2].map(|c| median(&throughput[i][c])),
-            failed: failed[i],
-        })
+    let [first, second] = fixed;
+    let figures = |i: usize, fixed: Outcome| WireFigures {
+        cpu_us: median(&cpu[i]),
+        fixed,
+        throughput: [0, 1, 2].map(|c| median(&throughput[i][c])),
+        failed: failed[i],
     };
-    Ok([figures(0)?, figures(1)?])
+    Ok([figures(0, first), figures(1, second)])
 }
 
 fn median(samples: &[f64]) -> f64 {
@@ -774,8 +755,8 @@ async fn conversion_alongside(
              sharing this machine's cores does to a server that does no work of its own. \
              {ROUNDS} rounds, each: both servers alone, then both beside the conversions; \
              latencies merged over the rounds. The converting client runs at the idle scheduling \
-             policy, standing in for an apiserver on another machine: its own TLS and JSON work \
-             does not take the CPU from the servers, tollgate's side of the conversions does."
+             policy, standing in for an apiserver on another machine: its own TLS work does not \
+             take the CPU from the servers, tollgate's side of the conversions does."
         ),
         &[
             "/validate answered by",
@@ -1004,16 +985,13 @@ async fn policy_counts(
     }
     let round = settings.round();
     let mut cpu_rounds = vec![Vec::new(); started.len()];
-    let mut fixed: Vec<Option<Outcome>> = started.iter().map(|_| None).collect();
+    let mut fixed: Vec<Outcome> = started.iter().map(|_| Outcome::new()).collect();
     for _ in 0..ROUNDS {
         for (i, (_, server, _, _)) in started.iter().enumerate() {
             let (cpu_us, outcome) =
                 at_fixed_rate(server, validate, Protocol::Http1, RATE, &round).await?;
             cpu_rounds[i].push(cpu_us);
-            match &mut fixed[i] {
-                Some(all) => all.merge(outcome),
-                slot @ None => *slot = Some(outcome),
-            }
+            fixed[i].merge(outcome);
         }
     }
     let mut cpu = Vec::new();
@@ -1021,7 +999,6 @@ async fn policy_counts(
     for ((count, server, startup, idle), (rounds, outcome)) in
         started.iter().zip(cpu_rounds.iter().zip(fixed))
     {
-        let outcome = outcome.context("no rounds measured")?;
         let cpu_us = median(rounds);
         peak = procfs::rss_mib(server.pid())?.1;
         table.row(vec![

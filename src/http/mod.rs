@@ -26,6 +26,7 @@ use axum::Router;
 use axum::routing::{MethodRouter, get};
 use tower_http::catch_panic::CatchPanicLayer;
 
+// The load benchmark's converting client runs at the idle policy the same way.
 pub use admission::{
     AdmissionReviewIn, AdmissionReviewOut, Mode, ObjectForm, ReviewParseError,
     review_body as admission_review,
@@ -38,6 +39,8 @@ pub use front::Front;
 pub use guard::AnonymousClient;
 pub use routes::Endpoint;
 pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
+#[doc(hidden)]
+pub use worker::enter_idle_policy;
 
 /// Where the direct review reader (`json_reader`) reads `body` otherwise than `serde` would —
 /// as a JSON value, an AdmissionReview or a ConversionReview — for the fuzz targets.

@@ -66,22 +66,31 @@ fn yield_to_small_requests() {
         if niced.replace(true) {
             return;
         }
-        // First: the crate also sets the niceness (to 0, which it may not be allowed to: the
-        // policy is checked rather than its answer), and must not undo the +10 below.
-        let _ = thread_priority::set_thread_priority_and_policy(
-            thread_priority::thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            IDLE_POLICY,
-        );
-        let policy = thread_priority::thread_schedule_policy();
-        if !matches!(policy, Ok(IDLE_POLICY)) {
-            tracing::debug!(?policy, "cannot move the worker thread to the idle policy");
+        // First: setting the policy also sets the niceness, and must not undo the +10 below.
+        if let Err(policy) = enter_idle_policy() {
+            tracing::debug!(policy, "cannot move the worker thread to the idle policy");
         }
         let thread = rustix::thread::gettid();
         if let Err(e) = rustix::process::setpriority_process(Some(thread), POOL_NICENESS) {
             tracing::debug!(error = %e, "cannot lower the worker thread's priority");
         }
     });
+}
+
+/// Moves the calling thread to `SCHED_IDLE`; threads it starts afterwards inherit it. On
+/// refusal, the policy the thread is under instead.
+pub fn enter_idle_policy() -> Result<(), String> {
+    // The crate also sets the niceness (to 0, which it may not be allowed to): the policy is
+    // checked rather than its answer.
+    let _ = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        IDLE_POLICY,
+    );
+    match thread_priority::thread_schedule_policy() {
+        Ok(IDLE_POLICY) => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
 }
 
 #[derive(Debug, Clone)]
