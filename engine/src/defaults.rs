@@ -339,7 +339,17 @@ struct DefaultPlan {
 struct PropertyPlan {
     name: String,
     default: Option<Value>,
+    /// `nullable: true`: a `null` here is a value, never replaced by the default.
+    nullable: bool,
     nested: DefaultPlan,
+}
+
+impl PropertyPlan {
+    /// Whether `present` gets the default although the field is there: as the apiserver
+    /// defaults CRDs, a `null` where the schema does not allow one is replaced.
+    fn replaces(&self, present: Instance<'_>) -> bool {
+        self.default.is_some() && !self.nullable && present.is_null()
+    }
 }
 
 impl Defaulter {
@@ -401,7 +411,7 @@ impl DefaultPlan {
                 .iter()
                 .all(|prop| match value.get(&prop.name) {
                     None => prop.default.is_none(),
-                    Some(child) => prop.nested.is_complete(child, table),
+                    Some(child) => !prop.replaces(child) && prop.nested.is_complete(child, table),
                 })
                 && self.additional.as_ref().is_none_or(|additional| {
                     value
@@ -432,10 +442,15 @@ impl DefaultPlan {
         match value {
             Value::Object(map) => {
                 for prop in &self.properties {
-                    if !map.contains_key(&prop.name)
-                        && let Some(default) = &prop.default
-                    {
-                        inserted.mark(Step::key(&prop.name), Change::Add);
+                    let change = match map.get(&prop.name) {
+                        None => Some(Change::Add),
+                        Some(present) if prop.replaces(Instance::Value(present)) => {
+                            Some(Change::Replace)
+                        }
+                        Some(_) => None,
+                    };
+                    if let (Some(change), Some(default)) = (change, &prop.default) {
+                        inserted.mark(Step::key(&prop.name), change);
                         map.insert(prop.name.clone(), default.clone());
                     }
                     if let Some(child) = map.get_mut(&prop.name) {
@@ -556,6 +571,7 @@ impl Builder<'_> {
                 plan.properties.push(PropertyPlan {
                     name: name.clone(),
                     default,
+                    nullable: sub.get("nullable") == Some(&Value::Bool(true)),
                     nested,
                 });
             }
@@ -657,11 +673,13 @@ mod tests {
     }
 
     #[test]
-    fn never_overwrites_present_values_even_null_or_falsy() {
-        let schema = json!({"properties": {"a": {"default": 1}, "b": {"default": true}, "c": {"default": "x"}}});
+    fn never_overwrites_present_values_but_replaces_nulls_the_schema_forbids() {
+        let schema = json!({"properties": {"a": {"default": 1}, "b": {"default": true},
+            "c": {"default": "x"}, "d": {"default": "y", "nullable": true}}});
+        // As the apiserver defaults a CRD: a `null` that is not `nullable` takes the default.
         assert_eq!(
-            defaulted(schema, json!({"a": 0, "b": false, "c": null})),
-            json!({"a": 0, "b": false, "c": null})
+            defaulted(schema, json!({"a": 0, "b": false, "c": null, "d": null})),
+            json!({"a": 0, "b": false, "c": "x", "d": null})
         );
     }
 

@@ -26,7 +26,7 @@ pub fn go_duration_seconds(text: &str) -> Option<f64> {
             "m" => 60.0,
             "s" => 1.0,
             "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
+            "us" | "µs" | "μs" => 1e-6,
             "ns" => 1e-9,
             _ => return None,
         };

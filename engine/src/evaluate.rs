@@ -39,15 +39,25 @@ impl Verdict {
 pub fn validate(store: &Store, target: &Target<'_>) -> Verdict {
     let mut verdict = Verdict::default();
     for policy in store.matching(target) {
-        let violations = policy.violations(target);
+        let judgement = policy.judge(target);
         match policy.enforcement {
-            Enforcement::Enforce => verdict.denials.extend(violations),
+            Enforcement::Enforce => verdict.denials.extend(judgement.denials),
             Enforcement::Warn => verdict.warnings.extend(
-                violations
+                judgement
+                    .denials
                     .into_iter()
                     .map(|v| format!("policy {:?} (warn): {v}", policy.name)),
             ),
         }
+        // Ratcheting admits these; the warning says what a change to them would meet.
+        verdict
+            .warnings
+            .extend(judgement.ratcheted.into_iter().map(|v| {
+                format!(
+                    "policy {:?}: {v} (admitted: unchanged since it was stored)",
+                    policy.name
+                )
+            }));
     }
     verdict.denials.sort();
     verdict.denials.dedup();

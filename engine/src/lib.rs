@@ -19,6 +19,7 @@ mod immutable;
 pub mod instance;
 pub mod path;
 pub mod policy;
+mod ratchet;
 pub mod rollout;
 mod schema;
 pub mod selector;

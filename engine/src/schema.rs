@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use crate::path::{FieldPath, Segment};
 
-mod quick;
+mod dialect;
+mod formats;
+pub(crate) mod listtype;
+pub(crate) mod nulls;
 
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -27,8 +30,11 @@ pub fn compile(schema: &Value) -> Result<Validator, SchemaError> {
 /// through a document of it (its strings borrowed), so each schema is compiled and held once.
 pub struct CompiledSchema {
     pub(crate) validator: Validator<DocumentJson>,
-    /// Proves most objects valid without `validator` (which still decides the rest).
-    pub(crate) quick: quick::QuickSchema,
+    /// The schema as written: where nulls are dropped, lists are sets or maps, and values
+    /// correlate for ratcheting.
+    pub(crate) source: Value,
+    /// Whether `listtype` has anything to check.
+    pub(crate) structural: bool,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -41,7 +47,8 @@ pub fn compile_for_instances(schema: &Value) -> Result<CompiledSchema, SchemaErr
     let validator = compile_for::<DocumentJson>(schema)?;
     Ok(CompiledSchema {
         validator,
-        quick: quick::QuickSchema::compile(schema),
+        source: schema.clone(),
+        structural: listtype::is_needed(schema),
     })
 }
 
@@ -54,10 +61,12 @@ fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {
             message: format!("only JSON Schema draft 2020-12 is supported, not {declared:?}"),
         });
     }
-    jsonschema::options_for::<F>()
+    // Compiled from the schema as the apiserver reads it (the CRD dialect rewritten); errors
+    // still point into the schema as written, which the rewrite keeps in shape.
+    formats::register(jsonschema::options_for::<F>())
         .with_draft(Draft::Draft202012)
         .should_validate_formats(true)
-        .build(schema)
+        .build(&dialect::to_json_schema(schema))
         .map_err(|e| SchemaError {
             pointer: e.instance_path().as_str().to_string(),
             message: e.masked().to_string(),

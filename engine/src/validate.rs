@@ -24,30 +24,49 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A violation with the node whose schema raised it (the object, for a missing or unknown
+/// field of it): the value ratcheting compares with its old self.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Raised {
+    pub violation: Violation,
+    pub node: FieldPath,
+}
+
 /// Every schema violation of `object`, sorted by field path and without repeats.
-pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>) -> Vec<Violation> {
+pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>) -> Vec<Raised> {
     match object {
         Instance::Node(node) => violations_of(schema, node),
         Instance::Value(value) => match Document::from_value(value) {
             Ok(doc) => violations_of(schema, doc.root()),
             // Over four billion nodes: not an object anyone can send.
-            Err(TooLarge) => vec![Violation {
-                path: FieldPath::default(),
-                message: "is too large to validate".into(),
+            Err(TooLarge) => vec![Raised {
+                violation: Violation {
+                    path: FieldPath::default(),
+                    message: "is too large to validate".into(),
+                },
+                node: FieldPath::default(),
             }],
         },
     }
 }
 
-fn violations_of(schema: &CompiledSchema, object: Node<'_>) -> Vec<Violation> {
-    // Most objects are valid: the short-circuiting checks are cheaper than collecting errors.
-    if schema.quick.accepts(object) || schema.validator.is_valid(object) {
+fn violations_of(schema: &CompiledSchema, object: Node<'_>) -> Vec<Raised> {
+    // Most objects are valid: the short-circuiting check is cheaper than collecting errors.
+    if schema.validator.is_valid(object) {
         return Vec::new();
     }
-    let mut found: Vec<Violation> = schema
+    let mut found: Vec<Raised> = schema
         .validator
         .iter_errors(object)
-        .flat_map(|e| from_schema_error(&e))
+        .flat_map(|e| {
+            let node = instance_path(&e);
+            from_schema_error(&e)
+                .into_iter()
+                .map(move |violation| Raised {
+                    violation,
+                    node: node.clone(),
+                })
+        })
         .collect();
     found.sort();
     found.dedup();

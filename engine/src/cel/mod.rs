@@ -13,7 +13,6 @@
 //! converted to CEL values (`projection`), in one shared per-thread context holding the
 //! Kubernetes CEL libraries.
 
-mod native;
 mod projection;
 mod schema_rules;
 mod values;
@@ -29,7 +28,7 @@ use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::validate::Violation;
 use projection::Projection;
-pub use schema_rules::SchemaRules;
+pub use schema_rules::{Failures, SchemaRules};
 use values::Keys;
 
 const RULES_KEY: &str = "x-kubernetes-validations";
@@ -84,16 +83,6 @@ struct Expression {
     message_program: Option<Program>,
     /// How the default message names it: "rule" or "expression".
     label: &'static str,
-    /// The expression compiled for `native`, when it is simple enough.
-    native: Option<native::Native>,
-}
-
-/// What the native evaluator makes of an expression.
-enum Settled {
-    Passed,
-    Failed(String),
-    /// The interpreter decides (or builds the message).
-    Open,
 }
 
 impl Expression {
@@ -103,10 +92,8 @@ impl Expression {
         program: Program,
         message: Option<String>,
         message_program: Option<Program>,
-        schema: Option<&Arc<values::ValueSchema>>,
     ) -> Self {
         Self {
-            native: native::compile(program.expression(), schema),
             text: text.to_string(),
             program,
             message,
@@ -125,20 +112,6 @@ impl Expression {
             .any(|p| projection::iterates(p.expression()))
     }
 
-    /// The outcome straight from the JSON, when `native` can be certain of it.
-    fn native_outcome(&self, bindings: &[native::Binding<'_>]) -> Option<bool> {
-        self.native.as_ref()?.evaluate(bindings)
-    }
-
-    /// A native outcome with its message, unless the message needs the interpreter.
-    fn settle(&self, bindings: &[native::Binding<'_>]) -> Settled {
-        match self.native_outcome(bindings) {
-            Some(true) => Settled::Passed,
-            Some(false) if self.message_program.is_none() => Settled::Failed(self.static_message()),
-            _ => Settled::Open,
-        }
-    }
-
     /// The message when the expression is false: its `messageExpression` when that yields a
     /// string, else its `message`, else one naming it.
     fn message_when_false(&self, ctx: &Context<'_>) -> String {
@@ -155,36 +128,6 @@ impl Expression {
         self.message
             .clone()
             .unwrap_or_else(|| format!("failed {}: {}", self.label, self.text))
-    }
-}
-
-/// `object` and `oldObject` for the native evaluator (it leaves `request` to the interpreter),
-/// on the stack: a vector here was an allocation per review.
-struct NativeBindings<'a> {
-    both: [native::Binding<'a>; 2],
-    len: usize,
-}
-
-impl<'a> NativeBindings<'a> {
-    fn of(bindings: &Bindings<'a>) -> Self {
-        let object = native::Binding {
-            name: "object",
-            value: bindings.object,
-            schema: None,
-        };
-        let old = native::Binding {
-            name: "oldObject",
-            value: bindings.old_object.unwrap_or(bindings.object),
-            schema: None,
-        };
-        Self {
-            both: [object, old],
-            len: if bindings.old_object.is_some() { 2 } else { 1 },
-        }
-    }
-
-    fn as_slice(&self) -> &[native::Binding<'a>] {
-        &self.both[..self.len]
     }
 }
 
@@ -280,7 +223,7 @@ impl PolicyRules {
             if let Some(program) = compile_expression(&c.expression, at, &mut errors) {
                 compiled_conditions.push((
                     c.name.clone(),
-                    Expression::new("expression", &c.expression, program, None, None, None),
+                    Expression::new("expression", &c.expression, program, None, None),
                 ));
             }
         }
@@ -302,7 +245,6 @@ impl PolicyRules {
                     program,
                     v.message.clone(),
                     message_program,
-                    None,
                 ));
             }
         }
@@ -369,22 +311,6 @@ impl PolicyRules {
         if self.conditions.is_empty() {
             return Applies::Yes;
         }
-        // Conditions run in order: settled natively up to the first one that is not.
-        let natives = NativeBindings::of(bindings);
-        let mut settled = true;
-        for (_, condition) in &self.conditions {
-            match condition.native_outcome(natives.as_slice()) {
-                Some(true) => {}
-                Some(false) => return Applies::No,
-                None => {
-                    settled = false;
-                    break;
-                }
-            }
-        }
-        if settled {
-            return Applies::Yes;
-        }
         self.with_context(bindings, |ctx| {
             for (name, condition) in &self.conditions {
                 match condition.program.execute(ctx) {
@@ -410,25 +336,9 @@ impl PolicyRules {
         if self.validations.is_empty() {
             return Vec::new();
         }
-        let natives = NativeBindings::of(bindings);
-        let mut found = Vec::new();
-        let mut pending = Vec::new();
-        for v in &self.validations {
-            match v.settle(natives.as_slice()) {
-                Settled::Passed => {}
-                Settled::Failed(message) => found.push(Violation {
-                    path: FieldPath::default(),
-                    message,
-                }),
-                Settled::Open => pending.push(v),
-            }
-        }
-        if pending.is_empty() {
-            return found;
-        }
-        found.extend(self.with_context(bindings, |ctx| {
-            pending
-                .into_iter()
+        self.with_context(bindings, |ctx| {
+            self.validations
+                .iter()
                 .filter_map(|v| {
                     let message = match v.program.execute(ctx) {
                         Ok(CelValue::Bool(true)) => return None,
@@ -443,9 +353,8 @@ impl PolicyRules {
                         message,
                     })
                 })
-                .collect::<Vec<_>>()
-        }));
-        found
+                .collect()
+        })
     }
 }
 

@@ -12,10 +12,9 @@ use kube_cel::cel::{Context, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::native;
 use super::projection::Projection;
 use super::values::{Keys, ValueSchema, convert};
-use super::{Expression, RULES_KEY, Settled, compile_expression};
+use super::{Expression, RULES_KEY, compile_expression};
 use crate::instance::Instance;
 use crate::path::{FieldPath, Segment, escape_pointer};
 use crate::validate::Violation;
@@ -98,18 +97,19 @@ impl SchemaRules {
         self.iterates
     }
 
-    /// Every rule that fails for `object` (with `old_object` for transition rules).
-    pub fn violations(
-        &self,
-        object: Instance<'_>,
-        old_object: Option<Instance<'_>>,
-    ) -> Vec<Violation> {
-        let mut out = Vec::new();
+    /// Every rule that fails for `object` (with `old_object` for transition rules), split
+    /// into those that deny and those ratcheting lets through (`crate::ratchet`): a rule that
+    /// does not read `oldSelf`, failing on a value that did not change.
+    pub fn violations(&self, object: Instance<'_>, old_object: Option<Instance<'_>>) -> Failures {
+        let mut out = Failures::default();
         super::with_base(|base| {
             walk(
                 &self.root,
-                object,
-                old_object,
+                Pair {
+                    value: object,
+                    old: old_object,
+                    anchor: old_object.map(|old| (object, old)),
+                },
                 &mut WalkPath::new(),
                 &mut out,
                 base,
@@ -274,19 +274,43 @@ fn compile_rules(
         };
         rules.push(Rule {
             transition: program.references().has_variable("oldSelf"),
-            expression: Expression::new(
-                "rule",
-                &spec.rule,
-                program,
-                spec.message,
-                message_program,
-                Some(&value_schema),
-            ),
+            expression: Expression::new("rule", &spec.rule, program, spec.message, message_program),
             field_path,
             optional_old_self: spec.optional_old_self == Some(true),
         });
     }
     Some((rules, value_schema))
+}
+
+/// The rules' failures: those that deny, and those ratcheting admitted.
+#[derive(Debug, Default)]
+pub struct Failures {
+    pub denied: Vec<Violation>,
+    pub ratcheted: Vec<Violation>,
+}
+
+/// A value with its old self where one correlates, and the nearest pair above it (or itself)
+/// that correlates: what ratcheting compares.
+#[derive(Clone, Copy)]
+struct Pair<'a> {
+    value: Instance<'a>,
+    old: Option<Instance<'a>>,
+    anchor: Option<(Instance<'a>, Instance<'a>)>,
+}
+
+impl<'a> Pair<'a> {
+    fn child(self, value: Instance<'a>, old: Option<Instance<'a>>) -> Self {
+        Self {
+            value,
+            old,
+            anchor: old.map(|old| (value, old)).or(self.anchor),
+        }
+    }
+
+    fn unchanged(&self) -> bool {
+        self.anchor
+            .is_some_and(|(value, old)| crate::ratchet::same(value, old))
+    }
 }
 
 /// Where the walk is: borrowed from the rules and the object, made into a `FieldPath` only for
@@ -303,22 +327,21 @@ type WalkPath<'a> = smallvec::SmallVec<[At<'a>; 8]>;
 
 fn walk<'a>(
     node: &'a RuleNode,
-    value: Instance<'a>,
-    old: Option<Instance<'a>>,
+    at: Pair<'a>,
     path: &mut WalkPath<'a>,
-    out: &mut Vec<Violation>,
+    out: &mut Failures,
     base: &Context<'static>,
 ) {
+    let Pair { value, old, .. } = at;
     if !node.rules.is_empty() {
-        evaluate(node, value, old, path, out, base);
+        evaluate(node, at, path, out, base);
     }
     for (name, child) in &node.properties {
         if let Some(child_value) = value.get(name) {
             path.push(At::Key(name));
             walk(
                 child,
-                child_value,
-                old.and_then(|o| o.get(name)),
+                at.child(child_value, old.and_then(|o| o.get(name))),
                 path,
                 out,
                 base,
@@ -333,7 +356,7 @@ fn walk<'a>(
                 .as_deref()
                 .and_then(|keys| correlate(item, old?, keys));
             path.push(At::Index(idx));
-            walk(items, item, old_item, path, out, base);
+            walk(items, at.child(item, old_item), path, out, base);
             path.pop();
         }
     }
@@ -345,8 +368,7 @@ fn walk<'a>(
             path.push(At::Key(key));
             walk(
                 additional,
-                child_value,
-                old.and_then(|o| o.get(key)),
+                at.child(child_value, old.and_then(|o| o.get(key))),
                 path,
                 out,
                 base,
@@ -355,7 +377,7 @@ fn walk<'a>(
         }
     }
     for branch in &node.branches {
-        walk(branch, value, old, path, out, base);
+        walk(branch, at, path, out, base);
     }
 }
 
@@ -367,51 +389,19 @@ fn correlate<'a>(item: Instance<'_>, old: Instance<'a>, keys: &[String]) -> Opti
 
 fn evaluate(
     node: &RuleNode,
-    value: Instance<'_>,
-    old: Option<Instance<'_>>,
+    at: Pair<'_>,
     path: &[At<'_>],
-    out: &mut Vec<Violation>,
+    out: &mut Failures,
     base: &Context<'static>,
 ) {
-    let this = native::Binding {
-        name: "self",
-        value,
-        schema: Some(&*node.schema),
-    };
-    let both;
-    let bindings = match old {
-        Some(old) => {
-            both = [
-                this,
-                native::Binding {
-                    name: "oldSelf",
-                    value: old,
-                    schema: Some(&*node.schema),
-                },
-            ];
-            &both[..]
-        }
-        None => std::slice::from_ref(&this),
-    };
-    // Rules settled straight on the JSON need no CEL values; the rest go to the interpreter.
-    let mut pending = Vec::new();
-    for rule in &node.rules {
-        // An optional `oldSelf` is the interpreter's case. A transition rule without an old
-        // value (CREATE, or a field the old object lacked) is not evaluated at all, as in
-        // Kubernetes; skipped here, it costs no CEL scope.
-        let settled = if rule.optional_old_self {
-            Settled::Open
-        } else if rule.transition && old.is_none() {
-            continue;
-        } else {
-            rule.expression.settle(bindings)
-        };
-        match settled {
-            Settled::Passed => {}
-            Settled::Failed(message) => out.push(violation(path, rule, message)),
-            Settled::Open => pending.push(rule),
-        }
-    }
+    let Pair { value, old, .. } = at;
+    // A transition rule without an old value (CREATE, or a field the old object lacked) is
+    // not evaluated at all, as in Kubernetes; an optional `oldSelf` is bound either way.
+    let pending: Vec<&Rule> = node
+        .rules
+        .iter()
+        .filter(|rule| rule.optional_old_self || !rule.transition || old.is_some())
+        .collect();
     if pending.is_empty() {
         return;
     }
@@ -463,7 +453,12 @@ fn evaluate(
             Ok(_) => format!("rule \"{}\" did not evaluate to bool", expression.text),
             Err(e) => format!("rule evaluation error: {e}"),
         };
-        out.push(violation(path, rule, message));
+        let found = violation(path, rule, message);
+        if !rule.transition && at.unchanged() {
+            out.ratcheted.push(found);
+        } else {
+            out.denied.push(found);
+        }
     }
 }
 

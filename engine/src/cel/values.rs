@@ -35,9 +35,6 @@ pub struct ValueSchema {
     /// Sorted by length, then bytes: looked up for every field a rule reads, and a binary search
     /// that mostly compares lengths costs less than hashing the key (SipHash showed in the
     /// profile of every `/validate`) or a B-tree comparing every name it passes byte-wise.
-    ///
-    /// Shared, so that the native evaluator can hold the schema of each field a rule selects,
-    /// resolved once at load.
     properties: Vec<(String, Arc<ValueSchema>)>,
     items: Option<Arc<ValueSchema>>,
     additional: Option<Arc<ValueSchema>>,
@@ -95,16 +92,6 @@ impl ValueSchema {
             .map(|(_, child)| child)
             .or(self.additional.as_ref())
     }
-
-    /// A string here is a CEL string (not a timestamp, duration or bytes).
-    pub fn string_is_plain(&self) -> bool {
-        self.format == Format::Plain
-    }
-
-    /// CEL sees fields here that the JSON may lack (`apiVersion`, `kind`, `metadata`).
-    pub fn adds_fields(&self) -> bool {
-        self.embedded_resource
-    }
 }
 
 fn by_length_then_bytes(a: &str, b: &str) -> std::cmp::Ordering {
@@ -154,7 +141,11 @@ pub fn convert(
     let mut map = HashMap::new();
     for (key, child) in value.members() {
         let name = if escape_keys {
-            escape_field_name(key)
+            // A property CEL cannot name is not part of `self`.
+            let Some(name) = escape_field_name(key) else {
+                continue;
+            };
+            name
         } else {
             Cow::Borrowed(key)
         };
@@ -243,25 +234,41 @@ const CEL_RESERVED_WORDS: &[&str] = &[
     "while",
 ];
 
-/// The apiserver's escaping of property names that are not CEL identifiers.
-pub fn escape_field_name(name: &str) -> Cow<'_, str> {
-    if CEL_RESERVED_WORDS.contains(&name) {
-        return Cow::Owned(format!("__{name}__"));
+/// The apiserver's escaping of property names into CEL identifiers (k8s.io/apiserver
+/// `pkg/cel.Escape`): reserved words become `__word__`; `__`, `.`, `-` and `/` become
+/// `__underscores__`, `__dot__`, `__dash__` and `__slash__`; a single `_` stays as it is.
+/// `None` for a name CEL cannot see at all (empty, leading digit, any other character): the
+/// apiserver leaves such a property out of `self`.
+pub fn escape_field_name(name: &str) -> Option<Cow<'_, str>> {
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
     }
-    if !name.contains(['_', '.', '-', '/']) {
-        return Cow::Borrowed(name);
+    if CEL_RESERVED_WORDS.contains(&name) {
+        return Some(Cow::Owned(format!("__{name}__")));
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.chars().all(plain) && !name.contains("__") {
+        return Some(Cow::Borrowed(name));
     }
     let mut escaped = String::with_capacity(name.len() * 2);
-    for ch in name.chars() {
-        match ch {
-            '_' => escaped.push_str("__"),
-            '.' => escaped.push_str("__dot__"),
-            '-' => escaped.push_str("__dash__"),
-            '/' => escaped.push_str("__slash__"),
-            _ => escaped.push(ch),
-        }
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        let taken = if rest.starts_with("__") {
+            escaped.push_str("__underscores__");
+            2
+        } else {
+            match c {
+                '.' => escaped.push_str("__dot__"),
+                '-' => escaped.push_str("__dash__"),
+                '/' => escaped.push_str("__slash__"),
+                c if plain(c) => escaped.push(c),
+                _ => return None,
+            }
+            c.len_utf8()
+        };
+        rest = rest.get(taken..).unwrap_or_default();
     }
-    Cow::Owned(escaped)
+    Some(Cow::Owned(escaped))
 }
 
 /// A plain map of string keys, for the values tollgate builds itself (`request`).
@@ -327,10 +334,18 @@ mod tests {
 
     #[test]
     fn escapes_like_the_apiserver() {
-        assert_eq!(escape_field_name("replicas"), "replicas");
-        assert_eq!(escape_field_name("foo-bar"), "foo__dash__bar");
-        assert_eq!(escape_field_name("a_b.c/d"), "a__b__dot__c__slash__d");
-        assert_eq!(escape_field_name("namespace"), "__namespace__");
+        let escaped = |name| escape_field_name(name).map(Cow::into_owned);
+        assert_eq!(escaped("replicas").as_deref(), Some("replicas"));
+        assert_eq!(escaped("team_name").as_deref(), Some("team_name"));
+        assert_eq!(escaped("foo-bar").as_deref(), Some("foo__dash__bar"));
+        assert_eq!(escaped("a_b.c/d").as_deref(), Some("a_b__dot__c__slash__d"));
+        assert_eq!(escaped("a__b").as_deref(), Some("a__underscores__b"));
+        assert_eq!(escaped("a___b").as_deref(), Some("a__underscores___b"));
+        assert_eq!(escaped("namespace").as_deref(), Some("__namespace__"));
+        assert_eq!(escaped("_x").as_deref(), Some("_x"));
+        for hidden in ["", "1st", "a:b", "a b", "é"] {
+            assert_eq!(escaped(hidden), None, "{hidden:?}");
+        }
     }
 
     #[test]

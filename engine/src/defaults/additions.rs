@@ -171,15 +171,20 @@ impl DefaultPlan {
                 // Added before (by a `$ref` here, an earlier policy, or a `null` label map
                 // replaced): defaulted where it now is, as `apply` finds it in the object.
                 let added_before = additions.position(path, &name).is_some();
-                match value.get(&prop.name) {
-                    Some(child) if !added_before => {
+                let present = value.get(&prop.name);
+                match present {
+                    Some(child) if !added_before && !prop.replaces(child) => {
                         path.push(name);
                         prop.nested.add_missing(child, table, path, additions);
                         path.pop();
                     }
                     None if !added_before && prop.default.is_none() => {}
                     _ => {
-                        let added = additions.at_or_add(path, name, Change::Add, || {
+                        let change = match present {
+                            Some(_) => Change::Replace,
+                            None => Change::Add,
+                        };
+                        let added = additions.at_or_add(path, name, change, || {
                             prop.default.clone().unwrap_or_default()
                         });
                         prop.nested.apply(added, table, &mut Inserted::off());

@@ -15,8 +15,9 @@ use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::rollout::Rollout;
 use crate::schema::CompiledSchema;
+use crate::schema::{listtype, nulls};
 use crate::selector::LabelSelector;
-use crate::validate::{self, Violation};
+use crate::validate::{self, Raised, Violation};
 
 /// Where a policy came from, for messages and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,47 +134,96 @@ impl CompiledPolicy {
         }
     }
 
-    /// Everything this policy finds wrong with the target: schema violations, CEL rules in the
-    /// schema and in `spec.validations`, and on UPDATE changed immutable fields.
-    pub fn violations(&self, target: &Target<'_>) -> Vec<Violation> {
+    /// Everything this policy finds wrong with the target: schema violations, the CRD
+    /// dialect's list and embedded-resource checks, CEL rules in the schema and in
+    /// `spec.validations`, and on UPDATE changed immutable fields — judged, as the apiserver
+    /// judges a custom resource, on the object with its defaults in place and its forbidden
+    /// `null`s dropped. On UPDATE, failures at values that did not change are ratcheted.
+    pub fn judge(&self, target: &Target<'_>) -> Judgement {
+        let mut judgement = Judgement::default();
         let Some(object) = target.object else {
-            return Vec::new();
+            return judgement;
         };
-        let mut found = Vec::new();
-        if self.schema_rules.is_some() || self.policy_rules.is_some() {
-            // The apiserver calls validating webhooks after the mutating ones, so CEL (match
-            // conditions included) sees the object with this policy's defaults in place.
-            let defaulted = |value| with_defaults(&self.defaulter, value);
-            let object = defaulted(object);
-            let previous = target.previous().map(defaulted);
-            let bindings = target.bindings(object.get(), previous.as_ref().map(Defaulted::get));
-            if let Some(rules) = &self.policy_rules {
-                match rules.applies(&bindings) {
-                    Applies::No => return Vec::new(),
-                    Applies::Error(message) => {
-                        return vec![Violation {
-                            path: FieldPath::default(),
-                            message,
-                        }];
-                    }
-                    Applies::Yes => found.extend(rules.violations(&bindings)),
+        let previous = target.previous();
+        if previous.is_some_and(|old| crate::ratchet::only_lets_go(object, old)) {
+            return judgement;
+        }
+        // The apiserver calls validating webhooks after the mutating ones, and defaults a
+        // custom resource as it decodes it: everything is judged with the defaults in place.
+        let judged = self.as_judged(object);
+        let judged_previous = previous.map(|old| self.as_judged(old));
+        let object = judged.get();
+        let old = judged_previous.as_ref().map(Judged::get);
+        if let Some(rules) = &self.policy_rules {
+            let bindings = target.bindings(object, old);
+            match rules.applies(&bindings) {
+                Applies::No => return judgement,
+                Applies::Error(message) => {
+                    judgement.denials.push(Violation {
+                        path: FieldPath::default(),
+                        message,
+                    });
+                    return judgement;
                 }
+                Applies::Yes => judgement.denials.extend(rules.violations(&bindings)),
             }
-            if let Some(rules) = &self.schema_rules {
-                found.extend(rules.violations(object.get(), previous.as_ref().map(Defaulted::get)));
-            }
+        }
+        if let Some(rules) = &self.schema_rules {
+            let failures = rules.violations(object, old);
+            judgement.denials.extend(failures.denied);
+            judgement.ratcheted.extend(failures.ratcheted);
         }
         if let Some(schema) = &self.schema {
-            found.extend(validate::instance_violations(schema, object));
+            let mut raised = validate::instance_violations(schema, object);
+            if schema.structural {
+                raised.extend(
+                    listtype::violations(&schema.source, object)
+                        .into_iter()
+                        .map(|violation| {
+                            // Raised by the list (or the embedded object) the path ends in.
+                            let mut node = violation.path.clone();
+                            node.0.pop();
+                            Raised { violation, node }
+                        }),
+                );
+            }
+            for Raised { violation, node } in raised {
+                let ratcheted = old.is_some_and(|old| {
+                    crate::ratchet::is_unchanged_at(Some(&schema.source), object, old, &node.0)
+                });
+                if ratcheted {
+                    judgement.ratcheted.push(violation);
+                } else {
+                    judgement.denials.push(violation);
+                }
+            }
         }
-        if let Some(old) = target.previous() {
-            found.extend(immutable::immutable_violations(
+        if let Some(old) = previous {
+            judgement.denials.extend(immutable::immutable_violations(
                 &self.immutable,
-                object,
+                target.object.unwrap_or(object),
                 old,
             ));
         }
-        found
+        judgement
+    }
+
+    /// `object` as the apiserver would judge it: its defaults in place, forbidden `null`s
+    /// dropped — borrowed when that changes nothing.
+    fn as_judged<'v>(&self, object: Instance<'v>) -> Judged<'v> {
+        let drops_nulls = self
+            .schema
+            .as_ref()
+            .is_some_and(|s| nulls::any_dropped(&s.source, object));
+        if self.defaulter.is_complete(object) && !drops_nulls {
+            return Judged::AsSent(object);
+        }
+        let mut copy = object.to_value().into_owned();
+        self.defaulter.apply(&mut copy);
+        if let Some(schema) = &self.schema {
+            nulls::prune(&schema.source, &mut copy);
+        }
+        Judged::Copied(copy)
     }
 
     /// Applies the static labels/annotations and the schema defaults, never overwriting a value.
@@ -193,29 +243,28 @@ impl CompiledPolicy {
     }
 }
 
-/// An object with the schema defaults in place: the object itself when none is missing.
-enum Defaulted<'v> {
-    Complete(Instance<'v>),
+/// What one policy makes of a request.
+#[derive(Debug, Default)]
+pub struct Judgement {
+    /// Violations that deny (or warn, for a `warn` policy).
+    pub denials: Vec<Violation>,
+    /// Violations ratcheting admitted: raised at values the UPDATE did not change.
+    pub ratcheted: Vec<Violation>,
+}
+
+/// An object as judged: the object itself when judging changes nothing in it.
+enum Judged<'v> {
+    AsSent(Instance<'v>),
     Copied(Value),
 }
 
-impl Defaulted<'_> {
+impl Judged<'_> {
     fn get(&self) -> Instance<'_> {
         match self {
-            Defaulted::Complete(instance) => *instance,
-            Defaulted::Copied(value) => Instance::Value(value),
+            Judged::AsSent(instance) => *instance,
+            Judged::Copied(value) => Instance::Value(value),
         }
     }
-}
-
-/// `value` with the schema defaults in place, copied only when one is missing.
-fn with_defaults<'v>(defaulter: &Defaulter, value: Instance<'v>) -> Defaulted<'v> {
-    if defaulter.is_complete(value) {
-        return Defaulted::Complete(value);
-    }
-    let mut copy = value.to_value().into_owned();
-    defaulter.apply(&mut copy);
-    Defaulted::Copied(copy)
 }
 
 fn labels_of(object: Instance<'_>) -> BTreeMap<String, String> {
