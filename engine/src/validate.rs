@@ -30,6 +30,9 @@ impl fmt::Display for Violation {
 pub(crate) struct Raised {
     pub violation: Violation,
     pub node: FieldPath,
+    /// A failure the apiserver will not run CEL rules past (`hasBlockingErr`: a wrong type or
+    /// format, a missing field, a value not in `enum`, too long, too many).
+    pub blocking: bool,
 }
 
 /// Every schema violation of `object`, sorted by field path and without repeats.
@@ -45,6 +48,7 @@ pub(crate) fn instance_violations(schema: &CompiledSchema, object: Instance<'_>)
                     message: "is too large to validate".into(),
                 },
                 node: FieldPath::default(),
+                blocking: true,
             }],
         },
     }
@@ -60,11 +64,22 @@ fn violations_of(schema: &CompiledSchema, object: Node<'_>) -> Vec<Raised> {
         .iter_errors(object)
         .flat_map(|e| {
             let node = instance_path(&e);
+            let blocking = matches!(
+                e.kind(),
+                ValidationErrorKind::Type { .. }
+                    | ValidationErrorKind::Format { .. }
+                    | ValidationErrorKind::Required { .. }
+                    | ValidationErrorKind::Enum { .. }
+                    | ValidationErrorKind::MaxLength { .. }
+                    | ValidationErrorKind::MaxItems { .. }
+                    | ValidationErrorKind::MaxProperties { .. }
+            );
             from_schema_error(&e)
                 .into_iter()
                 .map(move |violation| Raised {
                     violation,
                     node: node.clone(),
+                    blocking,
                 })
         })
         .collect();

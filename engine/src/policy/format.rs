@@ -43,6 +43,9 @@ pub struct PolicySpec {
     /// JSON Schema (draft 2020-12) for the whole object; `default` keywords drive defaulting.
     #[serde(default)]
     pub schema: Option<Value>,
+    /// Takes `schema` from a CRD manifest instead, so the CRD stays the one source.
+    #[serde(default)]
+    pub schema_from: Option<SchemaFrom>,
     /// Field paths that may not change once set (checked on UPDATE).
     #[serde(default)]
     pub immutable: Vec<String>,
@@ -60,6 +63,16 @@ pub struct PolicySpec {
     /// CEL expressions that must all be true for the policy to apply.
     #[serde(default)]
     pub match_conditions: Vec<MatchConditionSpec>,
+}
+
+/// `spec.schemaFrom`: the `openAPIV3Schema` of one version of a CRD manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchemaFrom {
+    /// The CRD's file, relative to the policy file.
+    pub crd: std::path::PathBuf,
+    /// The CRD version whose schema to take.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

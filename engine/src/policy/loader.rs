@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::format::{MatchSpec, POLICY_API_VERSION, POLICY_KIND, PolicyDocument, PolicySpec};
+use super::format::{
+    MatchSpec, POLICY_API_VERSION, POLICY_KIND, PolicyDocument, PolicySpec, SchemaFrom,
+};
 use super::store::{CompiledPolicy, Matcher, Origin, Store};
 use super::yaml::{self, SourceDocument};
 use crate::cel::{PolicyRules, SchemaRules};
@@ -174,7 +176,20 @@ fn compile_document(
     if name.is_empty() {
         fail("/metadata/name", "metadata.name must not be empty".into());
     }
-    let spec = parsed.spec;
+    let mut spec = parsed.spec;
+    if let Some(from) = spec.schema_from.take() {
+        if spec.schema.is_some() {
+            fail(
+                "/spec/schemaFrom",
+                "spec.schemaFrom: give either spec.schema or spec.schemaFrom, not both".into(),
+            );
+        } else {
+            match schema_from_crd(file, &from) {
+                Ok(schema) => spec.schema = Some(schema),
+                Err(message) => fail("/spec/schemaFrom", format!("spec.schemaFrom: {message}")),
+            }
+        }
+    }
     check_match(&spec.match_, &mut fail);
     let selector = compile_selector(&spec.match_, &mut fail);
     let validator = compile_schema(spec.schema.as_ref(), &mut fail);
@@ -229,6 +244,54 @@ fn compile_document(
         conversion,
         rollout,
     })
+}
+
+/// The `openAPIV3Schema` of version `from.version` of the CRD manifest `from.crd` (relative to
+/// the policy file `policy_file`).
+fn schema_from_crd(policy_file: &Path, from: &SchemaFrom) -> Result<Value, String> {
+    let path = policy_file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(&from.crd);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let docs = yaml::parse_documents(&text)
+        .map_err(|e| format!("{}:{}: invalid YAML: {}", path.display(), e.line, e.message))?;
+    let crd = docs
+        .iter()
+        .map(|doc| &doc.value)
+        .find(|doc| doc.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition"))
+        .ok_or_else(|| format!("{} holds no CustomResourceDefinition", path.display()))?;
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let version = versions
+        .iter()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(from.version.as_str()))
+        .ok_or_else(|| {
+            let names: Vec<&str> = versions
+                .iter()
+                .filter_map(|v| v.get("name").and_then(Value::as_str))
+                .collect();
+            format!(
+                "{} has no version {:?} (it has {})",
+                path.display(),
+                from.version,
+                names.join(", ")
+            )
+        })?;
+    version
+        .pointer("/schema/openAPIV3Schema")
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "version {:?} of {} has no schema.openAPIV3Schema",
+                from.version,
+                path.display()
+            )
+        })
 }
 
 /// The document as a typed policy, or `None` after reporting why it is not one.

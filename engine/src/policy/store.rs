@@ -168,34 +168,47 @@ impl CompiledPolicy {
                 Applies::Yes => judgement.denials.extend(rules.violations(&bindings)),
             }
         }
-        if let Some(rules) = &self.schema_rules {
-            let failures = rules.violations(object, old);
-            judgement.denials.extend(failures.denied);
-            judgement.ratcheted.extend(failures.ratcheted);
-        }
+        // As the apiserver: schema keywords, then embedded resources and list invariants, and
+        // CEL rules only when none of those failed in a way that blocks them.
+        let mut blocked = false;
         if let Some(schema) = &self.schema {
-            let mut raised = validate::instance_violations(schema, object);
-            if schema.structural {
-                raised.extend(
-                    listtype::violations(&schema.source, object)
-                        .into_iter()
-                        .map(|violation| {
-                            // Raised by the list (or the embedded object) the path ends in.
-                            let mut node = violation.path.clone();
-                            node.0.pop();
-                            Raised { violation, node }
-                        }),
-                );
-            }
-            for Raised { violation, node } in raised {
+            for Raised {
+                violation,
+                node,
+                blocking,
+            } in validate::instance_violations(schema, object)
+            {
                 let ratcheted = old.is_some_and(|old| {
                     crate::ratchet::is_unchanged_at(Some(&schema.source), object, old, &node.0)
                 });
                 if ratcheted {
                     judgement.ratcheted.push(violation);
                 } else {
+                    blocked |= blocking;
                     judgement.denials.push(violation);
                 }
+            }
+            if schema.structural {
+                let found = listtype::violations(&schema.source, object);
+                judgement.denials.extend(found.embedded);
+                // On UPDATE, list invariants are checked only if the old object kept them.
+                let old_lists_hold = old
+                    .is_none_or(|old| listtype::violations(&schema.source, old).lists.is_empty());
+                if old_lists_hold {
+                    judgement.denials.extend(found.lists);
+                }
+            }
+        }
+        if let Some(rules) = &self.schema_rules {
+            if blocked {
+                judgement.denials.push(Violation {
+                    path: FieldPath::default(),
+                    message: "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+                });
+            } else {
+                let failures = rules.violations(object, old);
+                judgement.denials.extend(failures.denied);
+                judgement.ratcheted.extend(failures.ratcheted);
             }
         }
         if let Some(old) = previous {

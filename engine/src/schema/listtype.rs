@@ -17,11 +17,18 @@ use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
 use crate::validate::Violation;
 
-/// Every structural violation of `object` against `schema` (the schema as written).
-pub fn violations(schema: &Value, object: Instance<'_>) -> Vec<Violation> {
-    let mut found = Vec::new();
+/// Every structural violation of `object` against `schema` (the schema as written): those of
+/// `set` and `map` lists, then those of embedded resources (judged apart on UPDATE).
+pub fn violations(schema: &Value, object: Instance<'_>) -> Found {
+    let mut found = Found::default();
     walk(schema, object, &mut Vec::new(), &mut found, 0);
     found
+}
+
+#[derive(Debug, Default)]
+pub struct Found {
+    pub lists: Vec<Violation>,
+    pub embedded: Vec<Violation>,
 }
 
 /// Whether `schema` uses anything this module checks (asked once, at load).
@@ -45,7 +52,7 @@ fn walk(
     schema: &Value,
     value: Instance<'_>,
     path: &mut Vec<Segment>,
-    found: &mut Vec<Violation>,
+    found: &mut Found,
     depth: usize,
 ) {
     // Deeper than any object the apiserver accepts (its decoder stops at 10,000 levels, but
@@ -58,8 +65,8 @@ fn walk(
     };
     if value.array_len().is_some() {
         match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
-            Some("set") => set_duplicates(value, path, found),
-            Some("map") => map_duplicates(node, value, path, found),
+            Some("set") => set_duplicates(value, path, &mut found.lists),
+            Some("map") => map_duplicates(node, value, path, &mut found.lists),
             _ => {}
         }
         if let Some(items) = node.get("items") {
@@ -75,7 +82,7 @@ fn walk(
         return;
     }
     if node.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)) {
-        embedded_resource(value, path, found);
+        embedded_resource(value, path, &mut found.embedded);
     }
     let properties = node.get("properties").and_then(Value::as_object);
     let additional = node.get("additionalProperties").filter(|a| a.is_object());
@@ -212,8 +219,11 @@ mod tests {
     use serde_json::json;
 
     fn paths(schema: &Value, object: &Value) -> Vec<String> {
-        violations(schema, object.into())
+        let found = violations(schema, object.into());
+        found
+            .lists
             .into_iter()
+            .chain(found.embedded)
             .map(|v| v.path.to_string())
             .collect()
     }
