@@ -646,7 +646,7 @@ fn without_pruned_nulls(tollgate: &Value, apiserver: &Value) -> Value {
     match (tollgate, apiserver) {
         (Value::Object(t), Value::Object(a)) => Value::Object(
             t.iter()
-                .filter(|(k, v)| !(v.is_null() && !a.contains_key(*k)))
+                .filter(|(k, v)| !v.is_null() || a.contains_key(*k))
                 .map(|(k, v)| {
                     (
                         k.clone(),
