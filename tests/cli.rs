@@ -735,7 +735,7 @@ fn test_fails_on_a_wrong_expectation_and_names_the_case() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_suite(
         dir.path(),
-        "  - name: right\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: false, violations: [spec.endpoint, spec.credentialsSecretRef]}\n  - name: deliberately wrong\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: true, violations: [spec.endpoint]}\n",
+        "  - name: right\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: false, violations: [spec.endpoint, spec.credentialsSecretRef, (object)]}\n  - name: deliberately wrong\n    object: {apiVersion: payments.example.com/v1, kind: PaymentGateway, metadata: {name: a}, spec: {provider: stripe}}\n    expect: {allowed: true, violations: [spec.endpoint]}\n",
     );
     let junit = dir.path().join("junit.xml");
     let (code, stdout, _) = policy_test(&[
@@ -756,7 +756,7 @@ fn test_fails_on_a_wrong_expectation_and_names_the_case() {
         stdout.contains("expected allowed: true, but it was denied"),
         "{stdout}"
     );
-    assert!(stdout.contains("expected violations [spec.endpoint], found [spec.credentialsSecretRef: is required; spec.endpoint: is required]"), "{stdout}");
+    assert!(stdout.contains("expected violations [spec.endpoint], found [(object): some validation rules were not checked because the object was invalid; correct the existing errors to complete validation; spec.credentialsSecretRef: is required; spec.endpoint: is required]"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
     let xml = std::fs::read_to_string(&junit).expect("junit written");
     assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
