@@ -41,7 +41,7 @@ pub fn is_unchanged_at(
             None => break,
         }
     }
-    same(new_at, old_at)
+    new_at == old_at
 }
 
 /// The item of `old` (a `map` list) with the same key values as `item`.
@@ -63,60 +63,64 @@ fn correlated_item<'o>(
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    map_list_item(item, old, &keys)
+}
+
+/// The item of the map-type list `old` whose `keys` hold the same values as in `item` (a key
+/// missing from both counts as equal).
+pub(crate) fn map_list_item<'o>(
+    item: Instance<'_>,
+    old: Instance<'o>,
+    keys: &[impl AsRef<str>],
+) -> Option<Instance<'o>> {
     old.items().find(|candidate| {
-        keys.iter().all(|k| match (candidate.get(k), item.get(k)) {
-            (Some(a), Some(b)) => same(a, b),
-            (None, None) => true,
-            _ => false,
-        })
+        keys.iter()
+            .all(|k| candidate.get(k.as_ref()) == item.get(k.as_ref()))
     })
 }
 
-pub(crate) fn same(a: Instance<'_>, b: Instance<'_>) -> bool {
-    a.to_value() == b.to_value()
+/// An UPDATE tollgate never denies: it removes finalizers (and nothing else changes), or the
+/// object is being deleted and only its metadata changes. Compared member by member: no copy
+/// of either object.
+pub fn only_lets_go(new: Instance<'_>, old: Instance<'_>) -> bool {
+    fn metadata<'a>(object: Instance<'a>, field: &str) -> Option<Instance<'a>> {
+        object.get("metadata")?.get(field)
+    }
+    let being_deleted = metadata(new, "deletionTimestamp").is_some_and(|t| !t.is_null());
+    if being_deleted && same_members_except(new, old, &["metadata"]) {
+        return true;
+    }
+    let finalizers = |object| {
+        metadata(object, "finalizers")
+            .into_iter()
+            .flat_map(Instance::items)
+    };
+    let (now, before) = (finalizers(new).count(), finalizers(old).count());
+    let removes_only = now < before && finalizers(new).all(|f| finalizers(old).any(|o| o == f));
+    removes_only
+        && same_members_except(new, old, &["metadata"])
+        && match (new.get("metadata"), old.get("metadata")) {
+            (Some(new_meta), Some(old_meta)) => same_members_except(
+                new_meta,
+                old_meta,
+                &["finalizers", "resourceVersion", "managedFields"],
+            ),
+            _ => false,
+        }
 }
 
-/// An UPDATE tollgate never denies: it removes finalizers (and nothing else changes), or the
-/// object is being deleted and only its metadata changes.
-pub fn only_lets_go(new: Instance<'_>, old: Instance<'_>) -> bool {
-    let without = |object: Instance<'_>, fields: &[&str]| -> Value {
-        let mut copy = object.to_value().into_owned();
-        if let Some(metadata) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
-            for field in fields {
-                metadata.remove(*field);
-            }
-        }
-        copy
-    };
-    let being_deleted = new
-        .get("metadata")
-        .and_then(|m| m.get("deletionTimestamp"))
-        .is_some_and(|t| !t.is_null());
-    if being_deleted {
-        let rest = |object: Instance<'_>| {
-            let mut copy = object.to_value().into_owned();
-            if let Some(map) = copy.as_object_mut() {
-                map.remove("metadata");
-            }
-            copy
-        };
-        if rest(new) == rest(old) {
-            return true;
-        }
-    }
-    let finalizers = |object: Instance<'_>| -> Vec<Value> {
+/// Whether objects `a` and `b` have the same members apart from `skipped`.
+fn same_members_except(a: Instance<'_>, b: Instance<'_>, skipped: &[&str]) -> bool {
+    let kept = |object: Instance<'_>| {
         object
-            .get("metadata")
-            .and_then(|m| m.get("finalizers"))
-            .map(|f| f.to_value())
-            .and_then(|f| f.as_array().cloned())
-            .unwrap_or_default()
+            .members()
+            .filter(|(name, _)| !skipped.contains(name))
+            .count()
     };
-    let (now, before) = (finalizers(new), finalizers(old));
-    now.len() < before.len()
-        && now.iter().all(|f| before.contains(f))
-        && without(new, &["finalizers", "resourceVersion", "managedFields"])
-            == without(old, &["finalizers", "resourceVersion", "managedFields"])
+    kept(a) == kept(b)
+        && a.members()
+            .filter(|(name, _)| !skipped.contains(name))
+            .all(|(name, value)| b.get(name) == Some(value))
 }
 
 #[cfg(test)]

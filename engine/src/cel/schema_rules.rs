@@ -308,8 +308,7 @@ impl<'a> Pair<'a> {
     }
 
     fn unchanged(&self) -> bool {
-        self.anchor
-            .is_some_and(|(value, old)| crate::ratchet::same(value, old))
+        self.anchor.is_some_and(|(value, old)| value == old)
     }
 }
 
@@ -354,7 +353,7 @@ fn walk<'a>(
             let old_item = node
                 .list_map_keys
                 .as_deref()
-                .and_then(|keys| correlate(item, old?, keys));
+                .and_then(|keys| crate::ratchet::map_list_item(item, old?, keys));
             path.push(At::Index(idx));
             walk(items, at.child(item, old_item), path, out, base);
             path.pop();
@@ -379,12 +378,6 @@ fn walk<'a>(
     for branch in &node.branches {
         walk(branch, at, path, out, base);
     }
-}
-
-/// The old item of a map-type list (`old`) with the same key values as `item`.
-fn correlate<'a>(item: Instance<'_>, old: Instance<'a>, keys: &[String]) -> Option<Instance<'a>> {
-    old.items()
-        .find(|candidate| keys.iter().all(|k| candidate.get(k) == item.get(k)))
 }
 
 fn evaluate(

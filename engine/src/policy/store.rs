@@ -141,16 +141,16 @@ impl CompiledPolicy {
     /// `null`s dropped. On UPDATE, failures at values that did not change are ratcheted.
     pub fn judge(&self, target: &Target<'_>) -> Judgement {
         let mut judgement = Judgement::default();
-        let Some(object) = target.object else {
+        let Some(sent) = target.object else {
             return judgement;
         };
         let previous = target.previous();
-        if previous.is_some_and(|old| crate::ratchet::only_lets_go(object, old)) {
+        if previous.is_some_and(|old| crate::ratchet::only_lets_go(sent, old)) {
             return judgement;
         }
         // The apiserver calls validating webhooks after the mutating ones, and defaults a
         // custom resource as it decodes it: everything is judged with the defaults in place.
-        let judged = self.as_judged(object);
+        let judged = self.as_judged(sent);
         let judged_previous = previous.map(|old| self.as_judged(old));
         let object = judged.get();
         let old = judged_previous.as_ref().map(Judged::get);
@@ -192,9 +192,10 @@ impl CompiledPolicy {
                 let found = listtype::violations(&schema.source, object);
                 judgement.denials.extend(found.embedded);
                 // On UPDATE, list invariants are checked only if the old object kept them.
-                let old_lists_hold = old
-                    .is_none_or(|old| listtype::violations(&schema.source, old).lists.is_empty());
-                if old_lists_hold {
+                let old_lists_hold = || {
+                    old.is_none_or(|old| listtype::violations(&schema.source, old).lists.is_empty())
+                };
+                if !found.lists.is_empty() && old_lists_hold() {
                     judgement.denials.extend(found.lists);
                 }
             }
@@ -212,11 +213,9 @@ impl CompiledPolicy {
             }
         }
         if let Some(old) = previous {
-            judgement.denials.extend(immutable::immutable_violations(
-                &self.immutable,
-                target.object.unwrap_or(object),
-                old,
-            ));
+            judgement
+                .denials
+                .extend(immutable::immutable_violations(&self.immutable, sent, old));
         }
         judgement
     }

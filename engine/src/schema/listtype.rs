@@ -11,6 +11,8 @@
 //!
 //! Like the apiserver, the walk follows `properties`, `additionalProperties` and `items`.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::instance::Instance;
@@ -105,12 +107,17 @@ fn at(path: &[Segment], last: Option<Segment>, message: String) -> Violation {
     }
 }
 
-/// The index of the first repeat of each value that repeats.
+/// The index of the first repeat of each value that repeats. Values are told apart by their
+/// JSON text, as the apiserver tells compound items apart (`json.Marshal`; object members come
+/// out sorted, and `1` and `1.0` stay different, as Go's int64 and float64 do): one pass, so a
+/// long list costs no more than reading it.
 fn first_repeats(keys: &[Value]) -> Vec<usize> {
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(keys.len());
     let mut repeats = Vec::new();
     for (idx, key) in keys.iter().enumerate() {
-        let earlier = keys.iter().take(idx).filter(|k| *k == key).count();
-        if earlier == 1 {
+        let times = seen.entry(key.to_string()).or_default();
+        *times += 1;
+        if *times == 2 {
             repeats.push(idx);
         }
     }
@@ -238,6 +245,15 @@ mod tests {
             ["tags[2]", "tags[4]"]
         );
         assert!(paths(&schema, &json!({"tags": ["a", "b"]})).is_empty());
+        // Objects are the same item whatever the order of their members.
+        let objects = json!({"properties": {"o": {"x-kubernetes-list-type": "set"}}});
+        assert_eq!(
+            paths(
+                &objects,
+                &json!({"o": [{"a": 1, "b": 2}, {"b": 2, "a": 1}]})
+            ),
+            ["o[1]"]
+        );
         // 1 and 1.0 are different values to the apiserver (int64 and float64).
         let numbers = json!({"properties": {"n": {"x-kubernetes-list-type": "set"}}});
         assert!(paths(&numbers, &json!({"n": [1, 1.0]})).is_empty());
