@@ -2,7 +2,8 @@
 //! loaded as a tollgate policy (`schemaFrom` the same file), the same objects judged by both —
 //! `dryRun=All&fieldValidation=Strict` creates and replaces against the CRD, `tollgate review`
 //! (the binary) against the policy. Verdicts, the set of field paths and the defaulted object
-//! must agree for every case; a deliberate difference is named in `EXCLUSIONS` and the README.
+//! must agree for every case. The one deliberate difference (forbidden `null`s, which `/mutate`
+//! leaves and the apiserver drops) is named in `without_pruned_nulls` and the README.
 //!
 //! Two stages: the loose CRD (tests/differential/crd-loose.yaml), then the tight one, with the
 //! objects the UPDATE cases start from stored under the loose schema — ratcheting.
@@ -23,10 +24,6 @@ use support::cluster::Cluster;
 
 const NS: &str = "diff";
 const BASE: &str = "/apis/diff.tollgate.test/v1/namespaces/diff/widgets";
-
-/// Differences tollgate keeps on purpose, each with its reason (also in the README). A case
-/// whose name starts with one of these is compared on its verdict only.
-const EXCLUSIONS: &[(&str, &str)] = &[];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -86,8 +83,7 @@ fn base_spec() -> Value {
     })
 }
 
-/// One field of the base spec set to each of these values (`null` included; `Value::Null`
-/// under the key `"-"` would be ambiguous, so removals are their own list).
+/// One field of the base spec set to each of these values (`null` included).
 fn field_variations() -> Vec<(&'static str, Vec<Value>)> {
     vec![
         (
@@ -278,9 +274,9 @@ fn cases() -> Vec<Case> {
                 new: widget("placeholder", spec),
             });
         }
+        // Each field of the base spec also left out.
         let mut spec = base_spec();
-        if spec.as_object_mut().unwrap().remove(*field).is_some() || *field == "size" {
-            spec.as_object_mut().unwrap().remove(*field);
+        if spec.as_object_mut().unwrap().remove(*field).is_some() {
             cases.push(Case {
                 name: next_name(&format!("create-without-{field}")),
                 stage: Stage::Loose,
@@ -758,15 +754,12 @@ async fn tollgate_judges_every_case_as_the_apiserver_judges_the_crd() {
             let expected = apiserver_outcome(&client, case, old).await;
             let got = tollgate_outcome(scratch.path(), case, old);
             compared += 1;
-            let excluded = EXCLUSIONS
-                .iter()
-                .find(|(prefix, _)| case.name.starts_with(prefix));
             let same_spec = match (&got.spec, &expected.spec) {
                 (Some(t), Some(a)) => without_pruned_nulls(t, a) == *a,
                 (t, a) => t.is_none() && a.is_none(),
             };
-            let agrees = got.allowed == expected.allowed
-                && (excluded.is_some() || (got.fields == expected.fields && same_spec));
+            let agrees =
+                got.allowed == expected.allowed && got.fields == expected.fields && same_spec;
             if !agrees {
                 disagreements.push(format!(
                     "{}\n  object:    {}\n  apiserver: allowed={} fields={:?} spec={}\n  tollgate:  allowed={} fields={:?} spec={}",
