@@ -952,3 +952,181 @@ fn serve_help_documents_every_limit_with_its_default_and_bad_flags_are_refused()
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--url or --service"));
 }
+
+/// A CRD whose v1 schema bounds `spec.size`, with a transition rule on `spec.replicas`.
+const GADGET_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  names: {kind: Gadget, plural: gadgets}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                size: {type: integer, maximum: 5}
+                note: {type: string}
+                replicas:
+                  type: integer
+                  x-kubernetes-validations:
+                    - {rule: "self >= oldSelf / 2", message: replicas may drop by at most half}
+"#;
+
+fn gadget_policy(schema_source: &str) -> String {
+    format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {{name: gadget}}\nspec:\n  match: {{group: example.com, kind: Gadget, resource: gadgets, versions: [v1]}}\n{schema_source}"
+    )
+}
+
+#[test]
+fn check_reports_schema_from_problems_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gadget-crd.yaml"), GADGET_CRD).expect("write");
+    let cases = [
+        (
+            "missing-file.yaml",
+            "  schemaFrom: {crd: nowhere.yaml, version: v1}\n",
+            "spec.schemaFrom: cannot read",
+        ),
+        (
+            "missing-version.yaml",
+            "  schemaFrom: {crd: ../gadget-crd.yaml, version: v2}\n",
+            "has no version \"v2\" (it has v1)",
+        ),
+        (
+            "both.yaml",
+            "  schema: {type: object}\n  schemaFrom: {crd: ../gadget-crd.yaml, version: v1}\n",
+            "give either spec.schema or spec.schemaFrom, not both",
+        ),
+    ];
+    for (file, source, expected) in cases {
+        let policies = dir.path().join(file.trim_end_matches(".yaml"));
+        std::fs::create_dir(&policies).expect("dir");
+        // The CRD sits beside the policy directory; the path is relative to the policy file.
+        std::fs::write(policies.join(file), gadget_policy(source)).expect("write");
+        let out = tollgate()
+            .args(["check", "--policies"])
+            .arg(&policies)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let at = format!("{}:", policies.join(file).display());
+        assert!(
+            stderr.contains(&at) && stderr.contains(expected),
+            "{file}: missing {at}LINE … {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn review_judges_by_the_crds_schema_and_ratchets_what_did_not_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gadget-crd.yaml"), GADGET_CRD).expect("write");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).expect("dir");
+    std::fs::write(
+        policies.join("gadget.yaml"),
+        gadget_policy("  schemaFrom: {crd: ../gadget-crd.yaml, version: v1}\n"),
+    )
+    .expect("write");
+    let gadget = |spec: Value, finalizers: &[&str]| {
+        json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+               "metadata": {"name": "g", "namespace": "n", "finalizers": finalizers}, "spec": spec})
+    };
+    let review = |operation: &str, object: Value, old: Value| {
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u1", "kind": {"group": "example.com", "version": "v1", "kind": "Gadget"},
+            "resource": {"group": "example.com", "version": "v1", "resource": "gadgets"},
+            "name": "g", "namespace": "n", "operation": operation, "userInfo": {"username": "someone"},
+            "object": object, "oldObject": old}});
+        let file = dir.path().join("review.json");
+        std::fs::write(&file, body.to_string()).expect("write");
+        let out = tollgate()
+            .args(["review", "--policies"])
+            .arg(&policies)
+            .arg(&file)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: Value = serde_json::from_slice(&out.stdout).expect("json");
+        printed["response"].clone()
+    };
+    // Stored before the schema said `maximum: 5`.
+    let stored = gadget(json!({"size": 9, "replicas": 8}), &["example.com/hold"]);
+
+    let created = review("CREATE", stored.clone(), Value::Null);
+    assert_eq!(
+        created["allowed"], false,
+        "the CRD's schema applies: {created}"
+    );
+    assert!(
+        created["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.size: must be less than or equal to 5")
+    );
+
+    let unchanged_size = review(
+        "UPDATE",
+        gadget(
+            json!({"size": 9, "replicas": 8, "note": "x"}),
+            &["example.com/hold"],
+        ),
+        stored.clone(),
+    );
+    assert_eq!(unchanged_size["allowed"], true, "{unchanged_size}");
+    let warnings = unchanged_size["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "spec.size: must be less than or equal to 5 (admitted: unchanged since it was stored)"
+        ),
+        "{warnings}"
+    );
+
+    let changed_size = review(
+        "UPDATE",
+        gadget(json!({"size": 8, "replicas": 8}), &["example.com/hold"]),
+        stored.clone(),
+    );
+    assert_eq!(changed_size["allowed"], false, "{changed_size}");
+
+    // A transition rule is not ratcheted: dropping replicas 8 -> 2 is refused...
+    let dropped = review(
+        "UPDATE",
+        gadget(json!({"size": 9, "replicas": 2}), &["example.com/hold"]),
+        stored.clone(),
+    );
+    assert_eq!(dropped["allowed"], false, "{dropped}");
+    // ...but an update that only removes a finalizer is never refused, whatever the spec.
+    let mut dropped_old = stored.clone();
+    dropped_old["spec"]["replicas"] = json!(2);
+    let released = review(
+        "UPDATE",
+        gadget(json!({"size": 9, "replicas": 2}), &[]),
+        dropped_old.clone(),
+    );
+    assert_eq!(released["allowed"], true, "{released}");
+    // Removing the finalizer together with a spec change is judged as usual.
+    let released_and_changed = review(
+        "UPDATE",
+        gadget(json!({"size": 8, "replicas": 2}), &[]),
+        dropped_old,
+    );
+    assert_eq!(
+        released_and_changed["allowed"], false,
+        "{released_and_changed}"
+    );
+}
