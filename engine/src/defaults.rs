@@ -15,9 +15,6 @@ use serde_json::{Map, Value};
 
 use crate::path::escape_pointer;
 
-mod additions;
-pub use additions::Additions;
-
 /// `spec.defaults.labels` / `.annotations`: added to an object's metadata when absent.
 #[derive(Debug, Clone, Default)]
 pub struct MetadataDefaults {
@@ -28,6 +25,26 @@ pub struct MetadataDefaults {
 impl MetadataDefaults {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.annotations.is_empty()
+    }
+
+    /// Whether `object` has every label and annotation `apply` would add.
+    pub fn is_complete(&self, object: Instance<'_>) -> bool {
+        if self.is_empty() || !object.is_object() {
+            return true;
+        }
+        let Some(metadata) = object.get("metadata") else {
+            return false;
+        };
+        // `apply` leaves metadata that is not an object as it is.
+        !metadata.is_object()
+            || self.fields().iter().all(|(field, entries)| {
+                entries.is_empty()
+                    || metadata.get(field).is_some_and(|present| {
+                        !present.is_null()
+                            && (!present.is_object()
+                                || entries.keys().all(|key| present.get(key).is_some()))
+                    })
+            })
     }
 
     fn fields(&self) -> [(&'static str, &BTreeMap<String, String>); 2] {
@@ -377,12 +394,6 @@ impl Defaulter {
         self.root.apply(value, &self.refs, inserted);
     }
 
-    /// What `apply` would add to `object`, which is left as it is.
-    pub(crate) fn add_missing<'a>(&'a self, object: Instance<'a>, additions: &mut Additions<'a>) {
-        self.root
-            .add_missing(object, &self.refs, &mut Vec::new(), additions);
-    }
-
     /// Whether `apply` would add nothing: lets callers skip copying a complete object.
     pub fn is_complete(&self, value: Instance<'_>) -> bool {
         self.root.is_complete(value, &self.refs)
@@ -627,7 +638,7 @@ mod tests {
     }
 
     /// A label and an annotation (whose key needs escaping in a pointer).
-    pub(super) fn metadata_defaults() -> MetadataDefaults {
+    fn metadata_defaults() -> MetadataDefaults {
         MetadataDefaults {
             labels: BTreeMap::from([("app.kubernetes.io/name".into(), "x".into())]),
             annotations: BTreeMap::from([("a~b".into(), "y".into())]),
@@ -636,7 +647,7 @@ mod tests {
 
     /// Every shape of metadata the defaults meet: absent, without the maps, `null` maps, a
     /// value present, maps of the wrong type, no object at all.
-    pub(super) fn metadata_objects() -> Vec<Value> {
+    fn metadata_objects() -> Vec<Value> {
         vec![
             json!({"kind": "K"}),
             json!({"metadata": {"name": "n"}}),
@@ -657,6 +668,26 @@ mod tests {
             defaults.apply(&mut after, &mut inserted);
             check_patch(&object, &after, inserted.into_patch(&after));
         }
+    }
+
+    #[test]
+    fn metadata_defaults_are_complete_exactly_when_apply_adds_nothing() {
+        let defaults = metadata_defaults();
+        let mut complete = json!({"metadata": {"labels": {"app.kubernetes.io/name": "kept"},
+                                               "annotations": {"a~b": "kept"}}});
+        let mut shapes = metadata_objects();
+        shapes.push(complete.clone());
+        for object in shapes {
+            let mut after = object.clone();
+            defaults.apply(&mut after, &mut Inserted::on());
+            assert_eq!(
+                defaults.is_complete((&object).into()),
+                after == object,
+                "{object}"
+            );
+        }
+        complete["metadata"]["annotations"] = json!(null);
+        assert!(!defaults.is_complete((&complete).into()));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::cel::Applies;
 use crate::conversion::{ConvertError, split_api_version};
-pub use crate::defaults::{Additions, Inserted, Operation as PatchOperation};
+pub use crate::defaults::{Inserted, Operation as PatchOperation};
 use crate::instance::Instance;
 use crate::policy::{CompiledPolicy, Enforcement, Store, Target};
 use crate::validate::Violation;
@@ -96,14 +96,16 @@ impl Defaults<'_> {
         inserted.into_patch(object)
     }
 
-    /// What `apply` would add to `object`, which is only read: each missing default built on
-    /// its own, for the patch's operations (`Additions::each_operation`). No copy of the object.
-    pub fn additions<'a>(&'a self, object: Instance<'a>) -> Additions<'a> {
-        let mut additions = Additions::default();
-        for policy in &self.0 {
-            policy.add_missing_defaults(object, &mut additions);
+    /// The operations of the patch that adds `object`'s missing defaults, in the order
+    /// `json_patch::diff` gives them, each handed to `each`: nothing when nothing is missing,
+    /// else from a defaulted copy of the object.
+    pub fn each_operation(&self, object: Instance<'_>, each: impl FnMut(PatchOperation<'_, '_>)) {
+        if self.0.iter().all(|policy| policy.has_defaults(object)) {
+            return;
         }
-        additions
+        let mut defaulted = object.to_value().into_owned();
+        self.apply_noting(&mut defaulted)
+            .each_operation(&defaulted, each);
     }
 
     /// Fills in `object`'s missing defaults and returns where they went, to hand the patch's

@@ -9,7 +9,8 @@
 use serde_json::Value;
 use tollgate_engine::conversion::Converted;
 use tollgate_engine::document::Node;
-use tollgate_engine::evaluate::Additions;
+use tollgate_engine::evaluate::Defaults;
+use tollgate_engine::instance::Instance;
 
 /// True when no byte of `bytes` needs an escape (no control character, quote or backslash).
 /// Eight bytes at a time: most strings in an object are short, too short for vector code.
@@ -185,11 +186,11 @@ pub fn write_array<T>(
 /// The defaulting patch of `additions` as `serde_json` writes the `json_patch::Patch` of the
 /// same defaults (`Defaults::apply`), without building the patch; `None` when it has no
 /// operation.
-pub fn defaults_patch(additions: Additions<'_>) -> Option<Vec<u8>> {
+pub fn defaults_patch(defaults: &Defaults<'_>, object: Instance<'_>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
     out.push(b'[');
     let mut empty = true;
-    additions.each_operation(|operation| {
+    defaults.each_operation(object, |operation| {
         if !empty {
             out.push(b',');
         }
@@ -275,7 +276,7 @@ mod tests {
             let expected = (!patch.0.is_empty()).then(|| serde_json::to_vec(&patch).unwrap_or_default());
             let doc = tollgate_engine::document::Document::from_value(&object).unwrap_or_default();
             for read in [(&object).into(), doc.root().into()] {
-                prop_assert_eq!(defaults_patch(defaults.additions(read)), expected.clone());
+                prop_assert_eq!(defaults_patch(&defaults, read), expected.clone());
             }
         }
     }

@@ -51,7 +51,7 @@ thread_local! {
 
 /// Big reviews run at the lowest CPU priority, so that on a busy machine the kernel runs the
 /// small requests' tasks first: a 2000-object conversion may take longer, never stall `/validate`.
-/// Only the blocking pool's threads are affected (once each; raising it back needs privileges).
+/// Only the pool's own threads are affected (once each; raising it back needs privileges).
 ///
 /// `SCHED_IDLE` rather than niceness alone: the kernel's EEVDF scheduler lets a running thread
 /// finish its slice (about a millisecond and a half on two CPUs) before a woken one of the same
@@ -93,15 +93,51 @@ pub fn enter_idle_policy() -> Result<(), String> {
     }
 }
 
+/// One evaluation handed to a pool thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads of its own for big evaluations, never tokio's shared blocking pool: their scheduling
+/// policy is lowered for good (`yield_to_small_requests`), which must not slow what else runs
+/// there (policy reloads, the kube client's file and DNS work). The threads end when the last
+/// handle to the pool is dropped.
 #[derive(Debug, Clone)]
 pub struct WorkerPool {
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 impl WorkerPool {
+    /// `concurrency` threads (at least one), started now, each taking one job at a time.
     pub fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..concurrency {
+            let queue = Arc::clone(&queue);
+            let started = std::thread::Builder::new()
+                .name(format!("tollgate-eval-{index}"))
+                .spawn(move || {
+                    yield_to_small_requests();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let next = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = started {
+                // Fewer threads only means less parallelism; none at all answers `Closed`.
+                tracing::error!(error = %e, "cannot start an evaluation thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            jobs,
         }
     }
 
@@ -112,27 +148,28 @@ impl WorkerPool {
         F: FnOnce() -> T + Send + 'static,
     {
         let permits = Arc::clone(&self.permits);
+        let jobs = self.jobs.clone();
         let task = async move {
             let permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|_| WorkError::Closed)?;
-            // The permit travels with the blocking task: a timed-out job keeps its slot until it
-            // really ends, so abandoned work cannot pile up beyond the limit.
-            let handle = tokio::task::spawn_blocking(move || {
+            let (done, result) = tokio::sync::oneshot::channel();
+            // The permit travels with the job: a timed-out job keeps its slot until it really
+            // ends, so abandoned work cannot pile up beyond the limit.
+            let job: Job = Box::new(move || {
                 let _permit = permit;
-                yield_to_small_requests();
-                work()
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(
+                    |payload| {
+                        let message = panic_message(payload.as_ref());
+                        tracing::error!(panic = %message, "evaluation panicked");
+                        WorkError::Panicked
+                    },
+                );
+                let _ = done.send(outcome);
             });
-            handle.await.map_err(|e| {
-                if e.is_panic() {
-                    let message = panic_message(e.into_panic().as_ref());
-                    tracing::error!(panic = %message, "evaluation panicked");
-                    WorkError::Panicked
-                } else {
-                    WorkError::Closed
-                }
-            })
+            jobs.send(job).map_err(|_| WorkError::Closed)?;
+            result.await.map_err(|_| WorkError::Closed)?
         };
         tokio::time::timeout(deadline, task)
             .await
@@ -181,6 +218,31 @@ mod tests {
             Some(IDLE_POLICY),
             "only the pool's threads"
         );
+    }
+
+    #[tokio::test]
+    async fn the_pool_runs_on_threads_of_its_own_and_leaves_tokios_blocking_pool_alone() {
+        let pool = WorkerPool::new(2);
+        for _ in 0..4 {
+            let name = pool
+                .run(Duration::from_secs(5), || {
+                    std::thread::current().name().map(String::from)
+                })
+                .await;
+            assert!(
+                matches!(&name, Ok(Some(n)) if n.starts_with("tollgate-eval-")),
+                "{name:?}"
+            );
+        }
+        // Reloads and the kube client share tokio's blocking pool: never lowered.
+        for _ in 0..4 {
+            let policy =
+                tokio::task::spawn_blocking(|| thread_priority::thread_schedule_policy().ok())
+                    .await
+                    .ok()
+                    .flatten();
+            assert_ne!(policy, Some(IDLE_POLICY));
+        }
     }
 
     #[test]

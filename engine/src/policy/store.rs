@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::format::{Enforcement, MatchSpec, OperationName, Scope};
 use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
-use crate::defaults::{Additions, Defaulter, Inserted, MetadataDefaults};
+use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
 use crate::immutable;
 use crate::instance::Instance;
 use crate::path::FieldPath;
@@ -244,14 +244,9 @@ impl CompiledPolicy {
         self.defaulter.apply_noting(object, inserted);
     }
 
-    /// What `apply_defaults` would add to `object`, which is left as it is.
-    pub(crate) fn add_missing_defaults<'a>(
-        &'a self,
-        object: Instance<'a>,
-        additions: &mut Additions<'a>,
-    ) {
-        self.metadata_defaults.add_missing(object, additions);
-        self.defaulter.add_missing(object, additions);
+    /// Whether `object` already has every default `apply_defaults` would add.
+    pub(crate) fn has_defaults(&self, object: Instance<'_>) -> bool {
+        self.metadata_defaults.is_complete(object) && self.defaulter.is_complete(object)
     }
 }
 

@@ -40,13 +40,13 @@ pub fn evaluate(
             response.with_warnings(verdict.warnings)
         }
         Mode::Mutate => {
-            // The policies are chosen on the object as received; the defaults it lacks are
-            // built beside it, and the patch written from them.
+            // The policies are chosen on the object as received; the patch is written from a
+            // defaulted copy of it.
             let defaults = evaluate::defaults_for(store, &target);
             let Some(object) = target.object else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            match json_writer::defaults_patch(defaults.additions(object)) {
+            match json_writer::defaults_patch(&defaults, object) {
                 Some(patch) => AdmissionResponseOut::patched(uid, &patch),
                 None => AdmissionResponseOut::allowed(uid),
             }
