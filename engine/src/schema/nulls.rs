@@ -22,17 +22,26 @@ fn is_dropped(value: Instance<'_>, schema: &Value) -> bool {
 }
 
 /// Whether `value` holds a `null` that `prune` drops (so a copy is made only when it does).
+/// Asked of every object judged: the schema is looked up only for members that are `null` or
+/// hold others, never for the strings and numbers that make up most of an object.
 pub fn any_dropped(schema: &Value, value: Instance<'_>) -> bool {
     if value.array_len().is_some() {
-        return schema
-            .get("items")
-            .is_some_and(|items| value.items().any(|item| any_dropped(items, item)));
+        return schema.get("items").is_some_and(|items| {
+            value
+                .items()
+                .any(|item| holds_members(item) && any_dropped(items, item))
+        });
     }
     value.members().any(|(key, child)| {
-        member_schema(schema, key).is_some_and(|child_schema| {
-            is_dropped(child, child_schema) || any_dropped(child_schema, child)
-        })
+        (child.is_null() || holds_members(child))
+            && member_schema(schema, key).is_some_and(|child_schema| {
+                is_dropped(child, child_schema) || any_dropped(child_schema, child)
+            })
     })
+}
+
+fn holds_members(value: Instance<'_>) -> bool {
+    value.object_len().is_some_and(|n| n > 0) || value.array_len().is_some_and(|n| n > 0)
 }
 
 /// Drops from `value` every `null` the apiserver drops.
@@ -80,5 +89,10 @@ mod tests {
             json!({"spec": {"b": null, "c": null, "unknown": null, "list": [null, {}], "map": {}}})
         );
         assert!(!any_dropped(&schema, (&object).into()));
+        // Found however deep it sits, and only where it would be dropped.
+        let deep = json!({"spec": {"list": [{"d": "x"}, {"d": null}]}});
+        assert!(any_dropped(&schema, (&deep).into()));
+        let kept = json!({"spec": {"list": [null], "b": null, "unknown": null}});
+        assert!(!any_dropped(&schema, (&kept).into()));
     }
 }
