@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::path::{FieldPath, Segment};
 
 mod dialect;
-mod formats;
+pub(crate) mod formats;
 pub(crate) mod listtype;
 pub(crate) mod nulls;
 

@@ -154,7 +154,10 @@ fn from_schema_error(error: &ValidationError<'_>) -> Vec<Violation> {
             one(format!("must have at most {limit} field(s)"))
         }
         ValidationErrorKind::Type { kind } => one(format!("must be of type {}", type_name(kind))),
-        ValidationErrorKind::Format { format } => one(format!("must be a valid {format}")),
+        ValidationErrorKind::Format { format } => one(format!(
+            "must be a valid {}",
+            crate::schema::formats::display_name(format)
+        )),
         ValidationErrorKind::FalseSchema => one("is not allowed".into()),
         ValidationErrorKind::MultipleOf { multiple_of } => {
             one(format!("must be a multiple of {multiple_of}"))
@@ -227,6 +230,21 @@ fn literal_prefix(pattern: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_failed_format_as_the_schema_spells_it() {
+        let schema = crate::schema::compile_for_instances(&serde_json::json!({
+            "properties": {"when": {"type": "string", "format": "date-time"}}
+        }));
+        let object = serde_json::json!({"when": "yesterday"});
+        let found: Vec<String> = schema
+            .map(|schema| instance_violations(&schema, (&object).into()))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|raised| raised.violation.to_string())
+            .collect();
+        assert_eq!(found, ["when: must be a valid date-time"]);
+    }
 
     #[test]
     fn recognises_literal_prefix_patterns() {

@@ -41,13 +41,28 @@ const FORMATS: &[(&str, Check)] = &[
     ("k8slongname", is_long_name),
 ];
 
+/// Prefix of the names `dialect` gives the formats checked here, apart from jsonschema's own.
+const PREFIX: &str = "k8s-";
+
 /// The name `dialect` gives a format the apiserver checks (`None` for one it drops).
 pub fn checked_name(format: &str) -> Option<String> {
     let normalized = format.replace('-', "");
     FORMATS
         .iter()
         .any(|(name, _)| *name == normalized)
-        .then(|| format!("k8s-{normalized}"))
+        .then(|| format!("{PREFIX}{normalized}"))
+}
+
+/// How a denial names a format: as CRD authors spell it (`date-time`, `k8s-short-name`), not
+/// by the name it is checked under.
+pub fn display_name(checked: &str) -> &str {
+    match checked.strip_prefix(PREFIX) {
+        Some("datetime") => "date-time",
+        Some("k8sshortname") => "k8s-short-name",
+        Some("k8slongname") => "k8s-long-name",
+        Some(name) => name,
+        None => checked,
+    }
 }
 
 /// `options` with every apiserver format registered under its `checked_name`.
@@ -55,7 +70,7 @@ pub fn register<'i, R, F: jsonschema::json::Json>(
     mut options: ValidationOptions<'i, R, F>,
 ) -> ValidationOptions<'i, R, F> {
     for (name, check) in FORMATS {
-        options = options.with_format(format!("k8s-{name}"), *check);
+        options = options.with_format(format!("{PREFIX}{name}"), *check);
     }
     options
 }
@@ -361,6 +376,19 @@ mod tests {
             LazyLock::force(re);
         }
         assert!(!is_credit_card("0"));
+    }
+
+    #[test]
+    fn denials_name_formats_as_authors_spell_them() {
+        for (written, shown) in [
+            ("date-time", "date-time"),
+            ("datetime", "date-time"),
+            ("uuid", "uuid"),
+            ("k8s-short-name", "k8s-short-name"),
+        ] {
+            let checked = checked_name(written).unwrap_or_default();
+            assert_eq!(display_name(&checked), shown, "{written}");
+        }
     }
 
     #[test]
