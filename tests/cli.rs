@@ -46,21 +46,11 @@ fn review_prints_exactly_what_the_server_sends_for_every_fixture() {
         ("convert-mixed", false),
         ("convert-unknown-version", false),
     ] {
-        let mut cmd = tollgate();
-        cmd.args(["review", "--policies", "policies"]);
-        if mutate {
-            cmd.arg("--mutate");
-        }
-        let out = cmd
-            .arg(format!("tests/fixtures/{name}.json"))
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let printed = support::review(
+            std::path::Path::new("policies"),
+            std::path::Path::new(&format!("tests/fixtures/{name}.json")),
+            mutate,
         );
-        let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
         assert_eq!(printed, fixture(&format!("{name}.expected.json")), "{name}");
     }
 }
@@ -1050,19 +1040,7 @@ fn review_judges_by_the_crds_schema_and_ratchets_what_did_not_change() {
             "object": object, "oldObject": old}});
         let file = dir.path().join("review.json");
         std::fs::write(&file, body.to_string()).expect("write");
-        let out = tollgate()
-            .args(["review", "--policies"])
-            .arg(&policies)
-            .arg(&file)
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let printed: Value = serde_json::from_slice(&out.stdout).expect("json");
-        printed["response"].clone()
+        support::review(&policies, &file, false)["response"].clone()
     };
     // Stored before the schema said `maximum: 5`.
     let stored = gadget(json!({"size": 9, "replicas": 8}), &["example.com/hold"]);

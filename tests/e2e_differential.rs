@@ -560,20 +560,7 @@ async fn apiserver_outcome(client: &Client, case: &Case, stored: Option<&Value>)
 fn run_review(dir: &Path, policies: &str, review: &Value, mutate: bool) -> Value {
     let file = dir.join("review.json");
     std::fs::write(&file, serde_json::to_vec(review).unwrap()).unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["review", "--policies", policies]);
-    if mutate {
-        command.arg("--mutate");
-    }
-    let out = command.arg(&file).output().expect("tollgate review runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("review prints JSON")
+    support::review(Path::new(policies), &file, mutate)
 }
 
 /// Judges `case` with `tollgate review`: its mutating answer applied, then its validating one.

@@ -22,6 +22,32 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// What `tollgate review` prints for `file` against `policies` (`--mutate` when asked), run from
+/// the repository root as a user runs it; a failed run fails the test with its stderr.
+pub fn review(policies: &Path, file: &Path, mutate: bool) -> Value {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("review")
+        .arg("--policies")
+        .arg(policies);
+    if mutate {
+        command.arg("--mutate");
+    }
+    let out = command
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("tollgate review {}: {e}", file.display()));
+    assert!(
+        out.status.success(),
+        "tollgate review {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("tollgate review {} printed no JSON: {e}", file.display()))
+}
+
 /// The example PaymentGateway kind (v1) in `namespace`.
 pub fn payment_gateways(
     client: &kube::Client,
