@@ -135,3 +135,57 @@ async fn large_reviews_are_read_and_judged_on_the_pool_with_the_same_answers() {
         "{body}"
     );
 }
+
+/// Over the wire (the review read as a document, not a `Value`): an object stored before the
+/// policy refused one of its values can still be updated where that value stays, and can
+/// always be let go of by removing its finalizers.
+#[tokio::test]
+async fn stored_violations_are_ratcheted_and_finalizer_removal_is_never_refused() {
+    let state = state();
+    let base: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/update-allowed.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("json");
+    let review = |old: &Value, new: &Value| {
+        let mut review = base.clone();
+        review["request"]["oldObject"] = old.clone();
+        review["request"]["object"] = new.clone();
+        serde_json::to_vec(&review).expect("json")
+    };
+    let mut stored = base["request"]["oldObject"].clone();
+    // Lower-case currency codes: refused by today's pattern, stored before it.
+    stored["spec"]["currencies"] = serde_json::json!(["usd"]);
+    stored["metadata"]["finalizers"] = serde_json::json!(["payments.example.com/hold"]);
+
+    let mut other_field = stored.clone();
+    other_field["spec"]["timeoutSeconds"] = serde_json::json!(60);
+    let (status, answer) = post(&state, "/validate", review(&stored, &other_field)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(
+        answer["response"]["warnings"]
+            .to_string()
+            .contains("(admitted: unchanged since it was stored)"),
+        "{answer}"
+    );
+    let mut changed = stored.clone();
+    changed["spec"]["currencies"] = serde_json::json!(["usd", "eur"]);
+    let (_, answer) = post(&state, "/validate", review(&stored, &changed)).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+
+    // A policy-level validation (as in a ValidatingAdmissionPolicy, never ratcheted) that the
+    // stored name breaks refuses any other update, but never the removal of a finalizer.
+    let long_name = "pg-".repeat(15);
+    stored["metadata"]["name"] = serde_json::json!(long_name);
+    other_field["metadata"]["name"] = serde_json::json!(long_name);
+    let (_, answer) = post(&state, "/validate", review(&stored, &other_field)).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let mut released = stored.clone();
+    released["metadata"]["finalizers"] = serde_json::json!([]);
+    let (_, answer) = post(&state, "/validate", review(&stored, &released)).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
