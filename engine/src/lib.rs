@@ -3,9 +3,11 @@
 //! `policy::load_dir` reads a directory of policy files into a compiled, immutable `Store`;
 //! `evaluate` answers validation, defaulting and conversion questions against it.
 //!
-//! Modules depend only downwards: `path`, `duration` and `schema` at the bottom; `validate`, `immutable`,
-//! `defaults`, `selector`, `conversion`, `rollout` and `cel` on those; `policy` (format, loader,
-//! store) on all of them; `evaluate` on `policy`; `suite` (PolicyTest files) on `evaluate`.
+//! Modules depend only downwards: `path`, `violation`, `duration`, `document` and `instance` at
+//! the bottom; `schema` (the CRD dialect, formats, list checks, nulls) on those; `validate`,
+//! `ratchet`, `immutable`, `defaults`, `selector`, `conversion`, `rollout` and `cel` on those;
+//! `policy` (format, loader, store) on all of them; `evaluate` on `policy`; `suite` (PolicyTest
+//! files) on `evaluate`.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +27,7 @@ mod schema;
 pub mod selector;
 pub mod suite;
 pub mod validate;
+mod violation;
 
 pub use evaluate::Verdict;
 pub use path::FieldPath;

@@ -1,8 +1,6 @@
 //! Schema validation: every failed check of an object, each phrased for the person who wrote it
 //! (`spec.endpoint: must start with "https://"`).
 
-use std::fmt;
-
 use jsonschema::error::{ValidationError, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
@@ -12,17 +10,7 @@ use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
 use crate::schema::CompiledSchema;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Violation {
-    pub path: FieldPath,
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::violation::Violation;
 
 /// A violation with the node whose schema raised it (the object, for a missing or unknown
 /// field of it): the value ratcheting compares with its old self.

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::instance::Instance;
 use crate::path::{FieldPath, Segment};
-use crate::validate::Violation;
+use crate::violation::Violation;
 
 /// Every structural violation of `object` against `schema` (the schema as written): those of
 /// `set` and `map` lists, then those of embedded resources (judged apart on UPDATE).
