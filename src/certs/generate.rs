@@ -9,8 +9,6 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::lifecycle::backdate;
-
 use super::load::check_validity;
 use super::{
     CA_CERT, CA_KEY, CertDir, CertError, CertOutcome, TLS_CERT, TLS_KEY, pair_state, read,
@@ -147,4 +145,10 @@ fn is_dns_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// Backdating covers clock skew between this host and the apiserver's, but never more than a
+/// tenth of a short lifetime.
+fn backdate(lifetime: std::time::Duration) -> std::time::Duration {
+    (lifetime / 10).min(std::time::Duration::from_secs(3600))
 }

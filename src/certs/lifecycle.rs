@@ -67,12 +67,6 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// Backdating covers clock skew between this host and the apiserver's, but never more than a
-/// tenth of a short lifetime.
-pub(super) fn backdate(lifetime: Duration) -> Duration {
-    (lifetime / 10).min(Duration::from_secs(3600))
-}
-
 /// A certificate's validity window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {

@@ -5,7 +5,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::observe::DecisionTag;
+/// Tagged onto error responses (a refused or malformed request) so the observation layer can
+/// count their decisions and log why without parsing bodies.
+#[derive(Debug, Clone)]
+pub struct DecisionTag {
+    pub decision: &'static str,
+    /// The response's message (the log line's `detail`).
+    pub detail: String,
+}
 
 /// No standard code says "the client closed the request"; 499 is the one proxies log for it.
 const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {

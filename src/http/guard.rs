@@ -5,7 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::SemaphorePermit;
 
 use super::error::ApiError;
 use super::routes::Endpoint;
@@ -15,17 +15,6 @@ use super::state::AppState;
 /// mutual TLS is on (`serve --client-ca` with `--anonymous-endpoint`).
 #[derive(Debug, Clone, Copy)]
 pub struct AnonymousClient;
-
-/// Reviews being read or judged at once, across all connections. Excess reviews are answered at
-/// once with 429 and `Retry-After` instead of queueing without bound.
-#[derive(Debug)]
-pub struct InFlightLimit(Semaphore);
-
-impl InFlightLimit {
-    pub fn new(max: usize) -> Self {
-        Self(Semaphore::new(max.max(1)))
-    }
-}
 
 /// The router's layer (probes, metrics, unknown paths): only the client check applies there.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -53,7 +42,7 @@ pub fn check_client(state: &AppState, path: &str, anonymous: bool) -> Result<(),
 /// A slot for one review, held until it is answered; none left means 429 before the body is
 /// read.
 pub fn review_slot(state: &AppState) -> Result<SemaphorePermit<'_>, ApiError> {
-    state.in_flight_limit().0.try_acquire().map_err(|_| {
+    state.in_flight_limit().try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(

@@ -9,16 +9,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::{Instrument, Span};
 
+use super::error::DecisionTag;
 use super::state::AppState;
-
-/// Tagged onto error responses (a refused or malformed request) so the observation layer can
-/// count their decisions and log why without parsing bodies.
-#[derive(Debug, Clone)]
-pub struct DecisionTag {
-    pub decision: &'static str,
-    /// The response's message (the log line's `detail`).
-    pub detail: String,
-}
 
 /// A response, with what the review decided when one was judged: handed back beside the
 /// response rather than in its extensions, which cost a map and two boxes per review.

@@ -8,10 +8,27 @@ use std::time::Duration;
 use tollgate_engine::Store;
 
 use super::deadline;
-use super::guard::InFlightLimit;
 use super::routes::Endpoint;
 use super::worker::{WorkError, WorkerPool};
 use crate::metrics::Metrics;
+
+/// Reviews being read or judged at once, across all connections. Excess reviews are answered at
+/// once with 429 and `Retry-After` instead of queueing without bound.
+#[derive(Debug)]
+pub struct InFlightLimit(tokio::sync::Semaphore);
+
+impl InFlightLimit {
+    pub fn new(max: usize) -> Self {
+        Self(tokio::sync::Semaphore::new(max.max(1)))
+    }
+
+    /// A slot, if one is free.
+    pub fn try_acquire(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, tokio::sync::TryAcquireError> {
+        self.0.try_acquire()
+    }
+}
 
 /// Far above what a healthy apiserver sends at once (its webhook calls are bounded by its own
 /// in-flight limits), low enough that `max_in_flight × max_body_bytes` stays a memory bound.
