@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use divan::{Bencher, black_box};
 use serde_json::{Value, json};
 use tollgate::http::{
-    AdmissionReviewIn, Mode, ObjectForm, admission_review, conversion_answer, conversion_review,
+    AdmissionReviewIn, Mode, admission_review, conversion_answer, conversion_review,
 };
 use tollgate_engine::Store;
 
@@ -65,9 +65,7 @@ fn decode(bencher: Bencher, size: usize) {
     let review = grown("validate-allow.json", size);
     bencher
         .counter(divan::counter::BytesCount::of_slice(&review))
-        .bench(|| {
-            AdmissionReviewIn::from_slice(black_box(&review), ObjectForm::Document).expect("review")
-        });
+        .bench(|| AdmissionReviewIn::from_slice(black_box(&review)).expect("review"));
 }
 
 /// The 1 KiB review through `serde_json`, for scale beside `decode`: into `IgnoredAny` (every
@@ -206,9 +204,11 @@ fn decode_object(bencher: Bencher, into: &str) {
     let object =
         serde_json::to_string(&fixture("validate-allow.json")["request"]["object"]).expect("json");
     match into {
-        "value" => bencher.bench(|| tollgate::http::read_json(black_box(&object)).expect("value")),
+        "value" => {
+            bencher.bench(|| serde_json::from_str::<Value>(black_box(&object)).expect("value"))
+        }
         _ => bencher.bench(|| {
-            tollgate::http::read_document(black_box(&object))
+            serde_json::from_str::<tollgate_engine::document::Document<'_>>(black_box(&object))
                 .expect("document")
                 .root()
                 .is_null()

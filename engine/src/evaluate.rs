@@ -96,16 +96,13 @@ impl Defaults<'_> {
         inserted.into_patch(object)
     }
 
-    /// The operations of the patch that adds `object`'s missing defaults, in the order
-    /// `json_patch::diff` gives them, each handed to `each`: nothing when nothing is missing,
-    /// else from a defaulted copy of the object.
-    pub fn each_operation(&self, object: Instance<'_>, each: impl FnMut(PatchOperation<'_, '_>)) {
+    /// The patch that adds `object`'s missing defaults, in the order `json_patch::diff` gives
+    /// its operations: empty when nothing is missing, else made from a defaulted copy.
+    pub fn patch(&self, object: Instance<'_>) -> json_patch::Patch {
         if self.0.iter().all(|policy| policy.has_defaults(object)) {
-            return;
+            return json_patch::Patch(Vec::new());
         }
-        let mut defaulted = object.to_value().into_owned();
-        self.apply_noting(&mut defaulted)
-            .each_operation(&defaulted, each);
+        self.apply(&mut object.to_value().into_owned())
     }
 
     /// Fills in `object`'s missing defaults and returns where they went, to hand the patch's

@@ -10,22 +10,14 @@ use axum::response::Response;
 use tracing::{Instrument, Span};
 
 use super::error::DecisionTag;
+use super::routes::Endpoint;
 use super::state::AppState;
 
-/// A response, with what the review decided when one was judged: handed back beside the
-/// response rather than in its extensions, which cost a map and two boxes per review.
-pub struct Answered {
-    pub response: Response,
-    pub review: Option<(&'static str, ReviewTag)>,
-}
-
-impl From<Response> for Answered {
-    fn from(response: Response) -> Self {
-        Self {
-            response,
-            review: None,
-        }
-    }
+/// What a judged review decided, carried in its response's extensions to this layer.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    pub decision: &'static str,
+    pub tag: ReviewTag,
 }
 
 /// What the handler learnt from the review, handed back in `Answered` for the log line.
@@ -87,14 +79,13 @@ fn routine(decision: &str) -> bool {
     matches!(decision, "allowed" | "patched" | "converted")
 }
 
-/// The router's layer: probes and unknown paths get the gauge and a debug line (reviews never
-/// reach the router; `Front` observes them with their label).
+/// The router's outer layer: every request gets the in-flight gauge; a review (by its path)
+/// its metrics and log line, anything else a debug line.
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let span = request_span(request.method(), request.uri().path());
-    observed(&state, None, span, || async {
-        next.run(request).await.into()
-    })
-    .await
+    let path = request.uri().path();
+    let span = request_span(request.method(), path);
+    let label = Endpoint::from_path(path).and_then(Endpoint::review_label);
+    observed(&state, label, span, next.run(request)).await
 }
 
 /// Debug level: at the default level it costs nothing per request; the answer's log line
@@ -103,31 +94,28 @@ pub fn request_span(method: &Method, path: &str) -> Span {
     tracing::debug_span!("request", method = %method, path = %path)
 }
 
-/// Runs the request `work` starts and records its answer: the in-flight gauge while it runs,
-/// then for reviews (`label`) the metrics and the log line, for anything else a debug line.
-///
-/// `work` makes the future here rather than being one: a future passed in would be stored twice
-/// in this one (as the argument and as the future awaited), and every review's is kilobytes.
-pub async fn observed<F: Future<Output = Answered>>(
+/// Runs the request and records its answer: the in-flight gauge while it runs, then for
+/// reviews (`label`) the metrics and the log line, for anything else a debug line.
+async fn observed(
     state: &AppState,
     label: Option<&'static str>,
     span: Span,
-    work: impl FnOnce() -> F,
+    work: impl Future<Output = Response>,
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::enter(state);
-    // A disabled span (the usual case: it is a debug span) would only wrap every poll, and
-    // the wrapper is one more move of a kilobyte-sized future.
-    let Answered { response, review } = if span.is_disabled() {
-        work().await
+    // A disabled span (the usual case: it is a debug span) would only wrap every poll.
+    let mut response = if span.is_disabled() {
+        work.await
     } else {
-        work().instrument(span.clone()).await
+        work.instrument(span.clone()).await
     };
     let elapsed = started.elapsed();
+    let reviewed = response.extensions_mut().remove::<Reviewed>();
     let refused = response.extensions().get::<DecisionTag>();
     let detail = refused.map(|d| d.detail.as_str());
-    let (decision, review) = match review {
-        Some((decision, tag)) => (decision, Some(tag)),
+    let (decision, review) = match reviewed {
+        Some(Reviewed { decision, tag }) => (decision, Some(tag)),
         None => (refused.map_or("none", |d| d.decision), None),
     };
     let status = response.status().as_u16();

@@ -8,14 +8,16 @@
 //! the small requests sharing that task's thread.
 
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tollgate_engine::Store;
 
 use super::error::ApiError;
-use super::observe::{Answered, ReviewTag};
+use super::observe::{ReviewTag, Reviewed};
 use super::state::AppState;
 use super::worker::{self, WorkError};
+use super::{body, guard};
 
 /// The finished answer: the response document and what the log and metrics say of it.
 pub struct Answer {
@@ -24,7 +26,7 @@ pub struct Answer {
 }
 
 /// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
-pub trait Review: Copy + Send + 'static {
+pub trait Review: Copy + Send + Sync + 'static {
     /// The review as read; it may borrow from the body.
     type Parsed<'a>: Send;
     /// What an answer needs, besides the uid in the tag, when evaluation fails (apiVersion).
@@ -42,12 +44,27 @@ pub trait Review: Copy + Send + 'static {
     fn failed(self, envelope: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer;
 }
 
+/// A review endpoint: a slot among the reviews in flight (none left: 429 before the body is
+/// read), the body within its limits, then the review.
+pub async fn endpoint<R: Review>(review: R, state: AppState, request: Request) -> Response {
+    let _slot = match guard::review_slot(&state) {
+        Ok(slot) => slot,
+        Err(busy) => return busy.into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let body = match body::read(state.config(), &parts.headers, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused.into_response(),
+    };
+    run(review, &state, parts.uri.query(), body).await
+}
+
 pub async fn run<R: Review>(
     review: R,
     state: &AppState,
     query: Option<&str>,
     body: Bytes,
-) -> Answered {
+) -> Response {
     // The two branches that wait (a large body, or a policy too costly to judge here) are boxed:
     // inline, their state would make every review's future kilobytes larger, and a future is
     // copied each time it is handed on (to the span, the panic guard, hyper's stream task).
@@ -60,9 +77,7 @@ pub async fn run<R: Review>(
         let parsed = match review.parse(&body) {
             Ok(parsed) => parsed,
             Err(message) => {
-                return ApiError::new(StatusCode::BAD_REQUEST, message)
-                    .into_response()
-                    .into();
+                return ApiError::new(StatusCode::BAD_REQUEST, message).into_response();
             }
         };
         let (envelope, tag) = review.envelope(&parsed);
@@ -93,7 +108,7 @@ async fn run_large<R: Review>(
     state: &AppState,
     query: Option<&str>,
     body: Bytes,
-) -> Answered {
+) -> Response {
     // Reading is linear in the body (at most `max_body_bytes`), so it is not held to the caller's
     // deadline: a deadline that passes during evaluation is then still answered with the uid.
     let parsed = match state
@@ -107,17 +122,14 @@ async fn run_large<R: Review>(
     {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(message)) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, message)
-                .into_response()
-                .into();
+            return ApiError::new(StatusCode::BAD_REQUEST, message).into_response();
         }
         Err(error) => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the review could not be read: {error}"),
             )
-            .into_response()
-            .into();
+            .into_response();
         }
     };
     let (parsed, envelope, tag) = parsed;
@@ -129,17 +141,18 @@ async fn run_large<R: Review>(
     respond(answer, tag)
 }
 
-fn respond(answer: Answer, tag: ReviewTag) -> Answered {
+fn respond(answer: Answer, tag: ReviewTag) -> Response {
     // Built directly: the tuple form parses its header name and value on every answer.
     let mut response = Response::new(Body::from(answer.body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Answered {
-        response,
-        review: Some((answer.decision, tag)),
-    }
+    response.extensions_mut().insert(Reviewed {
+        decision: answer.decision,
+        tag,
+    });
+    response
 }
 
 /// A response document as JSON bytes; one that cannot be encoded (never expected) becomes a

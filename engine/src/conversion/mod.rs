@@ -2,14 +2,12 @@
 //! translation that keeps round trips lossless through the preserved-fields annotation.
 
 mod declared;
-mod direct;
 mod fields;
 mod preserved;
 mod rules;
 mod spec;
 mod translate;
 
-pub use direct::{Converted, convert as convert_document};
 pub use preserved::PRESERVED_ANNOTATION;
 pub use rules::KindConversion;
 pub(crate) use rules::compile;

@@ -9,7 +9,6 @@ use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
 
 use super::wire::{AdmissionRequestIn, AdmissionResponseOut, ObjectIn};
-use crate::http::json_writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -46,9 +45,17 @@ pub fn evaluate(
             let Some(object) = target.object else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            match json_writer::defaults_patch(&defaults, object) {
-                Some(patch) => AdmissionResponseOut::patched(uid, &patch),
-                None => AdmissionResponseOut::allowed(uid),
+            let patch = defaults.patch(object);
+            if patch.0.is_empty() {
+                return AdmissionResponseOut::allowed(uid);
+            }
+            match serde_json::to_vec(&patch) {
+                Ok(patch) => AdmissionResponseOut::patched(uid, &patch),
+                Err(e) => AdmissionResponseOut::errored(
+                    uid,
+                    500,
+                    format!("the defaulting patch could not be written: {e}"),
+                ),
             }
         }
     }

@@ -1,10 +1,7 @@
 //! `POST /validate` and `POST /mutate`: AdmissionReview in, AdmissionReview out.
 
 mod decide;
-mod read;
 mod wire;
-
-pub use read::disagreement as read_disagreement;
 
 use std::borrow::Cow;
 
@@ -12,7 +9,7 @@ use tollgate_engine::Store;
 
 pub use decide::{Mode, evaluate};
 use wire::{AdmissionRequestIn, AdmissionResponseOut, Text, known_api_version};
-pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ObjectForm, ReviewParseError};
+pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
 use super::observe::ReviewTag;
 use super::review::{Answer, Review};
@@ -25,7 +22,7 @@ pub fn review_body(
     body: &[u8],
     mode: Mode,
 ) -> Result<AdmissionReviewOut, ReviewParseError> {
-    let (api_version, request) = AdmissionReviewIn::from_slice(body, ObjectForm::Document)?;
+    let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
     Ok(AdmissionReviewOut::new(
         &api_version,
         evaluate(store, request, mode),
@@ -41,7 +38,7 @@ impl Review for Admission {
     type Envelope = Cow<'static, str>;
 
     fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
-        AdmissionReviewIn::from_slice(body, ObjectForm::Document).map_err(|e| e.to_string())
+        AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
     }
 
     fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {

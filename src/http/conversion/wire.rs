@@ -7,9 +7,7 @@ use serde_json::Value;
 use tollgate_engine::Store;
 use tollgate_engine::evaluate;
 
-use crate::http::json_reader::Unsure;
-
-use super::read::RequestIn;
+use kube::core::conversion::ConversionRequest;
 
 pub const CONVERSION_V1: &str = "apiextensions.k8s.io/v1";
 pub const CONVERSION_V1BETA1: &str = "apiextensions.k8s.io/v1beta1";
@@ -34,19 +32,12 @@ pub enum ConversionParseError {
     EmptyUid,
 }
 
-pub fn parse(body: &[u8]) -> Result<(TypeMeta, RequestIn<'_>), ConversionParseError> {
+pub fn parse(body: &[u8]) -> Result<(TypeMeta, ConversionRequest), ConversionParseError> {
     // One check of the whole body instead of one per string (see the admission decoder).
     let text = std::str::from_utf8(body).map_err(ConversionParseError::NotUtf8)?;
-    // The direct reader first; what it is unsure of (malformed bodies included) is decided,
-    // and its errors worded, by serde_json as before.
-    let (types, request) = match super::read::review(text) {
-        Ok(read) => read,
-        Err(Unsure) => {
-            let review: ConversionReview =
-                serde_json::from_str(text).map_err(ConversionParseError::Json)?;
-            (review.types, review.request.map(RequestIn::from))
-        }
-    };
+    let review: ConversionReview =
+        serde_json::from_str(text).map_err(ConversionParseError::Json)?;
+    let (types, request) = (review.types, review.request);
     if types.api_version != CONVERSION_V1 && types.api_version != CONVERSION_V1BETA1 {
         return Err(ConversionParseError::ApiVersion(types.api_version));
     }
@@ -61,12 +52,10 @@ pub fn parse(body: &[u8]) -> Result<(TypeMeta, RequestIn<'_>), ConversionParseEr
 }
 
 /// Converts every object or none: one failure fails the review, naming the object.
-pub fn convert_request(store: &Store, request: RequestIn<'_>) -> ConversionResponse {
+pub fn convert_request(store: &Store, request: ConversionRequest) -> ConversionResponse {
     let mut response = ConversionResponse::invalid(Status::success());
     response.uid = request.uid;
-    let Some(objects) = request.objects.into_values() else {
-        return response.failure(unreadable_objects());
-    };
+    let objects = request.objects;
     let mut converted = Vec::with_capacity(objects.len());
     for (index, object) in objects.into_iter().enumerate() {
         match convert_one(store, object, index, &request.desired_api_version) {
@@ -78,7 +67,7 @@ pub fn convert_request(store: &Store, request: RequestIn<'_>) -> ConversionRespo
 }
 
 /// One object of a review, or the Status that fails the review, naming it.
-pub fn convert_one(
+fn convert_one(
     store: &Store,
     object: Value,
     index: usize,
@@ -96,15 +85,6 @@ pub fn convert_one(
             format!("cannot convert object {index} ({name:?}) to {desired_api_version}: {e}");
         Box::new(Status::failure(&message, "ConversionFailed"))
     })
-}
-
-/// The objects were checked when the review was read; this never happens unless that check
-/// and the object reader disagree.
-pub fn unreadable_objects() -> Status {
-    Status::failure(
-        "the review's objects could not be read after they were checked",
-        "InternalError",
-    )
 }
 
 /// The whole answer document, in the apiVersion the caller used.
