@@ -22,14 +22,12 @@ impl Front {
 
     /// One request, answered: never an error, never a dropped request (a panic becomes a 500
     /// with a JSON reason, by the router's outermost layer).
-    pub fn handle<B>(self, request: Request<B>) -> impl Future<Output = Response> + Send + use<B>
+    pub async fn handle<B>(self, request: Request<B>) -> Response
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        async move {
-            let Ok(response) = self.0.oneshot(request.map(Body::new)).await;
-            response
-        }
+        let Ok(response) = self.0.oneshot(request.map(Body::new)).await;
+        response
     }
 }
