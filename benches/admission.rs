@@ -84,7 +84,9 @@ fn decode_with_serde_json(bencher: Bencher, into: &str) {
 #[divan::bench(args = ["validate-allow.json", "validate-deny.json", "update-immutable.json", "update-cel.json"])]
 fn validate(bencher: Bencher, fixture_name: &str) {
     let review = body(&fixture(fixture_name));
-    bencher.bench(|| admission_review(&STORE, black_box(&review), Mode::Validate).expect("review"));
+    bencher.bench(|| {
+        admission_review(&STORE, black_box(&review), Mode::Validate, None).expect("review")
+    });
 }
 
 #[divan::bench(args = SIZES)]
@@ -92,7 +94,9 @@ fn validate_sized(bencher: Bencher, size: usize) {
     let review = grown("update-allowed.json", size);
     bencher
         .counter(divan::counter::BytesCount::of_slice(&review))
-        .bench(|| admission_review(&STORE, black_box(&review), Mode::Validate).expect("review"));
+        .bench(|| {
+            admission_review(&STORE, black_box(&review), Mode::Validate, None).expect("review")
+        });
 }
 
 #[divan::bench(args = SIZES)]
@@ -100,7 +104,9 @@ fn default_and_diff(bencher: Bencher, size: usize) {
     let review = grown("mutate-defaults.json", size);
     bencher
         .counter(divan::counter::BytesCount::of_slice(&review))
-        .bench(|| admission_review(&STORE, black_box(&review), Mode::Mutate).expect("review"));
+        .bench(|| {
+            admission_review(&STORE, black_box(&review), Mode::Mutate, None).expect("review")
+        });
 }
 
 /// Larger than the last-level cache of the machines this runs on: reading it through leaves
@@ -140,7 +146,9 @@ fn review_after_evicting_caches<const MIB: usize>(bencher: Bencher, fixture_name
             evict_caches(MIB << 20);
             review.as_slice()
         })
-        .bench_values(|review| admission_review(&STORE, black_box(review), mode).expect("review"));
+        .bench_values(|review| {
+            admission_review(&STORE, black_box(review), mode, None).expect("review")
+        });
 }
 
 fn conversion(objects: usize, desired: &str) -> Vec<u8> {

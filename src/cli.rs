@@ -244,6 +244,12 @@ pub struct ServeArgs {
         requires = "client_ca"
     )]
     pub anonymous_endpoints: Vec<String>,
+    /// The reconciler's username (its ServiceAccount). An update it sends that sets the restore
+    /// marker (`tollgate.dev/restored`) is judged on the state it returns to: schema, rules
+    /// that do not read the old object, immutable fields against the restored revision. The
+    /// same marker from anyone else earns nothing. `""` trusts no one.
+    #[arg(long, value_name = "USERNAME", default_value = DEFAULT_RESTORER)]
+    pub restorer: String,
     /// Connections served at once; up to 64 more are answered 503 with Retry-After, further
     /// ones closed at once.
     #[arg(long, default_value_t = 1024)]
@@ -315,6 +321,9 @@ pub struct ServeArgs {
     pub lease: LeaseArgs,
 }
 
+/// The reconciler's ServiceAccount in the installation `tollgate manifests` renders by default.
+pub const DEFAULT_RESTORER: &str = "system:serviceaccount:tollgate:tollgate-reconciler";
+
 #[derive(Debug, clap::Args)]
 pub struct ReviewArgs {
     /// Directory of policy files.
@@ -323,6 +332,9 @@ pub struct ReviewArgs {
     /// Answer as the mutating webhook (defaults as a JSON Patch) instead of the validating one.
     #[arg(long)]
     pub mutate: bool,
+    /// As `serve --restorer`: whose restores are judged on the state they return to.
+    #[arg(long, value_name = "USERNAME", default_value = DEFAULT_RESTORER)]
+    pub restorer: String,
     /// AdmissionReview or ConversionReview JSON file, or `-` for stdin.
     pub file: PathBuf,
 }
@@ -490,6 +502,7 @@ fn apply_connection_args(args: &ServeArgs, config: &mut ServeConfig) -> Result<(
         },
     };
     config.http.anonymous_endpoints = anonymous;
+    config.http.restorer = Some(args.restorer.clone()).filter(|r| !r.is_empty());
     config.http.max_in_flight = args.max_in_flight.max(1);
     let limits = &mut config.connections;
     limits.max_connections = args.max_connections.max(1);
@@ -578,7 +591,8 @@ fn review(args: &ReviewArgs) -> Result<(), CliError> {
         } else {
             Mode::Validate
         };
-        let out = http::admission_review(&store, &body, mode).map_err(|e| match &e {
+        let restorer = Some(args.restorer.as_str()).filter(|r| !r.is_empty());
+        let out = http::admission_review(&store, &body, mode, restorer).map_err(|e| match &e {
             ReviewParseError::Json(json) => located(&e, Some(json)),
             _ => located(&e, None),
         })?;

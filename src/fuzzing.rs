@@ -26,7 +26,7 @@ pub fn admission_review(data: &[u8]) {
 
 fn admission_against(store: &Store, data: &[u8]) {
     for mode in [Mode::Validate, Mode::Mutate] {
-        if let Ok(out) = http::admission_review(store, data, mode) {
+        if let Ok(out) = http::admission_review(store, data, mode, None) {
             let _ = serde_json::to_vec(&out);
         }
     }

@@ -34,7 +34,9 @@ fn review(operation: &str, namespace: &str, object: Value, old: Value) -> Value 
 
 fn answer(store: &Store, review: &Value, mode: Mode) -> Value {
     let body = serde_json::to_vec(review).expect("json");
-    serde_json::to_value(review_body(store, &body, mode).expect("valid review")).expect("json")["response"].clone()
+    serde_json::to_value(review_body(store, &body, mode, None).expect("valid review"))
+        .expect("json")["response"]
+        .clone()
 }
 
 const WIDGETS: &str = r#"

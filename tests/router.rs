@@ -189,3 +189,69 @@ async fn stored_violations_are_ratcheted_and_finalizer_removal_is_never_refused(
     let (_, answer) = post(&state, "/validate", review(&stored, &released)).await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
+
+/// The reconciler's restore of replicas 7 → 2 (the shipped transition rule allows at most
+/// halving) is judged on the state it returns to when the trusted identity sends it with a new
+/// marker; the same update from anyone else, or without a new marker, is a change like any other.
+#[tokio::test]
+async fn only_the_reconcilers_restore_is_judged_on_the_state_it_returns_to() {
+    const RECONCILER: &str = "system:serviceaccount:tollgate:tollgate-reconciler";
+    let config = HttpConfig {
+        restorer: Some(RECONCILER.into()),
+        ..HttpConfig::default()
+    };
+    let store = tollgate_engine::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let state = AppState::new(config, store, Metrics::default());
+    let base: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/update-allowed.json"
+        ))
+        .expect("fixture"),
+    )
+    .expect("json");
+    let mut failed = base["request"]["oldObject"].clone();
+    failed["spec"]["replicas"] = serde_json::json!(7);
+    let mut restored = failed.clone();
+    restored["spec"]["replicas"] = serde_json::json!(2);
+    let marker = r#"{"from":2,"to":1,"manual":false}"#;
+    restored["metadata"]["annotations"] = serde_json::json!({"tollgate.dev/restored": marker});
+    let review = |username: &str, old: &Value, new: &Value| {
+        let mut review = base.clone();
+        review["request"]["oldObject"] = old.clone();
+        review["request"]["object"] = new.clone();
+        review["request"]["userInfo"] = serde_json::json!({"username": username});
+        serde_json::to_vec(&review).expect("json")
+    };
+    let allowed = |answer: &Value| answer["response"]["allowed"] == true;
+
+    let (_, answer) = post(&state, "/validate", review(RECONCILER, &failed, &restored)).await;
+    assert!(allowed(&answer), "{answer}");
+    let (_, answer) = post(&state, "/validate", review("alice", &failed, &restored)).await;
+    assert!(!allowed(&answer), "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("replicas may drop by at most half")
+    );
+    // The marker already there: nothing is being restored by this update.
+    let mut marked = failed.clone();
+    marked["metadata"]["annotations"] = restored["metadata"]["annotations"].clone();
+    let (_, answer) = post(&state, "/validate", review(RECONCILER, &marked, &restored)).await;
+    assert!(!allowed(&answer), "{answer}");
+    // A restore is still held to today's state rules and to immutable fields.
+    let mut broken = restored.clone();
+    broken["spec"]["replicas"] = serde_json::json!(0);
+    broken["spec"]["provider"] = serde_json::json!("adyen");
+    let (_, answer) = post(&state, "/validate", review(RECONCILER, &failed, &broken)).await;
+    let message = answer["response"]["status"]["message"].to_string();
+    assert!(!allowed(&answer), "{answer}");
+    assert!(
+        message.contains("spec.replicas") && message.contains("spec.provider"),
+        "{message}"
+    );
+}

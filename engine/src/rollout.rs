@@ -4,10 +4,37 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::instance::Instance;
 use crate::path::FieldPath;
 use crate::schema;
 
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: u64 = 600;
+/// Left on the object by the patch that restores a spec, so the next round knows (atomically
+/// with the spec itself) that the spec came from a rollback; the webhook knows it by it too.
+pub const RESTORED_ANNOTATION: &str = "tollgate.dev/restored";
+
+/// Whether an update is a restore by the reconciler: sent by the identity the server trusts
+/// (`trusted`, the reconciler's ServiceAccount), setting a restore marker the old object did not
+/// carry. Anyone else writing the marker is judged as every other update.
+pub fn is_restore(
+    trusted: Option<&str>,
+    username: &str,
+    object: Instance<'_>,
+    old_object: Option<Instance<'_>>,
+) -> bool {
+    let marker = |o: Instance<'_>| {
+        o.get("metadata")?
+            .get("annotations")?
+            .get(RESTORED_ANNOTATION)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let Some(old_object) = old_object else {
+        return false;
+    };
+    trusted.is_some_and(|trusted| trusted == username)
+        && marker(object).is_some_and(|new| marker(old_object).as_deref() != Some(new.as_str()))
+}
 pub const DEFAULT_REVISION_HISTORY_LIMIT: u32 = 10;
 
 #[derive(Debug, Clone, Deserialize)]

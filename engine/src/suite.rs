@@ -463,6 +463,7 @@ fn run_admission(
                     groups: &user_info.groups,
                     dry_run: false,
                 },
+                restore: false,
             };
             (
                 evaluate::validate(store, &target),

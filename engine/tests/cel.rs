@@ -97,6 +97,7 @@ fn judge_instances(
             groups: &groups,
             dry_run: false,
         },
+        restore: false,
     };
     evaluate::validate(store, &target)
 }

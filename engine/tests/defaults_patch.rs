@@ -81,6 +81,7 @@ proptest! {
             object: Some((&object).into()),
             old_object: None,
             request: RequestInfo { name: "pg", username: "u", groups: &[], dry_run: false },
+            restore: false,
         };
         let mut after = object.clone();
         let patch = evaluate::defaults_for(&store, &target).apply(&mut after);

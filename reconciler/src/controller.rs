@@ -36,9 +36,7 @@ pub const FIELD_MANAGER: &str = "tollgate";
 pub const FINALIZER: &str = "tollgate.dev/revisions";
 pub const AUTO_ROLLBACK_ANNOTATION: &str = "tollgate.dev/auto-rollback";
 pub const ROLLBACK_TO_ANNOTATION: &str = "tollgate.dev/rollback-to";
-/// Left on the object by the patch that restores a spec, so the next round knows (atomically
-/// with the spec itself) that the spec came from a rollback.
-pub const RESTORED_ANNOTATION: &str = "tollgate.dev/restored";
+pub use tollgate_engine::rollout::RESTORED_ANNOTATION;
 /// How often a steady object is looked at again even without events.
 const RESYNC: Duration = Duration::from_secs(300);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);

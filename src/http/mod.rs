@@ -19,6 +19,8 @@ mod routes;
 mod state;
 mod worker;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{MethodRouter, get, post};
@@ -40,15 +42,19 @@ pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
 pub use worker::enter_idle_policy;
 
 /// The handler behind each endpoint.
-fn handler(endpoint: Endpoint) -> MethodRouter<AppState> {
+fn handler(endpoint: Endpoint, state: &AppState) -> MethodRouter<AppState> {
     fn review<R: review::Review>(kind: R) -> MethodRouter<AppState> {
         post(move |State(state): State<AppState>, request: Request| {
-            review::endpoint(kind, state, request)
+            review::endpoint(kind.clone(), state, request)
         })
     }
+    let admission = |mode| admission::Admission {
+        mode,
+        restorer: state.config().restorer.as_deref().map(Arc::from),
+    };
     match endpoint {
-        Endpoint::Validate => review(admission::Admission(Mode::Validate)),
-        Endpoint::Mutate => review(admission::Admission(Mode::Mutate)),
+        Endpoint::Validate => review(admission(Mode::Validate)),
+        Endpoint::Mutate => review(admission(Mode::Mutate)),
         Endpoint::Convert => review(conversion::Conversion),
         Endpoint::Healthz => get(probes::healthz),
         Endpoint::Readyz => get(probes::readyz),
@@ -62,7 +68,7 @@ fn router(state: AppState) -> Router {
     Endpoint::ALL
         .into_iter()
         .fold(Router::new(), |router, endpoint| {
-            router.route(endpoint.path(), handler(endpoint))
+            router.route(endpoint.path(), handler(endpoint, &state))
         })
         .fallback(probes::not_found)
         .method_not_allowed_fallback(probes::method_not_allowed)

@@ -26,22 +26,22 @@ pub struct Answer {
 }
 
 /// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
-pub trait Review: Copy + Send + Sync + 'static {
+pub trait Review: Clone + Send + Sync + 'static {
     /// The review as read; it may borrow from the body.
     type Parsed<'a>: Send;
     /// What an answer needs, besides the uid in the tag, when evaluation fails (apiVersion).
     type Envelope: Send + 'static;
 
     /// The body as a review, or the reason it is not one (answered with 400).
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String>;
+    fn parse<'b>(&self, body: &'b [u8]) -> Result<Self::Parsed<'b>, String>;
     /// The review independent of its body, to be judged on another thread.
-    fn into_owned(self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static>;
-    fn envelope(self, parsed: &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag);
+    fn owned(&self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static>;
+    fn envelope(&self, parsed: &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag);
     /// Whether judging it costs no more than reading it.
-    fn linear(self, store: &Store, parsed: &Self::Parsed<'_>) -> bool;
-    fn answer(self, store: &Store, parsed: Self::Parsed<'_>) -> Answer;
+    fn linear(&self, store: &Store, parsed: &Self::Parsed<'_>) -> bool;
+    fn answer(&self, store: &Store, parsed: Self::Parsed<'_>) -> Answer;
     /// The answer when evaluation did not finish (deadline, panic, shutdown).
-    fn failed(self, envelope: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer;
+    fn failed(&self, envelope: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer;
 }
 
 /// A review endpoint: a slot among the reviews in flight (none left: 429 before the body is
@@ -85,9 +85,10 @@ pub async fn run<R: Review>(
         let judged = if review.linear(&store, &parsed) {
             Ok(worker::run_inline(|| review.answer(&store, parsed)))
         } else {
-            let parsed = review.into_owned(parsed);
+            let parsed = review.owned(parsed);
+            let pooled = review.clone();
             Err(Box::pin(state.run_pooled(query, store, move |store| {
-                review.answer(store, parsed)
+                pooled.answer(store, parsed)
             })))
         };
         (envelope, tag, judged)
@@ -111,11 +112,12 @@ async fn run_large<R: Review>(
 ) -> Response {
     // Reading is linear in the body (at most `max_body_bytes`), so it is not held to the caller's
     // deadline: a deadline that passes during evaluation is then still answered with the uid.
+    let reading = review.clone();
     let parsed = match state
         .run_pooled_reading(move || {
-            review.parse(&body).map(|parsed| {
-                let (envelope, tag) = review.envelope(&parsed);
-                (review.into_owned(parsed), envelope, tag)
+            reading.parse(&body).map(|parsed| {
+                let (envelope, tag) = reading.envelope(&parsed);
+                (reading.owned(parsed), envelope, tag)
             })
         })
         .await
@@ -134,8 +136,9 @@ async fn run_large<R: Review>(
     };
     let (parsed, envelope, tag) = parsed;
     let store = state.store().current();
+    let pooled = review.clone();
     let answer = state
-        .run_pooled(query, store, move |store| review.answer(store, parsed))
+        .run_pooled(query, store, move |store| pooled.answer(store, parsed))
         .await
         .unwrap_or_else(|e| review.failed(&envelope, &tag, e));
     respond(answer, tag)

@@ -54,6 +54,9 @@ pub struct HttpConfig {
     pub max_in_flight: usize,
     /// Endpoints a client without a certificate may call when mutual TLS lets it connect.
     pub anonymous_endpoints: Vec<Endpoint>,
+    /// The username (the reconciler's ServiceAccount) whose restores are judged on the state
+    /// they return to rather than as a change from the failed one; `None` trusts no one.
+    pub restorer: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -67,6 +70,7 @@ impl Default for HttpConfig {
             inline_max_bytes: 32 * 1024,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             anonymous_endpoints: Vec::new(),
+            restorer: None,
         }
     }
 }

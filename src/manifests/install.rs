@@ -26,7 +26,7 @@ pub fn in_cluster(
         json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
                "spec": {"selector": selector, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
-               "spec": deployment_spec(options, name, &selector)}),
+               "spec": deployment_spec(options, namespace, name, &selector)}),
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(name),
                "spec": {"minAvailable": 1, "selector": {"matchLabels": selector}}}),
     ]);
@@ -59,7 +59,7 @@ fn policy_files(options: &Options) -> Result<Map<String, Value>, ManifestError> 
 /// The reconciler's own identity, permissions and Deployment. The webhook server needs no API
 /// access (its pods mount no token); the reconciler reads and writes only what its rules need.
 fn reconciler(store: &Store, options: &Options, namespace: &str, name: &str) -> Vec<Value> {
-    let account = format!("{name}-reconciler");
+    let account = reconciler_account(name);
     let selector = json!({APP_LABEL: account});
     let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
     let subjects = json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}]);
@@ -169,7 +169,7 @@ fn reconciler_deployment_spec(
     })
 }
 
-fn deployment_spec(options: &Options, name: &str, selector: &Value) -> Value {
+fn deployment_spec(options: &Options, namespace: &str, name: &str, selector: &Value) -> Value {
     json!({
         "replicas": options.replicas.max(2),
         "selector": {"matchLabels": selector},
@@ -183,7 +183,7 @@ fn deployment_spec(options: &Options, name: &str, selector: &Value) -> Value {
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                     "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}],
-                "containers": [webhook_container(options)],
+                "containers": [webhook_container(options, &restorer(namespace, name))],
                 "volumes": [
                     {"name": "certs", "secret": {"secretName": format!("{name}-tls")}},
                     {"name": "policies", "configMap": {"name": format!("{name}-policies")}}
@@ -193,12 +193,24 @@ fn deployment_spec(options: &Options, name: &str, selector: &Value) -> Value {
     })
 }
 
-fn webhook_container(options: &Options) -> Value {
+/// The reconciler's username: the webhook judges its restores on the state they return to.
+fn restorer(namespace: &str, name: &str) -> String {
+    format!(
+        "system:serviceaccount:{namespace}:{}",
+        reconciler_account(name)
+    )
+}
+
+fn reconciler_account(name: &str) -> String {
+    format!("{name}-reconciler")
+}
+
+fn webhook_container(options: &Options, restorer: &str) -> Value {
     json!({
         "name": "tollgate",
         "image": options.image,
         "args": ["serve", "--policies", "/etc/tollgate/policies", "--cert-dir", "/etc/tollgate/certs",
-                 "--addr", "0.0.0.0:8443", "--log-format", "json"],
+                 "--addr", "0.0.0.0:8443", "--log-format", "json", "--restorer", restorer],
         "ports": [{"name": "https", "containerPort": 8443}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
                            "periodSeconds": 5, "failureThreshold": 2},

@@ -135,6 +135,8 @@ impl Expression {
 pub struct PolicyRules {
     conditions: Vec<(String, Expression)>,
     validations: Vec<Expression>,
+    /// Per validation: whether it reads `oldObject` (a transition rule; a restore skips it).
+    transitions: Vec<bool>,
     /// What the expressions read of `object`, `oldObject` and `request`.
     object: Projection,
     old_object: Projection,
@@ -253,6 +255,10 @@ impl PolicyRules {
         }
         let mut rules = Self {
             conditions: compiled_conditions,
+            transitions: compiled_validations
+                .iter()
+                .map(|v| v.program.references().has_variable("oldObject"))
+                .collect(),
             validations: compiled_validations,
             object: Projection::Unused,
             old_object: Projection::Unused,
@@ -332,14 +338,18 @@ impl PolicyRules {
         })
     }
 
-    pub fn violations(&self, bindings: &Bindings<'_>) -> Vec<Violation> {
+    /// Every validation that fails; with `state_only`, those reading `oldObject` are left out
+    /// (a restore is judged on the state it returns to).
+    pub fn violations(&self, bindings: &Bindings<'_>, state_only: bool) -> Vec<Violation> {
         if self.validations.is_empty() {
             return Vec::new();
         }
         self.with_context(bindings, |ctx| {
             self.validations
                 .iter()
-                .filter_map(|v| {
+                .zip(&self.transitions)
+                .filter(|(_, transition)| !(state_only && **transition))
+                .filter_map(|(v, _)| {
                     let message = match v.program.execute(ctx) {
                         Ok(CelValue::Bool(true)) => return None,
                         Ok(CelValue::Bool(false)) => v.message_when_false(ctx),

@@ -100,7 +100,15 @@ impl SchemaRules {
     /// Every rule that fails for `object` (with `old_object` for transition rules), split
     /// into those that deny and those ratcheting lets through (`crate::ratchet`): a rule that
     /// does not read `oldSelf`, failing on a value that did not change.
-    pub fn violations(&self, object: Instance<'_>, old_object: Option<Instance<'_>>) -> Failures {
+    ///
+    /// With `state_only`, rules that read `oldSelf` are left out: a restore returns to a state
+    /// that was admitted, and is judged on that state alone.
+    pub fn violations(
+        &self,
+        object: Instance<'_>,
+        old_object: Option<Instance<'_>>,
+        state_only: bool,
+    ) -> Failures {
         let mut out = Failures::default();
         super::with_base(|base| {
             walk(
@@ -112,7 +120,7 @@ impl SchemaRules {
                 },
                 &mut WalkPath::new(),
                 &mut out,
-                base,
+                Run { base, state_only },
             );
         });
         out
@@ -324,16 +332,24 @@ enum At<'a> {
 /// allocation per review (as a `Vec` it was one of the few a small review made).
 type WalkPath<'a> = smallvec::SmallVec<[At<'a>; 8]>;
 
+/// What one walk over an object evaluates, with what.
+#[derive(Clone, Copy)]
+struct Run<'c> {
+    base: &'c Context<'static>,
+    /// Only the rules about the object's state: none that reads `oldSelf` (a restore).
+    state_only: bool,
+}
+
 fn walk<'a>(
     node: &'a RuleNode,
     at: Pair<'a>,
     path: &mut WalkPath<'a>,
     out: &mut Failures,
-    base: &Context<'static>,
+    run: Run<'_>,
 ) {
     let Pair { value, old, .. } = at;
     if !node.rules.is_empty() {
-        evaluate(node, at, path, out, base);
+        evaluate(node, at, path, out, run);
     }
     for (name, child) in &node.properties {
         if let Some(child_value) = value.get(name) {
@@ -343,7 +359,7 @@ fn walk<'a>(
                 at.child(child_value, old.and_then(|o| o.get(name))),
                 path,
                 out,
-                base,
+                run,
             );
             path.pop();
         }
@@ -355,7 +371,7 @@ fn walk<'a>(
                 .as_deref()
                 .and_then(|keys| crate::ratchet::map_list_item(item, old?, keys));
             path.push(At::Index(idx));
-            walk(items, at.child(item, old_item), path, out, base);
+            walk(items, at.child(item, old_item), path, out, run);
             path.pop();
         }
     }
@@ -370,35 +386,30 @@ fn walk<'a>(
                 at.child(child_value, old.and_then(|o| o.get(key))),
                 path,
                 out,
-                base,
+                run,
             );
             path.pop();
         }
     }
     for branch in &node.branches {
-        walk(branch, at, path, out, base);
+        walk(branch, at, path, out, run);
     }
 }
 
-fn evaluate(
-    node: &RuleNode,
-    at: Pair<'_>,
-    path: &[At<'_>],
-    out: &mut Failures,
-    base: &Context<'static>,
-) {
+fn evaluate(node: &RuleNode, at: Pair<'_>, path: &[At<'_>], out: &mut Failures, run: Run<'_>) {
     let Pair { value, old, .. } = at;
     // A transition rule without an old value (CREATE, or a field the old object lacked) is
     // not evaluated at all, as in Kubernetes; an optional `oldSelf` is bound either way.
     let pending: Vec<&Rule> = node
         .rules
         .iter()
+        .filter(|rule| !(run.state_only && rule.transition))
         .filter(|rule| rule.optional_old_self || !rule.transition || old.is_some())
         .collect();
     if pending.is_empty() {
         return;
     }
-    let mut scope = base.new_inner_scope();
+    let mut scope = run.base.new_inner_scope();
     if node.self_projection.is_used() {
         scope.add_variable_from_value(
             "self",

@@ -81,6 +81,10 @@ pub struct Target<'a> {
     pub old_object: Option<Instance<'a>>,
     /// Who asks, for CEL expressions that look at `request`.
     pub request: RequestInfo<'a>,
+    /// A restore by the trusted reconciler (`crate::rollout::is_restore`): judged on the state
+    /// it returns to — no rule that reads the old object, immutable fields against the
+    /// restored revision.
+    pub restore: bool,
 }
 
 impl<'t> Target<'t> {
@@ -165,7 +169,9 @@ impl CompiledPolicy {
                     });
                     return judgement;
                 }
-                Applies::Yes => judgement.denials.extend(rules.violations(&bindings)),
+                Applies::Yes => judgement
+                    .denials
+                    .extend(rules.violations(&bindings, target.restore)),
             }
         }
         // As the apiserver: schema keywords, then embedded resources and list invariants, and
@@ -207,15 +213,18 @@ impl CompiledPolicy {
                     message: "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
                 });
             } else {
-                let failures = rules.violations(object, old);
+                let failures = rules.violations(object, old, target.restore);
                 judgement.denials.extend(failures.denied);
                 judgement.ratcheted.extend(failures.ratcheted);
             }
         }
         if let Some(old) = previous {
-            judgement
-                .denials
-                .extend(immutable::immutable_violations(&self.immutable, sent, old));
+            judgement.denials.extend(immutable::immutable_violations(
+                &self.immutable,
+                sent,
+                old,
+                target.restore,
+            ));
         }
         judgement
     }

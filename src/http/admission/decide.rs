@@ -7,6 +7,7 @@ use tollgate_engine::Store;
 use tollgate_engine::cel::RequestInfo;
 use tollgate_engine::evaluate;
 use tollgate_engine::policy::{OperationName, Target};
+use tollgate_engine::rollout;
 
 use super::wire::{AdmissionRequestIn, AdmissionResponseOut, ObjectIn};
 
@@ -16,12 +17,14 @@ pub enum Mode {
     Mutate,
 }
 
+/// `restorer` is the username whose restores are judged on the state they return to.
 pub fn evaluate(
     store: &Store,
     request: Box<AdmissionRequestIn<'_>>,
     mode: Mode,
+    restorer: Option<&str>,
 ) -> AdmissionResponseOut {
-    let Some(target) = target_of(&request) else {
+    let Some(target) = target_of(&request, restorer) else {
         return AdmissionResponseOut::allowed(&request.uid);
     };
     let uid: &str = &request.uid;
@@ -63,7 +66,10 @@ pub fn evaluate(
 
 /// What the policies judge, or `None` for requests they never concern: subresources (status,
 /// scale), DELETE and CONNECT, and requests without an object.
-fn target_of<'r>(request: &'r AdmissionRequestIn<'_>) -> Option<Target<'r>> {
+fn target_of<'r>(
+    request: &'r AdmissionRequestIn<'_>,
+    restorer: Option<&str>,
+) -> Option<Target<'r>> {
     if request
         .sub_resource
         .as_deref()
@@ -81,21 +87,25 @@ fn target_of<'r>(request: &'r AdmissionRequestIn<'_>) -> Option<Target<'r>> {
         .as_ref()
         .map(ObjectIn::instance)
         .filter(|o| !o.is_null())?;
+    let old_object = request
+        .old_object
+        .as_ref()
+        .map(ObjectIn::instance)
+        .filter(|o| !o.is_null());
+    let username: &str = &request.user_info.username;
     Some(Target {
+        restore: operation == OperationName::Update
+            && rollout::is_restore(restorer, username, object, old_object),
         group: &request.kind.group,
         version: &request.kind.version,
         kind: &request.kind.kind,
         operation,
         namespace: request.namespace.as_deref().filter(|ns| !ns.is_empty()),
         object: Some(object),
-        old_object: request
-            .old_object
-            .as_ref()
-            .map(ObjectIn::instance)
-            .filter(|o| !o.is_null()),
+        old_object,
         request: RequestInfo {
             name: &request.name,
-            username: &request.user_info.username,
+            username,
             groups: &request.user_info.groups,
             dry_run: request.dry_run.unwrap_or(false),
         },

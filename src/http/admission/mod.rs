@@ -4,6 +4,7 @@ mod decide;
 mod wire;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use tollgate_engine::Store;
 
@@ -21,31 +22,37 @@ pub fn review_body(
     store: &Store,
     body: &[u8],
     mode: Mode,
+    restorer: Option<&str>,
 ) -> Result<AdmissionReviewOut, ReviewParseError> {
     let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
     Ok(AdmissionReviewOut::new(
         &api_version,
-        evaluate(store, request, mode),
+        evaluate(store, request, mode, restorer),
     ))
 }
 
 /// Validate or mutate, as a kind of review the HTTP layer runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission(pub Mode);
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub mode: Mode,
+    /// The username whose restores (`tollgate_engine::rollout::is_restore`) are judged on the
+    /// state they return to: the reconciler's.
+    pub restorer: Option<Arc<str>>,
+}
 
 impl Review for Admission {
     type Parsed<'a> = (Text<'a>, Box<AdmissionRequestIn<'a>>);
     type Envelope = Cow<'static, str>;
 
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
+    fn parse<'b>(&self, body: &'b [u8]) -> Result<Self::Parsed<'b>, String> {
         AdmissionReviewIn::from_slice(body).map_err(|e| e.to_string())
     }
 
-    fn into_owned(self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
+    fn owned(&self, (api_version, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
         (api_version.into_owned(), Box::new((*request).into_owned()))
     }
 
-    fn envelope(self, (api_version, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
+    fn envelope(&self, (api_version, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
         let tag = ReviewTag::new(
             &request.uid,
             &request.kind.group,
@@ -55,15 +62,18 @@ impl Review for Admission {
         (known_api_version(api_version), tag)
     }
 
-    fn linear(self, store: &Store, (_, request): &Self::Parsed<'_>) -> bool {
+    fn linear(&self, store: &Store, (_, request): &Self::Parsed<'_>) -> bool {
         store.evaluation_is_linear(&request.kind.group, &request.kind.kind)
     }
 
-    fn answer(self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
-        answer(&api_version, evaluate(store, request, self.0))
+    fn answer(&self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
+        answer(
+            &api_version,
+            evaluate(store, request, self.mode, self.restorer.as_deref()),
+        )
     }
 
-    fn failed(self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
+    fn failed(&self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         answer(
             api_version,
             AdmissionResponseOut::errored(tag.uid(), 500, error.to_string()),

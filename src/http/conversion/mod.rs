@@ -22,29 +22,29 @@ impl Review for Conversion {
     type Parsed<'a> = (TypeMeta, ConversionRequest);
     type Envelope = TypeMeta;
 
-    fn parse(self, body: &[u8]) -> Result<Self::Parsed<'_>, String> {
+    fn parse<'b>(&self, body: &'b [u8]) -> Result<Self::Parsed<'b>, String> {
         wire::parse(body).map_err(|e| e.to_string())
     }
 
-    fn into_owned(self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static> {
+    fn owned(&self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static> {
         parsed
     }
 
-    fn envelope(self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
+    fn envelope(&self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
         let tag = ReviewTag::new(&request.uid, &request.desired_api_version, "", "CONVERT");
         (types.clone(), tag)
     }
 
     /// Conversion has no CEL: its cost follows the number and size of the objects.
-    fn linear(self, _: &Store, _: &Self::Parsed<'_>) -> bool {
+    fn linear(&self, _: &Store, _: &Self::Parsed<'_>) -> bool {
         true
     }
 
-    fn answer(self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
+    fn answer(&self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
         answer(types, wire::convert_request(store, request))
     }
 
-    fn failed(self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
+    fn failed(&self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
         let mut failed =
             ConversionResponse::invalid(Status::failure(&error.to_string(), "InternalError"));
         failed.uid = tag.uid().to_string();
