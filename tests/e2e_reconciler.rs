@@ -29,6 +29,10 @@ const NS: &str = "gateways";
 /// The test policy's progress deadline (the shipped one allows 600 s).
 const DEADLINE_SECONDS: u64 = 12;
 const WAIT: Duration = Duration::from_secs(90);
+/// Gateways with this many replicas or more never become healthy (see `operate`).
+const SCALE_LIMIT: i64 = 7;
+/// Who the harness's kubeconfig authenticates as: the reconciler's identity in these tests.
+const ADMIN: &str = "e2e-admin";
 
 fn gateways(client: &Client) -> Api<DynamicObject> {
     support::payment_gateways(client, NS)
@@ -185,8 +189,8 @@ async fn break_and_wait_for_rollback(client: &Client, log: &Path, name: &str) ->
 }
 
 /// The PaymentGateway operator, as the test plays it: one Deployment per gateway, named after
-/// it; its Pods are "bad" (never Ready) while the endpoint says `broken` or the gateway carries
-/// the `e2e/sick` annotation.
+/// it; its Pods are "bad" (never Ready) while the endpoint says `broken`, the gateway carries
+/// the `e2e/sick` annotation, or it asks for `SCALE_LIMIT` replicas or more (no capacity).
 async fn operate(client: Client) {
     let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
     loop {
@@ -202,7 +206,11 @@ async fn operate(client: Client) {
                     .pointer("/spec/endpoint")
                     .and_then(Value::as_str)
                     .is_some_and(|e| e.contains("broken"))
-                    || annotations.contains_key("e2e/sick");
+                    || annotations.contains_key("e2e/sick")
+                    || value
+                        .pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|r| r >= SCALE_LIMIT);
                 let deadline: i64 = annotations
                     .get("e2e/deployment-deadline")
                     .and_then(|d| d.parse().ok())
@@ -425,6 +433,10 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     serve_with_reconcile_runs_both_in_one_process(&cluster, &client, &policies).await;
     release_finalizers_lets_objects_go_without_a_reconciler(&cluster, &client, &policies).await;
     committed_installation_is_accepted_by_the_apiserver(&client).await;
+    the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
+        &cluster, &client, &policies,
+    )
+    .await;
     operator.abort();
     pods.abort();
 }
@@ -1001,4 +1013,133 @@ async fn release_finalizers_lets_objects_go_without_a_reconciler(
             .then_some(())
     })
     .await;
+}
+
+/// The harness's client, acting as `user` (the admin may impersonate anyone).
+async fn client_as(cluster: &Cluster, user: &str) -> Client {
+    let mut kubeconfig =
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
+    for auth in &mut kubeconfig.auth_infos {
+        if let Some(info) = auth.auth_info.as_mut() {
+            info.impersonate = Some(user.to_string());
+            info.impersonate_groups = Some(vec!["system:masters".to_string()]);
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// tollgate's own webhook registered (`serve --register --reconcile`, the shipped policy, whose
+/// transition rule lets replicas at most halve): a scale-up from 2 to 7 that never becomes
+/// healthy is rolled back to 2 after the deadline — the restore comes from the trusted identity
+/// with the marker, and is judged on the state it returns to. The same drop by a user, or by
+/// the trusted identity without the marker, or by a user who writes the marker, is refused.
+async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
+    cluster: &Cluster,
+    client: &Client,
+    policies: &Path,
+) {
+    let log = cluster.dir.path().join("serve-coherent.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let port = support::cluster::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--register", "--reconcile", "--restorer", ADMIN])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--url", &format!("https://127.0.0.1:{port}")])
+        .arg("--policies")
+        .arg(policies)
+        .arg("--cert-dir")
+        .arg(cluster.dir.path().join("coherent-certs"))
+        .args([
+            "--lease-name",
+            "tollgate-coherent",
+            "--lease-namespace",
+            NS,
+            "--identity",
+            "coherent",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "info,tollgate_reconciler=debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("tollgate serve --register --reconcile");
+    // Registered once a dry-run create is defaulted by /mutate and refused by /validate.
+    eventually("tollgate's webhooks registered", &log, || async {
+        let mut probe = gateway("gw-probe", "https://pay.example.com", json!({}));
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let created = gateways(client).create(&dry_run, &probe).await.ok()?;
+        let defaulted = created
+            .labels()
+            .contains_key("app.kubernetes.io/managed-by");
+        probe.data["spec"]["provider"] = json!("nope");
+        let refused = gateways(client)
+            .create(&dry_run, &probe)
+            .await
+            .is_err_and(|e| e.to_string().contains("spec.provider"));
+        (defaulted && refused).then_some(())
+    })
+    .await;
+
+    let name = "gw-scale";
+    create_ready(
+        client,
+        &log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
+    patch_spec(client, name, json!({"replicas": SCALE_LIMIT})).await;
+    let rolled = eventually("gw-scale rolled back to 2 replicas", &log, || async {
+        let o = get(client, name).await;
+        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
+    })
+    .await;
+    assert_eq!(rolled["spec"]["replicas"], 2, "{rolled}");
+    let ready = wait_phase(client, &log, name, "Ready").await;
+    assert_eq!(ready["spec"]["replicas"], 2);
+    assert_eq!(occurrences(&events(client, name, "RolledBack").await), 1);
+    assert!(events(client, name, "RollbackFailed").await.is_empty());
+
+    // Never healthy from its creation: nothing to roll back to, so it stays at 8.
+    let name = "gw-user";
+    let mut big = gateway(name, "https://pay.example.com", json!({}));
+    big.data["spec"]["replicas"] = json!(8);
+    gateways(client)
+        .create(&PostParams::default(), &big)
+        .await
+        .expect("create");
+    let alice = client_as(cluster, "alice").await;
+    let marker = json!({"tollgate.dev/restored": "{\"from\":2,\"to\":1,\"manual\":false}"});
+    for (who, as_client, annotations) in [
+        ("a user", &alice, json!({})),
+        ("a user writing the marker", &alice, marker.clone()),
+        ("the trusted identity without the marker", client, json!({})),
+    ] {
+        let refused = gateways(as_client)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": annotations}, "spec": {"replicas": 2}}),
+                ),
+            )
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("replicas may drop by at most half"),
+            "{who}: 8 -> 2 was not refused by the transition rule: {refused:?}\n{}",
+            log_tail(&log)
+        );
+    }
+    assert_eq!(get(client, name).await["spec"]["replicas"], 8);
+    let _ = child.kill();
+    let _ = child.wait();
 }
