@@ -35,6 +35,10 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub policy_load_errors: Counter,
     pub policies_loaded: Gauge,
+    /// Registration attempts the apiserver refused or could not take (`serve --register`).
+    pub registration_failures: Counter,
+    /// 1 while the last registration attempt failed.
+    pub registration_failing: Gauge,
     pub connections_open: Gauge,
     /// Connections turned away: `limit` (answered 503), `dropped` (beyond the overflow slots),
     /// `handshake_failed`, `handshake_timeout`.
@@ -111,6 +115,18 @@ impl Default for Metrics {
             "Policies in the active set",
             policies_loaded.clone(),
         );
+        let registration_failures = Counter::default();
+        let registration_failing = Gauge::default();
+        registry.register(
+            "registration_failures",
+            "Registration attempts that failed (serve --register)",
+            registration_failures.clone(),
+        );
+        registry.register(
+            "registration_failing",
+            "1 while the last registration attempt failed",
+            registration_failing.clone(),
+        );
         let connections_open = Gauge::default();
         let connections_refused = Family::<ReasonLabels, Counter>::default();
         let connections_retired = Counter::default();
@@ -147,6 +163,8 @@ impl Default for Metrics {
             in_flight,
             policy_load_errors,
             policies_loaded,
+            registration_failures,
+            registration_failing,
         }
     }
 }

@@ -164,6 +164,7 @@ impl Registrar {
                 complete = false;
                 continue;
             }
+            self.take_over_conversion(&name, doc).await?;
             self.apply(doc, &params).await?;
             crds.insert(name);
         }
@@ -202,6 +203,43 @@ impl Registrar {
             })
     }
 
+    /// Makes the CRD's conversion stanza exactly the one desired when another manager wrote a
+    /// different one (a `service` from `kubectl apply`, a stale caBundle): a server-side apply
+    /// cannot drop fields another manager owns, and a `clientConfig` holding both a `service`
+    /// and a `url` is refused. The whole stanza is replaced, guarded by the resourceVersion it
+    /// was read at; the apply that follows then owns it.
+    async fn take_over_conversion(&self, name: &str, doc: &Value) -> Result<(), RegisterError> {
+        let failed = |source| RegisterError::Apply {
+            kind: "CustomResourceDefinition".into(),
+            name: name.to_string(),
+            source,
+        };
+        let api = crd_api(&self.client);
+        let Some(live) = api.get_opt(name).await.map_err(failed)? else {
+            return Ok(());
+        };
+        let desired = &doc["spec"]["conversion"];
+        let current = live.data["spec"].get("conversion");
+        if current.is_none_or(|current| conversion_matches(current, desired)) {
+            return Ok(());
+        }
+        let resource_version = live.metadata.resource_version.clone().unwrap_or_default();
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/spec/conversion", "value": desired},
+        ]))
+        .map_err(|e| RegisterError::Render(ManifestError::Usage(e.to_string())))?;
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch(name, &params, &Patch::Json::<()>(patch))
+            .await
+            .map_err(failed)?;
+        tracing::info!(crd = %name, "took over a conversion stanza another manager wrote");
+        Ok(())
+    }
+
     async fn apply(&self, doc: &Value, params: &PatchParams) -> Result<(), RegisterError> {
         let (kind, name) = identity(doc);
         let api_version = doc["apiVersion"].as_str().unwrap_or_default();
@@ -214,6 +252,28 @@ impl Registrar {
     }
 }
 
+/// Whether the live stanza says what the desired one says: everything desired is there (the
+/// apiserver may have added defaults, such as a service's port), and the client config names
+/// nothing else (no `service` beside a `url`, no caBundle where none is wanted).
+fn conversion_matches(live: &Value, desired: &Value) -> bool {
+    let config_keys = |stanza: &Value| {
+        stanza["webhook"]["clientConfig"]
+            .as_object()
+            .map(|config| config.keys().cloned().collect::<BTreeSet<_>>())
+    };
+    contains(live, desired) && config_keys(live) == config_keys(desired)
+}
+
+/// `outer` holds everything `inner` holds (objects member by member, other values equal).
+fn contains(outer: &Value, inner: &Value) -> bool {
+    match (outer, inner) {
+        (Value::Object(outer), Value::Object(inner)) => inner
+            .iter()
+            .all(|(key, value)| outer.get(key).is_some_and(|found| contains(found, value))),
+        _ => outer == inner,
+    }
+}
+
 fn identity(doc: &Value) -> (String, String) {
     (
         doc["kind"].as_str().unwrap_or_default().to_string(),
@@ -222,4 +282,27 @@ fn identity(doc: &Value) -> (String, String) {
             .unwrap_or_default()
             .to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stanza_matches_with_the_apiservers_defaults_but_not_with_another_managers_fields() {
+        let desired = json!({"strategy": "Webhook", "webhook": {
+            "clientConfig": {"service": {"namespace": "t", "name": "t", "path": "/convert"}, "caBundle": "Q0E="},
+            "conversionReviewVersions": ["v1"]}});
+        let mut defaulted = desired.clone();
+        defaulted["webhook"]["clientConfig"]["service"]["port"] = json!(443);
+        assert!(conversion_matches(&defaulted, &desired));
+
+        let mut with_url = defaulted.clone();
+        with_url["webhook"]["clientConfig"]["url"] = json!("https://127.0.0.1:8443/convert");
+        assert!(!conversion_matches(&with_url, &desired));
+        let mut stale = defaulted.clone();
+        stale["webhook"]["clientConfig"]["caBundle"] = json!("T0xE");
+        assert!(!conversion_matches(&stale, &desired));
+        assert!(!conversion_matches(&json!({"strategy": "None"}), &desired));
+    }
 }

@@ -499,3 +499,145 @@ async fn replicas_share_one_ca_through_a_secret_and_write_each_renewal_once() {
         .await
         .expect("admission still works with the pair in use");
 }
+
+fn crds(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    )
+}
+
+/// The conversion client config of the example CRD as the apiserver holds it.
+async fn conversion_client_config(client: &Client) -> serde_json::Value {
+    crds(client)
+        .get("paymentgateways.payments.example.com")
+        .await
+        .map(|crd| crd.data["spec"]["conversion"]["webhook"]["clientConfig"].clone())
+        .unwrap_or_default()
+}
+
+/// The shipped CRD as `kubectl apply` leaves it (its conversion names the Service
+/// tollgate/tollgate, a field owned by kubectl's manager), then `serve --register --url`:
+/// tollgate takes the stanza over and stored objects read in v1alpha1 again. Then a server
+/// registered with `--service` makes the stanza name exactly that Service (no `url` left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    let text = std::fs::read_to_string(support::repo_path("deploy/crd-paymentgateway.yaml"))
+        .expect("shipped CRD");
+    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text).expect("CRD parses")[0]
+        .value
+        .clone();
+    assert_eq!(
+        crd["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["name"],
+        "tollgate"
+    );
+    // What `kubectl apply` sends on create: the object, its last-applied annotation, and
+    // kubectl's field manager (an Update, not a server-side apply).
+    crd["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": crd.to_string()
+    });
+    let params = PostParams {
+        field_manager: Some("kubectl-client-side-apply".into()),
+        ..PostParams::default()
+    };
+    crds(&client)
+        .create(&params, &serde_json::from_value(crd).unwrap())
+        .await
+        .expect("CRD created as kubectl apply creates it");
+    eventually("the CRD served", Duration::from_secs(60), || async {
+        gateways(&client, "v1")
+            .list(&Default::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    // Stored in v1 (the storage version: no conversion needed to write it).
+    let mut stored = gateway("gw-stored");
+    stored.metadata.namespace = Some(NS.into());
+    gateways(&client, "v1")
+        .create(&PostParams::default(), &stored)
+        .await
+        .expect("stored");
+    let unreadable = gateways(&client, "v1alpha1").get("gw-stored").await;
+    assert!(
+        unreadable.is_err(),
+        "read in v1alpha1 without a reachable converter"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        support::repo_path("policies/paymentgateway.yaml"),
+        dir.path().join("policies/paymentgateway.yaml"),
+    )
+    .unwrap();
+    let port = free_port();
+    let server = start_tollgate_with(&cluster, dir.path(), port, port, &[], "takeover");
+    eventually(
+        "stored objects read in v1alpha1 after serve --register --url",
+        Duration::from_secs(30),
+        || async {
+            let read = gateways(&client, "v1alpha1")
+                .get("gw-stored")
+                .await
+                .map_err(|e| e.to_string())?;
+            (read.data["spec"]["url"] == "https://checkout.adyen.example")
+                .then_some(())
+                .ok_or_else(|| format!("not converted: {:?}", read.data))
+        },
+    )
+    .await;
+    let config = conversion_client_config(&client).await;
+    assert_eq!(
+        config["url"],
+        format!("https://127.0.0.1:{port}/convert"),
+        "{config}"
+    );
+    assert!(
+        config.get("service").is_none() && config["caBundle"].is_string(),
+        "{config}"
+    );
+    drop(server);
+
+    // Registered for in-cluster use: the stanza names exactly the Service.
+    let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+    let _service = Tollgate(
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--register", "--reload-interval", "1"])
+            .args(["--addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--service", "tollgate-system/tollgate"])
+            .arg("--policies")
+            .arg(dir.path().join("policies"))
+            .arg("--cert-dir")
+            .arg(dir.path().join("service-certs"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tollgate starts"),
+    );
+    eventually(
+        "the stanza names the Service and nothing else",
+        Duration::from_secs(30),
+        || async {
+            let config = conversion_client_config(&client).await;
+            let service = &config["service"];
+            let exact = service["namespace"] == "tollgate-system"
+                && service["name"] == "tollgate"
+                && config.get("url").is_none()
+                && config["caBundle"].is_string();
+            exact.then_some(()).ok_or_else(|| config.to_string())
+        },
+    )
+    .await;
+}

@@ -17,8 +17,15 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        Json(json!({"status": "ready", "policies": state.store().current().policies().len()}))
-            .into_response()
+        let mut body =
+            json!({"status": "ready", "policies": state.store().current().policies().len()});
+        // Still ready: this replica answers reviews correctly, and a registration failure is
+        // usually the apiserver's to fix; failing readiness would take every replica out of
+        // the Service at once. The reason is here, in the log and in the metrics.
+        if let Some(problem) = state.registration_problem() {
+            body["registration"] = json!({"failing": problem});
+        }
+        Json(body).into_response()
     } else {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }

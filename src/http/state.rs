@@ -98,6 +98,8 @@ struct Inner {
     store: SharedStore,
     metrics: Metrics,
     ready: AtomicBool,
+    /// Why the last registration attempt failed, while it does (`serve --register`).
+    registration_problem: std::sync::Mutex<Option<String>>,
     workers: WorkerPool,
     in_flight_limit: InFlightLimit,
 }
@@ -116,6 +118,7 @@ impl AppState {
             store: SharedStore::new(store),
             metrics,
             ready: AtomicBool::new(false),
+            registration_problem: std::sync::Mutex::new(None),
             workers,
         }))
     }
@@ -167,6 +170,28 @@ impl AppState {
         self.workers()
             .run(self.config().max_eval_timeout, work)
             .await
+    }
+
+    /// Records the outcome of a registration attempt: `Some(reason)` when it failed.
+    pub fn set_registration_problem(&self, problem: Option<String>) {
+        let failing = problem.is_some();
+        *self
+            .0
+            .registration_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = problem;
+        self.metrics().registration_failing.set(i64::from(failing));
+        if failing {
+            self.metrics().registration_failures.inc();
+        }
+    }
+
+    pub fn registration_problem(&self) -> Option<String> {
+        self.0
+            .registration_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -117,13 +117,21 @@ async fn register(registrar: &mut Option<Registrar>, cert_dir: &CertDir, state: 
         Ok(ca) => ca,
         Err(e) => {
             tracing::error!(error = %e, "cannot register: no CA bundle");
+            state.set_registration_problem(Some(format!("no CA bundle: {e}")));
             return;
         }
     };
     match registrar.sync(&state.store().current(), &ca).await {
-        Ok(true) => tracing::info!("registration applied (webhook configurations, CRD conversion)"),
-        Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "registration failed; retrying at the next reload"),
+        Ok(applied) => {
+            if applied {
+                tracing::info!("registration applied (webhook configurations, CRD conversion)");
+            }
+            state.set_registration_problem(None);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "registration failed; retrying at the next reload");
+            state.set_registration_problem(Some(e.to_string()));
+        }
     }
 }
 
