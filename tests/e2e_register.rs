@@ -640,4 +640,98 @@ async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
         },
     )
     .await;
+
+    drop(_service);
+
+    // An identity that may read CRDs and nothing else: its applies are refused, and the
+    // failure is in /readyz and the metrics.
+    for (kind, plural, object) in [
+        (
+            "ClusterRole",
+            "clusterroles",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": "e2e-crd-reader"},
+                   "rules": [{"apiGroups": ["apiextensions.k8s.io"],
+                              "resources": ["customresourcedefinitions"], "verbs": ["get", "list"]}]}),
+        ),
+        (
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": "e2e-crd-reader"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                               "name": "e2e-crd-reader"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "nobody"}]}),
+        ),
+    ] {
+        let gvk = GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        )
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(object).unwrap(),
+        )
+        .await
+        .expect("RBAC");
+    }
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    for auth in &mut kubeconfig.auth_infos {
+        if let Some(info) = auth.auth_info.as_mut() {
+            info.impersonate = Some("nobody".into());
+        }
+    }
+    let refused_config = dir.path().join("nobody-kubeconfig");
+    std::fs::write(&refused_config, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("refused.log")).unwrap();
+    let _refused = Tollgate(
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--register", "--reload-interval", "1"])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--url", &format!("https://127.0.0.1:{port}")])
+            .arg("--policies")
+            .arg(dir.path().join("policies"))
+            .arg("--cert-dir")
+            .arg(dir.path().join("refused-certs"))
+            .env("KUBECONFIG", &refused_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tollgate starts"),
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually(
+        "a refused registration reported by /readyz and the metrics",
+        Duration::from_secs(30),
+        || async {
+            let ca = std::fs::read(dir.path().join("refused-certs/ca.crt"))
+                .map_err(|e| e.to_string())?;
+            let https = support::server::https_client(&ca, addr)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let get = |path: &str| {
+                let request = https.get(format!("https://localhost:{port}{path}"));
+                async move {
+                    let response = request.send().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((
+                        response.status().as_u16(),
+                        response.text().await.unwrap_or_default(),
+                    ))
+                }
+            };
+            let (status, ready) = get("/readyz").await?;
+            let (_, metrics) = get("/metrics").await?;
+            let reported = status == 200
+                && ready.contains("\"failing\"")
+                && ready.contains("forbidden")
+                && metrics.contains("tollgate_registration_failing 1");
+            reported
+                .then_some(())
+                .ok_or_else(|| format!("{status} {ready}"))
+        },
+    )
+    .await;
 }
