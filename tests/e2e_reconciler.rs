@@ -1105,6 +1105,25 @@ async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
     assert_eq!(ready["spec"]["replicas"], 2);
     assert_eq!(occurrences(&events(client, name, "RolledBack").await), 1);
     assert!(events(client, name, "RollbackFailed").await.is_empty());
+    // Scaled to 6 (healthy), then rolled back by hand to the 2 of revision 3: the same exemption.
+    patch_spec(client, name, json!({"replicas": SCALE_LIMIT - 1})).await;
+    eventually("gw-scale at 6 replicas Ready", &log, || async {
+        let o = wait_phase(client, &log, name, "Ready").await;
+        (o["status"]["currentRevision"] == 4).then_some(())
+    })
+    .await;
+    annotate(client, name, json!({"tollgate.dev/rollback-to": "3"})).await;
+    let back = eventually("gw-scale rolled back by hand to 2", &log, || async {
+        let o = get(client, name).await;
+        (o["spec"]["replicas"] == 2 && phase(&o) == "Ready" && o["status"]["currentRevision"] == 5)
+            .then_some(o)
+    })
+    .await;
+    assert_eq!(
+        condition(&back, "RolledBack").expect("RolledBack")["status"],
+        "True"
+    );
+    assert!(events(client, name, "RollbackFailed").await.is_empty());
 
     // Never healthy from its creation: nothing to roll back to, so it stays at 8.
     let name = "gw-user";

@@ -1,11 +1,16 @@
 //! Who may call what, and how many reviews run at once: the checks a request passes before its
 //! body is read.
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::Ready;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use tokio::sync::SemaphorePermit;
+use tower::{Layer, Service};
 
 use super::error::ApiError;
 use super::routes::Endpoint;
@@ -16,12 +21,46 @@ use super::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct AnonymousClient;
 
-/// The router's layer (probes, metrics, unknown paths): only the client check applies there.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let anonymous = request.extensions().get::<AnonymousClient>().is_some();
-    match check_client(&state, request.uri().path(), anonymous) {
-        Ok(()) => next.run(request).await,
-        Err(refused) => refused.into_response(),
+/// The router's layer: the client check, for every request (a tower layer, so no future or
+/// service is boxed per request).
+#[derive(Clone)]
+pub struct GuardLayer(pub AppState);
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let anonymous = request.extensions().get::<AnonymousClient>().is_some();
+        match check_client(&self.state, request.uri().path(), anonymous) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(refused) => Either::Left(std::future::ready(Ok(refused.into_response()))),
+        }
     }
 }
 

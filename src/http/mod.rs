@@ -72,14 +72,8 @@ fn router(state: AppState) -> Router {
         })
         .fallback(probes::not_found)
         .method_not_allowed_fallback(probes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
+        .layer(guard::GuardLayer(state.clone()))
+        .layer(observe::ObserveLayer(state.clone()))
         // Last resort: a panic outside evaluation still yields a JSON answer, never a dropped connection.
         .layer(CatchPanicLayer::custom(probes::panic_response))
         .with_state(state)

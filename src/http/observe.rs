@@ -1,13 +1,16 @@
 //! One tracing span and one set of metrics per request.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
-use tracing::{Instrument, Span};
+use tower::{Layer, Service};
+use tracing::Span;
 
 use super::error::DecisionTag;
 use super::routes::Endpoint;
@@ -80,12 +83,92 @@ fn routine(decision: &str) -> bool {
 }
 
 /// The router's outer layer: every request gets the in-flight gauge; a review (by its path)
-/// its metrics and log line, anything else a debug line.
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let span = request_span(request.method(), path);
-    let label = Endpoint::from_path(path).and_then(Endpoint::review_label);
-    observed(&state, label, span, next.run(request)).await
+/// its metrics and log line, anything else a debug line. A tower layer with a future of its
+/// own (no boxed future or service per request, as a `from_fn` middleware has).
+#[derive(Clone)]
+pub struct ObserveLayer(pub AppState);
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            state: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Observed<S::Future> {
+        let path = request.uri().path();
+        let span = request_span(request.method(), path);
+        let label = Endpoint::from_path(path).and_then(Endpoint::review_label);
+        let in_flight = InFlight::enter(self.state.clone());
+        Observed {
+            started: Instant::now(),
+            inner: self.inner.call(request),
+            in_flight,
+            label,
+            span,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered, and what its answer is recorded with.
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        in_flight: InFlight,
+        label: Option<&'static str>,
+        span: Span,
+        started: Instant,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // A disabled span (the usual case: it is a debug span) is not entered.
+        let polled = if this.span.is_disabled() {
+            this.inner.poll(cx)
+        } else {
+            let _entered = this.span.enter();
+            this.inner.poll(cx)
+        };
+        let Ok(mut response) = std::task::ready!(polled);
+        record(
+            &this.in_flight.0,
+            *this.label,
+            this.span,
+            this.started.elapsed(),
+            &mut response,
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// Debug level: at the default level it costs nothing per request; the answer's log line
@@ -94,23 +177,15 @@ pub fn request_span(method: &Method, path: &str) -> Span {
     tracing::debug_span!("request", method = %method, path = %path)
 }
 
-/// Runs the request and records its answer: the in-flight gauge while it runs, then for
-/// reviews (`label`) the metrics and the log line, for anything else a debug line.
-async fn observed(
+/// Records an answer: for reviews (`label`) the metrics and the log line, for anything else a
+/// debug line.
+fn record(
     state: &AppState,
     label: Option<&'static str>,
-    span: Span,
-    work: impl Future<Output = Response>,
-) -> Response {
-    let started = Instant::now();
-    let _in_flight = InFlight::enter(state);
-    // A disabled span (the usual case: it is a debug span) would only wrap every poll.
-    let mut response = if span.is_disabled() {
-        work.await
-    } else {
-        work.instrument(span.clone()).await
-    };
-    let elapsed = started.elapsed();
+    span: &Span,
+    elapsed: Duration,
+    response: &mut Response,
+) {
     let reviewed = response.extensions_mut().remove::<Reviewed>();
     let refused = response.extensions().get::<DecisionTag>();
     let detail = refused.map(|d| d.detail.as_str());
@@ -122,7 +197,7 @@ async fn observed(
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let Some(endpoint) = label else {
         span.in_scope(|| tracing::debug!(status, latency_ms, "request answered"));
-        return response;
+        return;
     };
     state
         .metrics()
@@ -154,20 +229,19 @@ async fn observed(
             );
         }
     });
-    response
 }
 
 /// Keeps the in-flight gauge right even when the client goes away mid-request.
-struct InFlight<'a>(&'a AppState);
+pub struct InFlight(AppState);
 
-impl<'a> InFlight<'a> {
-    fn enter(state: &'a AppState) -> Self {
+impl InFlight {
+    fn enter(state: AppState) -> Self {
         state.metrics().in_flight.inc();
         Self(state)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics().in_flight.dec();
     }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use kube::core::admission::Operation;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use tollgate_engine::document::Document;
@@ -284,7 +285,7 @@ impl<'a> AdmissionReviewIn<'a> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionReviewOut {
     pub api_version: Cow<'static, str>,
@@ -308,16 +309,18 @@ impl AdmissionReviewOut {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionResponseOut {
     pub uid: String,
     pub allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusOut>,
-    /// Base64 of the JSON Patch document, as `admission.k8s.io` specifies.
+    /// Base64 of the JSON Patch document, as `admission.k8s.io` specifies: a JSON string
+    /// written as it is (base64 needs no escapes; most of a mutate answer is this string, and
+    /// serde_json would otherwise check it for escapes byte by byte).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    pub patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -381,8 +384,13 @@ impl AdmissionResponseOut {
 
     /// Allowed with a JSON Patch (its JSON text, sent base64-encoded as the API wants).
     pub fn patched(uid: &str, patch: &[u8]) -> Self {
+        let mut text = String::with_capacity(patch.len().div_ceil(3) * 4 + 2);
+        text.push('"');
+        base64::engine::general_purpose::STANDARD.encode_string(patch, &mut text);
+        text.push('"');
         Self {
-            patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
+            // A quoted base64 string is always one JSON value.
+            patch: RawValue::from_string(text).ok(),
             patch_type: Some("JSONPatch"),
             ..Self::allowed(uid)
         }
