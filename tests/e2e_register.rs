@@ -275,16 +275,7 @@ async fn serve_register_keeps_registration_and_certificates_in_step() {
     eventually(
         "conversion through the registered CRD stanza",
         Duration::from_secs(30),
-        || async {
-            let old = gateways(&client, "v1alpha1")
-                .get("pg-first")
-                .await
-                .map_err(|e| e.to_string())?;
-            match old.data["spec"]["url"].as_str() {
-                Some("https://checkout.adyen.example") => Ok(()),
-                _ => Err(format!("not converted: {}", old.data["spec"])),
-            }
-        },
+        || read_in_v1alpha1(&client, "pg-first"),
     )
     .await;
 
@@ -500,6 +491,18 @@ async fn replicas_share_one_ca_through_a_secret_and_write_each_renewal_once() {
         .expect("admission still works with the pair in use");
 }
 
+/// Reads gateway `name` in v1alpha1 (through the conversion webhook): converted, or why not.
+async fn read_in_v1alpha1(client: &Client, name: &str) -> Result<(), String> {
+    let old = gateways(client, "v1alpha1")
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    match old.data["spec"]["url"].as_str() {
+        Some("https://checkout.adyen.example") => Ok(()),
+        _ => Err(format!("not converted: {}", old.data["spec"])),
+    }
+}
+
 fn crds(client: &Client) -> Api<DynamicObject> {
     Api::all_with(
         client.clone(),
@@ -585,15 +588,7 @@ async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
     eventually(
         "stored objects read in v1alpha1 after serve --register --url",
         Duration::from_secs(30),
-        || async {
-            let read = gateways(&client, "v1alpha1")
-                .get("gw-stored")
-                .await
-                .map_err(|e| e.to_string())?;
-            (read.data["spec"]["url"] == "https://checkout.adyen.example")
-                .then_some(())
-                .ok_or_else(|| format!("not converted: {:?}", read.data))
-        },
+        || read_in_v1alpha1(&client, "gw-stored"),
     )
     .await;
     let config = conversion_client_config(&client).await;

@@ -10,12 +10,27 @@ use tollgate::http::{AppState, Front, HttpConfig};
 use tollgate::metrics::Metrics;
 
 fn state() -> AppState {
+    state_with(HttpConfig::default())
+}
+
+/// A server's state with the shipped policies.
+fn state_with(config: HttpConfig) -> AppState {
     let store = tollgate_engine::load_dir(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies"
     )))
     .unwrap_or_else(|e| panic!("{e}"));
-    AppState::new(HttpConfig::default(), store, Metrics::default())
+    AppState::new(config, store, Metrics::default())
+}
+
+/// The review of an allowed UPDATE, whose objects the tests replace.
+fn update_review() -> Value {
+    let text = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/update-allowed.json"
+    ))
+    .expect("fixture");
+    serde_json::from_slice(&text).expect("json")
 }
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, Value) {
@@ -142,14 +157,7 @@ async fn large_reviews_are_read_and_judged_on_the_pool_with_the_same_answers() {
 #[tokio::test]
 async fn stored_violations_are_ratcheted_and_finalizer_removal_is_never_refused() {
     let state = state();
-    let base: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/update-allowed.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("json");
+    let base = update_review();
     let review = |old: &Value, new: &Value| {
         let mut review = base.clone();
         review["request"]["oldObject"] = old.clone();
@@ -196,24 +204,11 @@ async fn stored_violations_are_ratcheted_and_finalizer_removal_is_never_refused(
 #[tokio::test]
 async fn only_the_reconcilers_restore_is_judged_on_the_state_it_returns_to() {
     const RECONCILER: &str = "system:serviceaccount:tollgate:tollgate-reconciler";
-    let config = HttpConfig {
+    let state = state_with(HttpConfig {
         restorer: Some(RECONCILER.into()),
         ..HttpConfig::default()
-    };
-    let store = tollgate_engine::load_dir(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/policies"
-    )))
-    .unwrap_or_else(|e| panic!("{e}"));
-    let state = AppState::new(config, store, Metrics::default());
-    let base: Value = serde_json::from_slice(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/update-allowed.json"
-        ))
-        .expect("fixture"),
-    )
-    .expect("json");
+    });
+    let base = update_review();
     let mut failed = base["request"]["oldObject"].clone();
     failed["spec"]["replicas"] = serde_json::json!(7);
     let mut restored = failed.clone();
