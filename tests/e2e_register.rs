@@ -157,11 +157,8 @@ async fn registered_bundle(client: &Client) -> Option<(usize, String)> {
     Some((pem.matches("BEGIN CERTIFICATE").count(), pem))
 }
 
-/// The namespace and example CRD in the cluster, and a policy directory with the example policy.
-async fn prepare(cluster: &Cluster) -> (Client, tempfile::TempDir) {
-    let client = cluster.client.clone();
-    support::create_namespace(&client, NS).await;
-    support::install_example_crd(&client, NS).await;
+/// A directory whose `policies/` holds the example policy.
+fn example_policy_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::copy(
@@ -169,6 +166,15 @@ async fn prepare(cluster: &Cluster) -> (Client, tempfile::TempDir) {
         dir.path().join("policies/paymentgateway.yaml"),
     )
     .unwrap();
+    dir
+}
+
+/// The namespace and example CRD in the cluster, and a policy directory with the example policy.
+async fn prepare(cluster: &Cluster) -> (Client, tempfile::TempDir) {
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    support::install_example_crd(&client, NS).await;
+    let dir = example_policy_dir();
     (client, dir)
 }
 
@@ -576,13 +582,7 @@ async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
         "read in v1alpha1 without a reachable converter"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::copy(
-        support::repo_path("policies/paymentgateway.yaml"),
-        dir.path().join("policies/paymentgateway.yaml"),
-    )
-    .unwrap();
+    let dir = example_policy_dir();
     let port = free_port();
     let server = start_tollgate_with(&cluster, dir.path(), port, port, &[], "takeover");
     eventually(
