@@ -3,7 +3,7 @@
 
 mod wire;
 
-use kube::core::conversion::{ConversionRequest, ConversionResponse};
+use kube::core::conversion::ConversionResponse;
 use kube::core::response::StatusSummary;
 use kube::core::{Status, TypeMeta};
 use tollgate_engine::Store;
@@ -19,15 +19,15 @@ use super::worker::WorkError;
 pub struct Conversion;
 
 impl Review for Conversion {
-    type Parsed<'a> = (TypeMeta, ConversionRequest);
+    type Parsed<'a> = (TypeMeta, wire::RequestIn<'a>);
     type Envelope = TypeMeta;
 
     fn parse<'b>(&self, body: &'b [u8]) -> Result<Self::Parsed<'b>, String> {
         wire::parse(body).map_err(|e| e.to_string())
     }
 
-    fn owned(&self, parsed: Self::Parsed<'_>) -> Self::Parsed<'static> {
-        parsed
+    fn owned(&self, (types, request): Self::Parsed<'_>) -> Self::Parsed<'static> {
+        (types, request.owned())
     }
 
     fn envelope(&self, (types, request): &Self::Parsed<'_>) -> (Self::Envelope, ReviewTag) {
@@ -41,7 +41,13 @@ impl Review for Conversion {
     }
 
     fn answer(&self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
-        answer(types, wire::convert_request(store, request))
+        match wire::answer_body(store, &types, &request) {
+            Ok(body) => Answer {
+                body,
+                decision: "converted",
+            },
+            Err(failed) => answer(types, *failed),
+        }
     }
 
     fn failed(&self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
