@@ -22,18 +22,18 @@ pub fn is_restore(
     object: Instance<'_>,
     old_object: Option<Instance<'_>>,
 ) -> bool {
-    let marker = |o: Instance<'_>| {
-        o.get("metadata")?
+    fn marker(object: Instance<'_>) -> Option<&str> {
+        object
+            .get("metadata")?
             .get("annotations")?
             .get(RESTORED_ANNOTATION)?
             .as_str()
-            .map(str::to_owned)
-    };
+    }
     let Some(old_object) = old_object else {
         return false;
     };
     trusted.is_some_and(|trusted| trusted == username)
-        && marker(object).is_some_and(|new| marker(old_object).as_deref() != Some(new.as_str()))
+        && marker(object).is_some_and(|new| marker(old_object) != Some(new))
 }
 pub const DEFAULT_REVISION_HISTORY_LIMIT: u32 = 10;
 
