@@ -104,6 +104,10 @@ pub struct ReconcileArgs {
     pub metrics_addr: String,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    /// Seconds between checks for changed policy files (rollout sections added, changed or
+    /// removed take effect without a restart).
+    #[arg(long, default_value_t = 10)]
+    pub reload_interval: u64,
     /// Run without leader election (only when exactly one replica runs).
     #[arg(long)]
     pub no_leader_election: bool,
@@ -435,6 +439,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             metrics_addr: None,
             lease: Some(args.lease.config(&identity)),
             identity,
+            reload_interval: config.reload_interval,
         }
     });
     runtime.block_on(async move {
@@ -541,6 +546,7 @@ fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {
         metrics_addr: Some(metrics_addr),
         lease: (!args.no_leader_election).then(|| args.lease.config(&identity)),
         identity,
+        reload_interval: Duration::from_secs(args.reload_interval.max(1)),
     };
     // Bad policies are a usage error before anything connects to a cluster.
     tollgate_reconciler::runner::load_kinds(&config.policies_dir).map_err(reconcile_error)?;

@@ -24,6 +24,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DigestLabels {
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     pub certificate: &'static str,
 }
@@ -35,6 +40,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub policy_load_errors: Counter,
     pub policies_loaded: Gauge,
+    /// 1 for the digest of the policy set in force (see `Store::digest`).
+    policy_set: Family<DigestLabels, Gauge>,
     /// Registration attempts the apiserver refused or could not take (`serve --register`).
     pub registration_failures: Counter,
     /// 1 while the last registration attempt failed.
@@ -90,6 +97,12 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         let policy_load_errors = Counter::default();
         let policies_loaded = Gauge::default();
+        let policy_set = Family::<DigestLabels, Gauge>::default();
+        registry.register(
+            "policy_set_info",
+            "The policy set in force, by the digest of its files",
+            policy_set.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by endpoint and decision",
@@ -163,6 +176,7 @@ impl Default for Metrics {
             in_flight,
             policy_load_errors,
             policies_loaded,
+            policy_set,
             registration_failures,
             registration_failing,
         }
@@ -174,6 +188,17 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// Records the set in force: its size and its digest (the previous digest's series goes).
+    pub fn set_policy_set(&self, store: &tollgate_engine::Store) {
+        self.policies_loaded.set(store.policies().len() as i64);
+        self.policy_set.clear();
+        self.policy_set
+            .get_or_create(&DigestLabels {
+                digest: store.digest().to_string(),
+            })
+            .set(1);
     }
 
     pub fn set_certificate_expiry(&self, certificate: &'static str, unix: i64) {

@@ -16,5 +16,6 @@ pub mod patch;
 pub mod revisions;
 pub mod runner;
 pub mod status;
+pub mod supervisor;
 
 pub use runner::{ReconcilerConfig, RunError, release_finalizers, run};

@@ -28,6 +28,29 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DigestLabels {
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+/// The policy set in force and the last one refused, for `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySetReport {
+    /// Digest of the files of the set in force (`Store::digest`).
+    pub in_force: String,
+    /// The kinds it manages.
+    pub kinds: Vec<String>,
+    /// Why the last changed set was refused, while the files stay as they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
 /// How a managed kind is doing, for `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase", tag = "state", content = "detail")]
@@ -45,6 +68,9 @@ pub struct Metrics {
     pub objects: Family<PhaseLabels, Gauge>,
     pub kind_missing: Family<KindLabels, Gauge>,
     pub leader: Gauge,
+    policy_set: Family<DigestLabels, Gauge>,
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+    policy_report: Mutex<PolicySetReport>,
     phases: Mutex<HashMap<(String, String), Phase>>,
     kinds: Mutex<BTreeMap<String, KindState>>,
 }
@@ -84,8 +110,23 @@ impl Default for Metrics {
             "1 while this replica holds the lease",
             leader.clone(),
         );
+        let policy_set = Family::<DigestLabels, Gauge>::default();
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "policy_set_info",
+            "The policy set in force, by the digest of its files",
+            policy_set.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Changed policy sets, applied or rejected (the last good set stays in force)",
+            policy_reloads.clone(),
+        );
         Self {
             registry,
+            policy_set,
+            policy_reloads,
+            policy_report: Mutex::default(),
             reconciles,
             errors,
             rollbacks,
@@ -142,6 +183,58 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(kind.to_string(), state);
+    }
+
+    /// A kind no longer managed leaves the readiness report and the gauges.
+    pub fn forget_kind(&self, kind: &str) {
+        self.kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(kind);
+        self.kind_missing.remove(&KindLabels {
+            kind: kind.to_string(),
+        });
+        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
+        phases.retain(|(k, _), _| k != kind);
+        for p in Phase::ALL {
+            self.objects.remove(&PhaseLabels {
+                kind: kind.to_string(),
+                phase: p.as_str().to_string(),
+            });
+        }
+    }
+
+    /// The set now in force (a reload applied it).
+    pub fn policy_set_applied(&self, digest: &str, kinds: Vec<String>) {
+        self.policy_set.clear();
+        self.policy_set
+            .get_or_create(&DigestLabels {
+                digest: digest.to_string(),
+            })
+            .set(1);
+        *self.policy_report.lock().unwrap_or_else(|p| p.into_inner()) = PolicySetReport {
+            in_force: digest.to_string(),
+            kinds,
+            rejected: None,
+        };
+    }
+
+    /// A changed set was refused; the one in force stays.
+    pub fn policy_set_rejected(&self, reason: String) {
+        self.policy_reloads
+            .get_or_create(&ReloadLabels { result: "rejected" })
+            .inc();
+        self.policy_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rejected = Some(reason);
+    }
+
+    pub fn policy_report(&self) -> PolicySetReport {
+        self.policy_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn kind_states(&self) -> BTreeMap<String, KindState> {

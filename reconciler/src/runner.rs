@@ -1,8 +1,10 @@
 //! `tollgate reconcile`: loads the policies, competes for the lease, serves metrics and probes,
-//! and runs one controller per managed kind, each started once its CRD is served.
+//! and runs one controller per managed kind, each started once its CRD is served. Every reload
+//! interval it looks for changed policy files, as `serve` does, and brings the controllers in
+//! step with them; a set that does not load is refused whole and the one in force stays.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,18 +14,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::Client;
-use kube::api::{Api, ListParams};
-use kube::core::DynamicObject;
 use serde_json::json;
 use tokio::sync::watch;
+use tollgate_engine::Store;
+use tollgate_engine::policy::dir_fingerprint;
 
-use crate::controller::{self, Context};
 use crate::kinds::{ManagedKind, managed_kinds};
 use crate::leader::{self, Leadership, LeaseConfig, LeaseState};
 use crate::metrics::{KindState, Metrics};
-
-/// How often a kind whose CRD is not served is looked for again.
-const CRD_RETRY: Duration = Duration::from_secs(5);
+use crate::supervisor::{Supervisor, release_kind};
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -33,6 +32,8 @@ pub struct ReconcilerConfig {
     /// `None` runs without leader election (one replica only).
     pub lease: Option<LeaseConfig>,
     pub identity: String,
+    /// How often the policy directory is looked at for changes.
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,20 +69,27 @@ impl RunError {
 }
 
 /// The kinds to manage, from the policy directory.
-pub fn load_kinds(policies_dir: &std::path::Path) -> Result<Vec<ManagedKind>, RunError> {
+pub fn load_kinds(policies_dir: &Path) -> Result<Vec<ManagedKind>, RunError> {
+    load_managed(policies_dir).map(|(_, kinds)| kinds)
+}
+
+/// The policy set and the kinds it manages; starting with none is refused (a reload may
+/// remove them all, and the reconciler then idles).
+fn load_managed(policies_dir: &Path) -> Result<(Store, Vec<ManagedKind>), RunError> {
     let store = tollgate_engine::load_dir(policies_dir)?;
     let kinds = managed_kinds(&store);
     if kinds.is_empty() {
         return Err(RunError::NothingToManage(policies_dir.to_path_buf()));
     }
-    Ok(kinds)
+    Ok((store, kinds))
 }
 
 pub async fn run(
     config: ReconcilerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let kinds = load_kinds(&config.policies_dir)?;
+    let mut seen = dir_fingerprint(&config.policies_dir);
+    let (store, kinds) = load_managed(&config.policies_dir)?;
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -133,56 +141,72 @@ pub async fn run(
             Leadership::always()
         }
     };
-    for kind in kinds {
-        metrics.set_kind_state(
-            &kind.label(),
-            KindState::Missing("looking up the CRD".into()),
-        );
-        let (client, leadership, metrics, identity) = (
-            client.clone(),
-            Arc::clone(&leadership),
-            Arc::clone(&metrics),
-            config.identity.clone(),
-        );
-        let until = stopped();
-        let mut stop = stop_tx.subscribe();
-        tasks.spawn(async move {
-            let resource = tokio::select! {
-                found = discover(&client, &kind, &metrics) => found,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            metrics.set_kind_state(&kind.label(), KindState::Running);
-            tracing::info!(kind = %kind.label(), version = %kind.version, "reconciling");
-            let ctx = Arc::new(Context::new(
-                client, kind, resource, leadership, metrics, &identity,
-            ));
-            controller::run(ctx, until).await;
-        });
+    let mut supervisor = Supervisor::new(
+        client,
+        leadership,
+        Arc::clone(&metrics),
+        config.identity.clone(),
+    );
+    apply(&mut supervisor, &metrics, &store, kinds).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut ticker = tokio::time::interval(config.reload_interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        supervisor.release_unmanaged().await;
+        let now_seen = dir_fingerprint(&config.policies_dir);
+        if now_seen == seen {
+            continue;
+        }
+        seen = now_seen;
+        reload(&config.policies_dir, &mut supervisor, &metrics).await;
     }
-    shutdown.await;
     tracing::info!("reconciler shutting down");
+    supervisor.stop_all().await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
 
-/// Waits until the kind's CRD is served; a missing kind is reported, not fatal.
-async fn discover(
-    client: &Client,
-    kind: &ManagedKind,
-    metrics: &Metrics,
-) -> kube::core::ApiResource {
-    loop {
-        match kube::discovery::pinned_kind(client, &controller::gvk(kind)).await {
-            Ok((resource, _)) => return resource,
-            Err(e) => {
-                let detail = format!("{} is not served: {e}", kind.api_version());
-                tracing::warn!(kind = %kind.label(), error = %e, retry_in = ?CRD_RETRY, "CRD not served; will retry");
-                metrics.set_kind_state(&kind.label(), KindState::Missing(detail));
-            }
+/// Loads the changed directory and applies it, or keeps the set in force and says why.
+async fn reload(dir: &Path, supervisor: &mut Supervisor, metrics: &Metrics) {
+    let owned = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || tollgate_engine::load_dir(&owned)).await {
+        Ok(Ok(store)) => {
+            let kinds = managed_kinds(&store);
+            apply(supervisor, metrics, &store, kinds).await;
         }
-        tokio::time::sleep(CRD_RETRY).await;
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "policy reload failed; keeping the policies in force");
+            metrics.policy_set_rejected(e.to_string());
+        }
+        Err(e) => tracing::error!(error = %e, "policy reload task failed"),
     }
+}
+
+async fn apply(
+    supervisor: &mut Supervisor,
+    metrics: &Metrics,
+    store: &Store,
+    kinds: Vec<ManagedKind>,
+) {
+    let labels = kinds.iter().map(ManagedKind::label).collect();
+    let changes = supervisor.apply(kinds).await;
+    metrics.policy_set_applied(store.digest(), labels);
+    metrics
+        .policy_reloads
+        .get_or_create(&crate::metrics::ReloadLabels { result: "applied" })
+        .inc();
+    tracing::info!(
+        digest = store.digest(),
+        started = ?changes.started,
+        restarted = ?changes.restarted,
+        stopped = ?changes.stopped,
+        "policy set in force"
+    );
 }
 
 fn probes(metrics: Arc<Metrics>) -> Router {
@@ -204,7 +228,8 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({"ready": ready, "kinds": kinds}))).into_response()
+    let body = json!({"ready": ready, "kinds": kinds, "policies": metrics.policy_report()});
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -227,42 +252,12 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
 
 /// Removes tollgate's finalizer from every object of every managed kind, so the objects can be
 /// deleted after the reconciler is uninstalled. Returns how many objects were released.
-pub async fn release_finalizers(policies_dir: &std::path::Path) -> Result<usize, RunError> {
+pub async fn release_finalizers(policies_dir: &Path) -> Result<usize, RunError> {
     let kinds = load_kinds(policies_dir)?;
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let mut released = 0;
     for kind in kinds {
-        let resource = match kube::discovery::pinned_kind(&client, &controller::gvk(&kind)).await {
-            Ok((resource, _)) => resource,
-            Err(e) => {
-                tracing::warn!(kind = %kind.label(), error = %e, "kind not served; skipped");
-                continue;
-            }
-        };
-        let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let objects = all
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| RunError::Api(format!("list {}: {e}", kind.label())))?;
-        for object in objects.items {
-            if !object
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == controller::FINALIZER)
-            {
-                continue;
-            }
-            let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
-            controller::remove_finalizer(&api, &object)
-                .await
-                .map_err(|e| RunError::Api(e.to_string()))?;
-            released += 1;
-        }
+        released += release_kind(&client, &kind).await?;
     }
     Ok(released)
 }

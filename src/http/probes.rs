@@ -17,8 +17,9 @@ pub async fn healthz() -> impl IntoResponse {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_ready() {
-        let mut body =
-            json!({"status": "ready", "policies": state.store().current().policies().len()});
+        let store = state.store().current();
+        let mut body = json!({"status": "ready", "policies": store.policies().len(),
+                              "policySet": store.digest()});
         // Still ready: this replica answers reviews correctly, and a registration failure is
         // usually the apiserver's to fix; failing readiness would take every replica out of
         // the Service at once. The reason is here, in the log and in the metrics.

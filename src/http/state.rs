@@ -109,7 +109,7 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(config: HttpConfig, store: Store, metrics: Metrics) -> Self {
-        metrics.policies_loaded.set(store.policies().len() as i64);
+        metrics.set_policy_set(&store);
         let workers = WorkerPool::new(config.eval_concurrency);
         let in_flight_limit = InFlightLimit::new(config.max_in_flight);
         Self(Arc::new(Inner {

@@ -1,9 +1,9 @@
 //! The watcher that, every reload interval, renews certificates that are due, picks up changed
 //! policy files and certificates, and (with `--register`) keeps the registration in step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::ServeConfig;
 use super::cert_secret::{self, CertSecret};
@@ -31,7 +31,7 @@ pub async fn watch(
     let overlap = rotation_overlap(&config);
     upkeep.tick(state.metrics());
     register(&mut registrar, &cert_dir, &state).await;
-    let mut last_seen = fingerprint(&config.policies_dir);
+    let mut last_seen = tollgate_engine::policy::dir_fingerprint(&config.policies_dir);
     let mut ticker = tokio::time::interval(config.reload_interval);
     ticker.tick().await;
     loop {
@@ -72,7 +72,7 @@ pub async fn watch(
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "keeping the current client CA"),
         }
-        let seen = fingerprint(&config.policies_dir);
+        let seen = tollgate_engine::policy::dir_fingerprint(&config.policies_dir);
         if seen != last_seen {
             last_seen = seen;
             reload_policies(&config.policies_dir, &state).await;
@@ -95,9 +95,10 @@ async fn reload_policies(dir: &Path, state: &AppState) {
     match tokio::task::spawn_blocking(move || tollgate_engine::load_dir(&dir)).await {
         Ok(Ok(store)) => {
             let count = store.policies().len();
+            state.metrics().set_policy_set(&store);
+            let digest = store.digest().to_string();
             state.store().replace(store);
-            state.metrics().policies_loaded.set(count as i64);
-            tracing::info!(policies = count, "policies reloaded");
+            tracing::info!(policies = count, %digest, "policies reloaded");
         }
         Ok(Err(e)) => {
             state
@@ -133,18 +134,4 @@ async fn register(registrar: &mut Option<Registrar>, cert_dir: &CertDir, state: 
             state.set_registration_problem(Some(e.to_string()));
         }
     }
-}
-
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let meta = std::fs::metadata(e.path()).ok()?;
-            Some((e.path(), meta.modified().ok(), meta.len()))
-        })
-        .collect();
-    entries.sort();
-    entries
 }

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use serde_json::Value;
 
@@ -64,9 +67,13 @@ pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
     let files = policy_files(dir)?;
     let mut errors = Vec::new();
     let mut policies = Vec::new();
+    let mut digest = SetDigest::default();
     for file in &files {
         match std::fs::read_to_string(file) {
-            Ok(text) => load_text(file, &text, &mut policies, &mut errors),
+            Ok(text) => {
+                digest.add(file, &text);
+                load_text(file, &text, &mut policies, &mut errors)
+            }
             Err(e) => errors.push(PolicyError {
                 file: file.clone(),
                 line: 0,
@@ -74,7 +81,7 @@ pub fn load_dir(dir: &Path) -> Result<Store, LoadError> {
             }),
         }
     }
-    into_store(policies, errors, dir)
+    into_store(policies, errors, dir, digest)
 }
 
 /// The policy set, or every problem found (duplicate names included); `source` names an empty
@@ -83,6 +90,7 @@ fn into_store(
     policies: Vec<CompiledPolicy>,
     mut errors: Vec<PolicyError>,
     source: &Path,
+    digest: SetDigest,
 ) -> Result<Store, LoadError> {
     report_duplicate_names(&policies, &mut errors);
     if !errors.is_empty() {
@@ -91,7 +99,7 @@ fn into_store(
     if policies.is_empty() {
         return Err(LoadError::Empty(source.to_path_buf()));
     }
-    Ok(Store::new(policies))
+    Ok(Store::new(policies, digest.finish()))
 }
 
 /// One file's text as a whole policy set, with the same checks as `load_dir` (`file` names it
@@ -100,11 +108,54 @@ pub fn load_str(file: &Path, text: &str) -> Result<Store, LoadError> {
     let mut errors = Vec::new();
     let mut policies = Vec::new();
     load_text(file, text, &mut policies, &mut errors);
-    into_store(policies, errors, file)
+    let mut digest = SetDigest::default();
+    digest.add(file, text);
+    into_store(policies, errors, file, digest)
 }
 
 /// Top-level files only, skipping hidden entries: a mounted ConfigMap keeps its real data in
 /// `..data` directories and exposes each key as a visible symlink.
+/// Names a policy set by what was read: each file's name and text. Two replicas that loaded
+/// the same files report the same digest, so `/readyz` and the metrics say which set is in force.
+#[derive(Default)]
+struct SetDigest(Sha256);
+
+impl SetDigest {
+    fn add(&mut self, file: &Path, text: &str) {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        for part in [name.unwrap_or_default().as_bytes(), text.as_bytes()] {
+            self.0.update((part.len() as u64).to_be_bytes());
+            self.0.update(part);
+        }
+    }
+
+    /// The first 12 hex digits: enough to tell sets apart, short enough for a label.
+    fn finish(self) -> String {
+        self.0.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// What a reload compares to see whether the directory changed: each policy file's path,
+/// modification time and size. Cheap enough to take every few seconds.
+pub type DirFingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+pub fn dir_fingerprint(dir: &Path) -> DirFingerprint {
+    let mut entries: DirFingerprint = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let meta = std::fs::metadata(e.path()).ok()?;
+            Some((e.path(), meta.modified().ok(), meta.len()))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Directory {
         dir: dir.to_path_buf(),

@@ -6,5 +6,8 @@ mod store;
 pub mod yaml;
 
 pub use format::{Enforcement, OperationName, Scope};
-pub use loader::{LoadError, PolicyError, load_dir, load_str, load_text, policy_files};
+pub use loader::{
+    DirFingerprint, LoadError, PolicyError, dir_fingerprint, load_dir, load_str, load_text,
+    policy_files,
+};
 pub use store::{CompiledPolicy, Matcher, Origin, Store, Target};

@@ -300,10 +300,12 @@ pub struct Store {
     /// group -> kind -> indexes into `policies`; looked up by `&str` on every request (ordered
     /// maps: a few string comparisons cost less than hashing both names with SipHash).
     by_group_kind: BTreeMap<String, BTreeMap<String, Vec<usize>>>,
+    /// Names the files the set was loaded from (see `load_dir`).
+    digest: String,
 }
 
 impl Store {
-    pub(crate) fn new(mut policies: Vec<CompiledPolicy>) -> Self {
+    pub(crate) fn new(mut policies: Vec<CompiledPolicy>, digest: String) -> Self {
         // A stable order makes defaulting and messages deterministic across reloads.
         policies.sort_by(|a, b| a.name.cmp(&b.name));
         let mut by_group_kind: BTreeMap<String, BTreeMap<String, Vec<usize>>> = BTreeMap::new();
@@ -318,7 +320,13 @@ impl Store {
         Self {
             policies: policies.into_iter().map(Arc::new).collect(),
             by_group_kind,
+            digest,
         }
+    }
+
+    /// A short digest of the policy files this set was loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The conversion rules for a kind (the loader allows one policy per kind to declare them).
