@@ -10,9 +10,8 @@
 
 mod support;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
@@ -24,11 +23,11 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
+use support::reconciler::{Reconciler, eventually, log_tail};
 
 const NS: &str = "gateways";
 /// The test policy's progress deadline (the shipped one allows 600 s).
 const DEADLINE_SECONDS: u64 = 12;
-const WAIT: Duration = Duration::from_secs(90);
 /// Gateways with this many replicas or more never become healthy (see `operate`).
 const SCALE_LIMIT: i64 = 7;
 /// Who the harness's kubeconfig authenticates as: the reconciler's identity in these tests.
@@ -52,33 +51,6 @@ fn gateway(name: &str, endpoint: &str, annotations: Value) -> DynamicObject {
         }
     }))
     .expect("gateway")
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(80)..].join("\n")
-}
-
-/// Polls `probe` until it yields a value, failing with `what` (and the reconciler's log) after `WAIT`.
-async fn eventually<T, F, Fut>(what: &str, log: &Path, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if started.elapsed() > WAIT {
-            panic!(
-                "timed out waiting for {what}\n--- reconciler log ---\n{}",
-                log_tail(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn get(client: &Client, name: &str) -> Value {
@@ -285,69 +257,6 @@ async fn kubelet(client: Client) {
     }
 }
 
-/// `tollgate reconcile` as a child process; killed on drop.
-struct Reconciler {
-    child: Child,
-    log: PathBuf,
-    metrics: String,
-}
-
-impl Reconciler {
-    fn start(cluster: &Cluster, policies: &Path, identity: &str, lease: &str) -> Self {
-        let log = cluster
-            .dir
-            .path()
-            .join(format!("reconciler-{identity}.log"));
-        let out = std::fs::File::create(&log).expect("log");
-        let err = out.try_clone().expect("log");
-        let metrics = format!("127.0.0.1:{}", support::cluster::free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["reconcile", "--policies"])
-            .arg(policies)
-            .args(["--metrics-addr", &metrics])
-            .args([
-                "--lease-name",
-                lease,
-                "--lease-namespace",
-                NS,
-                "--identity",
-                identity,
-            ])
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("RUST_LOG", "info,tollgate_reconciler=debug")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("tollgate reconcile starts");
-        Self {
-            child,
-            log,
-            metrics: format!("http://{metrics}"),
-        }
-    }
-
-    /// Status code and body of a GET on the reconciler's plain-HTTP probe port.
-    async fn probe(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("{}{path}", self.metrics)).await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Reconciler {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The shipped policy with a deadline of a few seconds.
 fn test_policies(dir: &Path) -> PathBuf {
     let policies = dir.join("policies");
@@ -387,7 +296,13 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     support::create_namespace(&client, NS).await;
 
     // Started before its CRD exists: reported as not ready, with the reason, and retried.
-    let mut single = Reconciler::start(&cluster, &policies, "solo", "tollgate-reconciler");
+    let mut single = Reconciler::start(
+        &cluster,
+        &policies,
+        "solo",
+        ("tollgate-reconciler", NS),
+        &[],
+    );
     let log = single.log.clone();
     let (code, body) = eventually("readiness reports the missing CRD", &log, || async {
         single
@@ -798,7 +713,7 @@ async fn leader_dies_and_the_follower_finishes_the_rollback_once(
     policies: &Path,
 ) {
     let lease_name = "tollgate-pair";
-    let mut first = Reconciler::start(cluster, policies, "first", lease_name);
+    let mut first = Reconciler::start(cluster, policies, "first", (lease_name, NS), &[]);
     let holder = || async {
         Api::<Lease>::namespaced(client.clone(), NS)
             .get_opt(lease_name)
@@ -812,7 +727,7 @@ async fn leader_dies_and_the_follower_finishes_the_rollback_once(
         (holder().await.as_deref() == Some("first")).then_some(())
     })
     .await;
-    let mut second = Reconciler::start(cluster, policies, "second", lease_name);
+    let mut second = Reconciler::start(cluster, policies, "second", (lease_name, NS), &[]);
     let logs = second.log.clone();
 
     let name = "gw-leader";

@@ -362,7 +362,7 @@ impl Cluster {
             format!("--secure-port={}", free_port()),
             format!("--cert-dir={}", path("kcm-certs").display()),
             "--leader-elect=false".into(),
-            "--controllers=deployment-controller,replicaset-controller,garbage-collector-controller,serviceaccount-controller".into(),
+            "--controllers=deployment-controller,replicaset-controller,statefulset-controller,garbage-collector-controller,serviceaccount-controller".into(),
             // Tests change things every few seconds; react at once.
             "--concurrent-deployment-syncs=5".into(),
             "--v=1".into(),

@@ -35,24 +35,35 @@ impl HealthSource for Condition {
 }
 
 /// The object's own condition `type_` True for its current generation; failed when any of
-/// `failure_types` is True.
+/// `failure_types` is True for it. A condition written for an older generation (its own
+/// `observedGeneration`, else the status's) says nothing about this one: a rollback must not be
+/// failed by the Degraded that caused it.
 pub fn condition(object: &Value, type_: &str, failure_types: &[String]) -> Health {
     let generation = object
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
         .unwrap_or(0);
+    let status_observed = object
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64);
     let conditions = object
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
-    let field = |c: &Value, key: &str| {
+    let field = |c: &'_ Value, key: &str| -> String {
         c.get(key)
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string()
     };
-    for c in &conditions {
+    let observed = |c: &Value| {
+        c.get("observedGeneration")
+            .and_then(Value::as_i64)
+            .or(status_observed)
+    };
+    let current = |c: &Value| observed(c).is_none_or(|g| g >= generation);
+    for c in conditions.iter().filter(|c| current(c)) {
         if failure_types.contains(&field(c, "type")) && field(c, "status") == "True" {
             return Health::Failed(format!(
                 "condition {} is True: {}",
@@ -64,11 +75,10 @@ pub fn condition(object: &Value, type_: &str, failure_types: &[String]) -> Healt
     let Some(c) = conditions.iter().find(|c| field(c, "type") == type_) else {
         return Health::Progressing(format!("condition {type_} is not reported yet"));
     };
-    let observed = c.get("observedGeneration").and_then(Value::as_i64);
-    if observed.is_some_and(|g| g < generation) {
+    if !current(c) {
         return Health::Progressing(format!(
             "condition {type_} was reported for generation {}, not {generation}",
-            observed.unwrap_or_default()
+            observed(c).unwrap_or_default()
         ));
     }
     if field(c, "status") == "True" {
@@ -120,6 +130,32 @@ mod tests {
         assert!(matches!(
             condition(&obj(json!([])), "Available", &failures),
             Health::Progressing(_)
+        ));
+    }
+
+    #[test]
+    fn a_failure_reported_for_an_older_generation_does_not_fail_this_one() {
+        let failures = ["Degraded".to_string()];
+        let stale = json!({"metadata": {"generation": 3}, "status": {"conditions": [
+            {"type": "Degraded", "status": "True", "observedGeneration": 2, "message": "x"},
+            {"type": "Available", "status": "False", "observedGeneration": 2}]}});
+        assert!(matches!(
+            condition(&stale, "Available", &failures),
+            Health::Progressing(m) if m.contains("generation 2, not 3")
+        ));
+        // Without its own observedGeneration, a condition is as current as the status says.
+        let by_status = |observed: i64| {
+            json!({"metadata": {"generation": 3}, "status": {
+            "observedGeneration": observed,
+            "conditions": [{"type": "Degraded", "status": "True", "message": "x"}]}})
+        };
+        assert!(matches!(
+            condition(&by_status(2), "Available", &failures),
+            Health::Progressing(_)
+        ));
+        assert!(matches!(
+            condition(&by_status(3), "Available", &failures),
+            Health::Failed(_)
         ));
     }
 }

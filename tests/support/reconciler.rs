@@ -1,0 +1,104 @@
+//! `tollgate reconcile` as a child process, and polling with its log on failure: shared by the
+//! reconciler's end-to-end tests.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::{Cluster, free_port};
+
+/// How long a scenario step may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// Polls `probe` until it yields a value, failing with `what` (and the log) after `WAIT`.
+pub async fn eventually<T, F, Fut>(what: &str, log: &Path, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if started.elapsed() > WAIT {
+            panic!(
+                "timed out waiting for {what}\n--- log ---\n{}",
+                log_tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `tollgate reconcile` as a child process; killed on drop.
+pub struct Reconciler {
+    child: Child,
+    pub log: PathBuf,
+    metrics: String,
+}
+
+impl Reconciler {
+    /// Leader-elected on `lease` in `namespace`, as `identity`, with `extra` arguments.
+    pub fn start(
+        cluster: &Cluster,
+        policies: &Path,
+        identity: &str,
+        (lease, namespace): (&str, &str),
+        extra: &[&str],
+    ) -> Self {
+        let log = cluster
+            .dir
+            .path()
+            .join(format!("reconciler-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["reconcile", "--policies"])
+            .arg(policies)
+            .args(["--metrics-addr", &metrics])
+            .args(["--lease-name", lease, "--lease-namespace", namespace])
+            .args(["--identity", identity])
+            .args(extra)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,tollgate_reconciler=debug")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("tollgate reconcile starts");
+        Self {
+            child,
+            log,
+            metrics: format!("http://{metrics}"),
+        }
+    }
+
+    /// Status code and body of a GET on the reconciler's plain-HTTP probe port.
+    pub async fn probe(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.metrics)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
