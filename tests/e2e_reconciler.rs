@@ -477,17 +477,7 @@ async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Pat
         gateway(name, "https://pay.example.com", json!({})),
     )
     .await;
-    // From now on the Deployment gives up after 2 s without progress: its
-    // ProgressDeadlineExceeded is the health check failing.
-    annotate(client, name, json!({"e2e/deployment-deadline": "2"})).await;
-    eventually("the Deployment's deadline lowered", log, || async {
-        let d = Api::<Deployment>::namespaced(client.clone(), NS)
-            .get(name)
-            .await
-            .ok()?;
-        (d.spec.progress_deadline_seconds == Some(2)).then_some(())
-    })
-    .await;
+    lower_deployment_deadline(client, log, name).await;
     let changed_at = Instant::now();
     let rolled = break_and_wait_for_rollback(client, log, name).await;
     assert!(
@@ -509,6 +499,20 @@ async fn failed_health_rolls_back_before_the_deadline(client: &Client, log: &Pat
         failure.contains("failed its health check") && failure.contains("progress deadline"),
         "{failure}"
     );
+}
+
+/// From now on the gateway's Deployment gives up after 2 s without progress: its
+/// ProgressDeadlineExceeded is the health check failing.
+async fn lower_deployment_deadline(client: &Client, log: &Path, name: &str) {
+    annotate(client, name, json!({"e2e/deployment-deadline": "2"})).await;
+    eventually("the Deployment's deadline lowered", log, || async {
+        let d = Api::<Deployment>::namespaced(client.clone(), NS)
+            .get(name)
+            .await
+            .ok()?;
+        (d.spec.progress_deadline_seconds == Some(2)).then_some(())
+    })
+    .await;
 }
 
 async fn manual_rollback_by_annotation(client: &Client, log: &Path) {
@@ -946,61 +950,120 @@ async fn client_as(cluster: &Cluster, user: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// `tollgate serve` with `args` as a child process, logging to `<tag>.log`; killed on drop.
+struct Served {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Served {
+    fn start(cluster: &Cluster, policies: &Path, tag: &str, args: &[&str]) -> Self {
+        let log = cluster.dir.path().join(format!("{tag}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let port = support::cluster::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--register", "--restorer", ADMIN])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--url", &format!("https://127.0.0.1:{port}")])
+            .arg("--policies")
+            .arg(policies)
+            .arg("--cert-dir")
+            .arg(cluster.dir.path().join(format!("{tag}-certs")))
+            .args(args)
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,tollgate_reconciler=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("tollgate serve --register");
+        Self { child, log }
+    }
+
+    /// Waits until the apiserver calls this server: a dry-run create is defaulted by /mutate and
+    /// refused by /validate (a registration pointing elsewhere fails or is not there).
+    async fn wait_registered(&self, client: &Client) {
+        eventually("tollgate's webhooks registered", &self.log, || async {
+            let mut probe = gateway("gw-probe", "https://pay.example.com", json!({}));
+            let dry_run = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            let created = gateways(client).create(&dry_run, &probe).await.ok()?;
+            let defaulted = created
+                .labels()
+                .contains_key("app.kubernetes.io/managed-by");
+            probe.data["spec"]["provider"] = json!("nope");
+            let refused = gateways(client)
+                .create(&dry_run, &probe)
+                .await
+                .is_err_and(|e| e.to_string().contains("spec.provider"));
+            (defaulted && refused).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Scales `name` from 2 to `SCALE_LIMIT` (never healthy) and waits until it is back at 2 and
+/// Ready with `RolledBack`: the restore halves replicas more than the shipped transition rule
+/// lets anyone else, so it passes only as the reconciler's restore.
+async fn scale_up_and_wait_for_rollback(client: &Client, log: &Path, name: &str) -> Value {
+    patch_spec(client, name, json!({"replicas": SCALE_LIMIT})).await;
+    let rolled = eventually(
+        &format!("{name} rolled back to 2 replicas"),
+        log,
+        || async {
+            let o = get(client, name).await;
+            (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
+        },
+    )
+    .await;
+    assert_eq!(rolled["spec"]["replicas"], 2, "{rolled}");
+    let ready = wait_phase(client, log, name, "Ready").await;
+    assert_eq!(ready["spec"]["replicas"], 2);
+    assert!(
+        events(client, name, "RollbackFailed").await.is_empty(),
+        "{}",
+        log_tail(log)
+    );
+    ready
+}
+
 /// tollgate's own webhook registered (`serve --register --reconcile`, the shipped policy, whose
 /// transition rule lets replicas at most halve): a scale-up from 2 to 7 that never becomes
-/// healthy is rolled back to 2 after the deadline — the restore comes from the trusted identity
-/// with the marker, and is judged on the state it returns to. The same drop by a user, or by
-/// the trusted identity without the marker, or by a user who writes the marker, is refused.
+/// healthy is rolled back to 2 after the deadline, or before it when the health check fails —
+/// the restore comes from the trusted identity with the marker, and is judged on the state it
+/// returns to. The same for a manual rollback, and for a new leader finishing the rollback of
+/// one that died. The same drop by a user, or by the trusted identity without the marker, or by
+/// a user who writes the marker, is refused.
 async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
     cluster: &Cluster,
     client: &Client,
     policies: &Path,
 ) {
-    let log = cluster.dir.path().join("serve-coherent.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let port = support::cluster::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--register", "--reconcile", "--restorer", ADMIN])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--url", &format!("https://127.0.0.1:{port}")])
-        .arg("--policies")
-        .arg(policies)
-        .arg("--cert-dir")
-        .arg(cluster.dir.path().join("coherent-certs"))
-        .args([
+    let served = Served::start(
+        cluster,
+        policies,
+        "serve-coherent",
+        &[
+            "--reconcile",
             "--lease-name",
             "tollgate-coherent",
             "--lease-namespace",
             NS,
             "--identity",
             "coherent",
-        ])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env("RUST_LOG", "info,tollgate_reconciler=debug")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("tollgate serve --register --reconcile");
-    // Registered once a dry-run create is defaulted by /mutate and refused by /validate.
-    eventually("tollgate's webhooks registered", &log, || async {
-        let mut probe = gateway("gw-probe", "https://pay.example.com", json!({}));
-        let dry_run = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        let created = gateways(client).create(&dry_run, &probe).await.ok()?;
-        let defaulted = created
-            .labels()
-            .contains_key("app.kubernetes.io/managed-by");
-        probe.data["spec"]["provider"] = json!("nope");
-        let refused = gateways(client)
-            .create(&dry_run, &probe)
-            .await
-            .is_err_and(|e| e.to_string().contains("spec.provider"));
-        (defaulted && refused).then_some(())
-    })
-    .await;
+        ],
+    );
+    let log = served.log.clone();
+    served.wait_registered(client).await;
 
     let name = "gw-scale";
     create_ready(
@@ -1009,17 +1072,8 @@ async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
         gateway(name, "https://pay.example.com", json!({})),
     )
     .await;
-    patch_spec(client, name, json!({"replicas": SCALE_LIMIT})).await;
-    let rolled = eventually("gw-scale rolled back to 2 replicas", &log, || async {
-        let o = get(client, name).await;
-        (condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True")).then_some(o)
-    })
-    .await;
-    assert_eq!(rolled["spec"]["replicas"], 2, "{rolled}");
-    let ready = wait_phase(client, &log, name, "Ready").await;
-    assert_eq!(ready["spec"]["replicas"], 2);
+    scale_up_and_wait_for_rollback(client, &log, name).await;
     assert_eq!(occurrences(&events(client, name, "RolledBack").await), 1);
-    assert!(events(client, name, "RollbackFailed").await.is_empty());
     // Scaled to 6 (healthy), then rolled back by hand to the 2 of revision 3: the same exemption.
     patch_spec(client, name, json!({"replicas": SCALE_LIMIT - 1})).await;
     eventually("gw-scale at 6 replicas Ready", &log, || async {
@@ -1039,6 +1093,32 @@ async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
         "True"
     );
     assert!(events(client, name, "RollbackFailed").await.is_empty());
+
+    // The health check fails (the Deployment gives up after 2 s): rolled back before the deadline.
+    let name = "gw-scale-health";
+    create_ready(
+        client,
+        &log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
+    lower_deployment_deadline(client, &log, name).await;
+    let changed_at = Instant::now();
+    let rolled = scale_up_and_wait_for_rollback(client, &log, name).await;
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(DEADLINE_SECONDS),
+        "a failed health check must not wait for the deadline ({:?})",
+        changed_at.elapsed(),
+    );
+    let history = revisions(client, &rolled).await;
+    let failed = history
+        .iter()
+        .filter_map(|r| r.metadata.annotations.as_ref()?.get("tollgate.dev/failure"))
+        .collect::<Vec<_>>();
+    assert!(
+        failed.iter().any(|f| f.contains("failed its health check")),
+        "{failed:?}"
+    );
 
     // Never healthy from its creation: nothing to roll back to, so it stays at 8.
     let name = "gw-user";
@@ -1074,6 +1154,67 @@ async fn the_webhook_admits_the_reconcilers_restore_and_refuses_a_users_drop(
         );
     }
     assert_eq!(get(client, name).await["spec"]["replicas"], 8);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
+
+    the_new_leader_finishes_a_restore_under_the_webhook(cluster, client, policies).await;
+}
+
+/// The webhook in its own process (`serve --register`, re-registered at a new address) and two
+/// reconcilers sharing a lease: the leader records a scale-up to 7 and dies before the deadline;
+/// the new leader restores 2 replicas through the webhook, exactly once.
+async fn the_new_leader_finishes_a_restore_under_the_webhook(
+    cluster: &Cluster,
+    client: &Client,
+    policies: &Path,
+) {
+    let served = Served::start(cluster, policies, "serve-webhook-only", &[]);
+    served.wait_registered(client).await;
+    let lease = ("tollgate-webhook-pair", NS);
+    let mut first = Reconciler::start(cluster, policies, "webhook-first", lease, &[]);
+    let first_log = first.log.clone();
+    let name = "gw-scale-leader";
+    create_ready(
+        client,
+        &first_log,
+        gateway(name, "https://pay.example.com", json!({})),
+    )
+    .await;
+    let second = Reconciler::start(cluster, policies, "webhook-second", lease, &[]);
+    patch_spec(client, name, json!({"replicas": SCALE_LIMIT})).await;
+    eventually("revision 2 recorded by the leader", &first_log, || async {
+        let o = get(client, name).await;
+        (o["status"]["currentRevision"] == 2).then_some(())
+    })
+    .await;
+    first.kill();
+    let rolled = scale_rollback_finished(client, &second.log, name).await;
+    assert_eq!(
+        occurrences(&events(client, name, "RolledBack").await),
+        1,
+        "exactly one rollback\n{}",
+        log_tail(&second.log)
+    );
+    let numbers: Vec<Option<i64>> = revisions(client, &rolled)
+        .await
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(numbers, [Some(2), Some(3)]);
+    assert!(events(client, name, "RollbackFailed").await.is_empty());
+    drop(served);
+}
+
+async fn scale_rollback_finished(client: &Client, log: &Path, name: &str) -> Value {
+    eventually(
+        &format!("{name} rolled back by the new leader"),
+        log,
+        || async {
+            let o = get(client, name).await;
+            (o["spec"]["replicas"] == 2
+                && phase(&o) == "Ready"
+                && condition(&o, "RolledBack").is_some_and(|c| c["status"] == "True"))
+            .then_some(o)
+        },
+    )
+    .await
 }

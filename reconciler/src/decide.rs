@@ -354,7 +354,7 @@ fn judge(input: &Input<'_>, current: &mut RevisionRecord) -> Judged {
         }
         (health, Outcome::Healthy) => Judged {
             verdict: Verdict::Degraded {
-                phase: if matches!(health, Health::Failed(_)) {
+                phase: if matches!(health, Health::Failed { .. }) {
                     Phase::Failed
                 } else {
                     Phase::Progressing
@@ -382,7 +382,7 @@ fn judge(input: &Input<'_>, current: &mut RevisionRecord) -> Judged {
             },
             update: None,
         },
-        (Health::Failed(message), _) => {
+        (Health::Failed { message, since }, _) if reported_during(*since, current) => {
             let failure = format!(
                 "revision {} failed its health check: {message}",
                 current.number
@@ -428,17 +428,34 @@ fn judge(input: &Input<'_>, current: &mut RevisionRecord) -> Judged {
                 Health::Missing(_) => (Phase::Pending, "Pending"),
                 _ => (Phase::Progressing, "Progressing"),
             };
+            let message = match health {
+                Health::Failed { message, .. } => format!(
+                    "waiting for revision {} to be taken up; the health source still reports \
+                     an earlier attempt: {message}",
+                    current.number
+                ),
+                other => other.message().to_string(),
+            };
             Judged {
                 verdict: Verdict::Waiting {
                     phase,
                     reason,
-                    message: health.message().to_string(),
+                    message,
                     recheck: Duration::from_millis(recheck.max(1)),
                 },
                 update: None,
             }
         }
     }
+}
+
+/// Whether a failure reported at `since` concerns the attempt `current`. Sources stamp whole
+/// seconds with the apiserver's clock, so only a later second than the attempt's start counts:
+/// a Deployment cannot exceed its progress deadline in the second its change began, while a
+/// restore routinely starts in the second the failure it answers was reported. (A source clock
+/// behind the reconciler's only delays a failure to the policy's own deadline.)
+fn reported_during(since: Option<Timestamp>, current: &RevisionRecord) -> bool {
+    since.is_none_or(|t| t.as_second() > current.started_at.as_second())
 }
 
 fn elapsed_millis(now: Timestamp, since: Timestamp) -> u64 {
@@ -890,7 +907,7 @@ mod tests {
         let d = World::new(
             "b",
             revisions,
-            Health::Failed("Deployment gw exceeded its progress deadline".into()),
+            Health::failed("Deployment gw exceeded its progress deadline".into()),
             105,
         )
         .decide();
@@ -906,6 +923,35 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn a_failure_reported_before_the_attempt_began_is_waited_out() {
+        let failed_at = |second: i64| Health::Failed {
+            message: "Deployment gw exceeded its progress deadline".into(),
+            since: Some(at(second)),
+        };
+        // Revision 3 restored revision 1's spec at 170.4: the Deployment still shows the failure
+        // of revision 2 (reported at 170) until the operator rewrites it.
+        let mut restored = rev(3, "a", Outcome::Pending, 170);
+        restored.started_at = at(170)
+            .checked_add(jiff::SignedDuration::from_millis(400))
+            .unwrap_or(at(170));
+        let revisions = vec![rev(2, "b", Outcome::Failed, 100), restored];
+        let d = World::new("a", revisions.clone(), failed_at(170), 171).decide();
+        assert_eq!(d.status.phase, Phase::Progressing);
+        assert!(
+            condition(&d, READY)
+                .message
+                .contains("still reports an earlier attempt"),
+            "{:?}",
+            condition(&d, READY)
+        );
+        assert!(written(&d).is_empty(), "nothing marked failed");
+        // Reported in a later second than the attempt began: this attempt's own failure.
+        let d = World::new("a", revisions, failed_at(175), 176).decide();
+        assert_eq!(d.status.phase, Phase::Failed);
+        assert_eq!(condition(&d, READY).reason, "HealthCheckFailed");
     }
 
     #[test]
@@ -982,7 +1028,7 @@ mod tests {
             rev(1, "a", Outcome::Failed, 0),
             rev(2, "b", Outcome::Pending, 100),
         ];
-        let d = World::new("b", revisions, Health::Failed("x".into()), 110).decide();
+        let d = World::new("b", revisions, Health::failed("x".into()), 110).decide();
         assert_failed_without_rollback(&d, "no healthy revision to roll back to");
     }
 
@@ -992,12 +1038,12 @@ mod tests {
             rev(1, "a", Outcome::Healthy, 0),
             rev(2, "b", Outcome::Pending, 100),
         ];
-        let mut by_annotation = World::new("b", revisions.clone(), Health::Failed("x".into()), 110);
+        let mut by_annotation = World::new("b", revisions.clone(), Health::failed("x".into()), 110);
         by_annotation.auto_rollback_disabled = true;
         let d = by_annotation.decide();
         assert_failed_without_rollback(&d, "tollgate.dev/auto-rollback");
 
-        let mut by_policy = World::new("b", revisions, Health::Failed("x".into()), 110);
+        let mut by_policy = World::new("b", revisions, Health::failed("x".into()), 110);
         by_policy.rollout.auto_rollback = false;
         let d = by_policy.decide();
         assert!(restores(&d).is_empty());
@@ -1087,7 +1133,7 @@ mod tests {
             rev(1, "a", Outcome::Healthy, 0),
             rev(2, "b", Outcome::Healthy, 100),
         ];
-        let d = World::new("b", revisions, Health::Failed("pods crash".into()), 5000).decide();
+        let d = World::new("b", revisions, Health::failed("pods crash".into()), 5000).decide();
         assert!(restores(&d).is_empty());
         assert_eq!(d.status.phase, Phase::Failed);
         assert_eq!(condition(&d, READY).reason, "Unhealthy");

@@ -65,7 +65,7 @@ pub fn condition(object: &Value, type_: &str, failure_types: &[String]) -> Healt
     let current = |c: &Value| observed(c).is_none_or(|g| g >= generation);
     for c in conditions.iter().filter(|c| current(c)) {
         if failure_types.contains(&field(c, "type")) && field(c, "status") == "True" {
-            return Health::Failed(format!(
+            return Health::failed(format!(
                 "condition {} is True: {}",
                 field(c, "type"),
                 field(c, "message")
@@ -125,7 +125,7 @@ mod tests {
                 "Available",
                 &failures
             ),
-            Health::Failed(_)
+            Health::Failed { .. }
         ));
         assert!(matches!(
             condition(&obj(json!([])), "Available", &failures),
@@ -155,7 +155,7 @@ mod tests {
         ));
         assert!(matches!(
             condition(&by_status(3), "Available", &failures),
-            Health::Failed(_)
+            Health::Failed { .. }
         ));
     }
 }

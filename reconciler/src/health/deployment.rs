@@ -28,12 +28,21 @@ pub fn deployment(deployment: &Deployment) -> Health {
             "waiting for Deployment {name} spec update to be observed"
         ));
     }
-    let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
+    let deadline_exceeded = status.conditions.iter().flatten().find(|c| {
         c.type_.as_deref() == Some("Progressing")
             && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
     });
-    if deadline_exceeded {
-        return Health::Failed(format!("Deployment {name} exceeded its progress deadline"));
+    if let Some(exceeded) = deadline_exceeded {
+        // The condition stays until the template changes again, so it may be older than the
+        // attempt reading it (a restore before the operator has rewritten the Deployment).
+        return Health::Failed {
+            message: format!("Deployment {name} exceeded its progress deadline"),
+            since: exceeded
+                .last_update_time
+                .as_ref()
+                .or(exceeded.last_transition_time.as_ref())
+                .map(|t| t.0),
+        };
     }
     let desired = i64::from(deployment.spec.replicas.unwrap_or(1));
     let updated = i64::from(status.updated_replicas.unwrap_or(0));
@@ -99,6 +108,13 @@ mod tests {
                 "Failed",
             ),
         ];
+        let exceeded = deployment(&base(json!({"observedGeneration": 2, "conditions": [{
+            "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "lastUpdateTime": "2026-12-07T10:00:05Z", "lastTransitionTime": "2026-12-07T10:00:05Z"}]})));
+        assert!(
+            matches!(&exceeded, Health::Failed { since: Some(t), .. } if t.to_string() == "2026-12-07T10:00:05Z"),
+            "{exceeded:?}"
+        );
         for (status, expected) in cases {
             let health = deployment(&base(status.clone()));
             assert_eq!(

@@ -13,6 +13,7 @@ mod stateful_set;
 mod workload;
 
 use futures_util::future::BoxFuture;
+use jiff::Timestamp;
 use kube::Client;
 use kube::ResourceExt;
 use kube::core::{ApiResource, DynamicObject};
@@ -34,14 +35,30 @@ pub enum Health {
     Progressing(String),
     /// The health source does not exist (yet).
     Missing(String),
-    /// The health source says this will not become healthy.
-    Failed(String),
+    /// The health source says this will not become healthy; `since` is when it said so, where
+    /// the source records it (a failure reported before the current attempt started belongs to
+    /// an earlier one).
+    Failed {
+        message: String,
+        since: Option<Timestamp>,
+    },
 }
 
 impl Health {
+    /// A failure with no time of its own: it concerns whatever attempt reads it.
+    pub fn failed(message: String) -> Self {
+        Self::Failed {
+            message,
+            since: None,
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
-            Self::Healthy(m) | Self::Progressing(m) | Self::Missing(m) | Self::Failed(m) => m,
+            Self::Healthy(m)
+            | Self::Progressing(m)
+            | Self::Missing(m)
+            | Self::Failed { message: m, .. } => m,
         }
     }
 }
@@ -130,6 +147,6 @@ pub(crate) fn kind_of(health: &Health) -> &'static str {
         Health::Healthy(_) => "Healthy",
         Health::Progressing(_) => "Progressing",
         Health::Missing(_) => "Missing",
-        Health::Failed(_) => "Failed",
+        Health::Failed { .. } => "Failed",
     }
 }
