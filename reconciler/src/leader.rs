@@ -68,6 +68,11 @@ impl Leadership {
         guard.is_some_and(|until| Instant::now() < until)
     }
 
+    /// Which term of leadership this is (0 before the first).
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
     pub fn epochs(&self) -> watch::Receiver<u64> {
         self.epoch.subscribe()
     }

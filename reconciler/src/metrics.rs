@@ -147,28 +147,32 @@ impl Metrics {
     }
 
     /// Records an object's phase (`None` once it is gone) and refreshes the per-phase gauges.
+    /// Moves one object between the per-phase gauges (constant time: called on every reconcile).
     pub fn set_phase(&self, kind: &str, key: &str, phase: Option<Phase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
         let id = (kind.to_string(), key.to_string());
-        match phase {
-            Some(p) => {
-                phases.insert(id, p);
-            }
-            None => {
-                phases.remove(&id);
-            }
+        let before = match phase {
+            Some(p) => phases.insert(id, p),
+            None => phases.remove(&id),
+        };
+        if before == phase {
+            return;
         }
+        let gauge = |p: Phase| {
+            self.objects.get_or_create(&PhaseLabels {
+                kind: kind.to_string(),
+                phase: p.as_str().to_string(),
+            })
+        };
+        // Every phase of a kind is exported, zeros included, once the kind has an object.
         for p in Phase::ALL {
-            let count = phases
-                .iter()
-                .filter(|((k, _), v)| k == kind && **v == p)
-                .count();
-            self.objects
-                .get_or_create(&PhaseLabels {
-                    kind: kind.to_string(),
-                    phase: p.as_str().to_string(),
-                })
-                .set(count as i64);
+            let g = gauge(p);
+            if before == Some(p) {
+                g.dec();
+            }
+            if phase == Some(p) {
+                g.inc();
+            }
         }
     }
 
@@ -239,5 +243,36 @@ impl Metrics {
 
     pub fn kind_states(&self) -> BTreeMap<String, KindState> {
         self.kinds.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str, phase: &str) -> String {
+        let wanted = format!("tollgate_reconciler_objects{{kind=\"K\",phase=\"{phase}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&wanted))
+            .unwrap_or("absent")
+            .to_string()
+    }
+
+    #[test]
+    fn objects_move_between_phases_and_leave_when_deleted() {
+        let metrics = Metrics::default();
+        metrics.set_phase("K", "ns/a", Some(Phase::Progressing));
+        metrics.set_phase("K", "ns/b", Some(Phase::Progressing));
+        metrics.set_phase("K", "ns/a", Some(Phase::Ready));
+        metrics.set_phase("K", "ns/a", Some(Phase::Ready));
+        let text = metrics.encode().unwrap_or_default();
+        assert_eq!(line(&text, "Progressing"), "1");
+        assert_eq!(line(&text, "Ready"), "1");
+        assert_eq!(line(&text, "Failed"), "0");
+        metrics.set_phase("K", "ns/b", None);
+        metrics.set_phase("K", "ns/gone", None);
+        let text = metrics.encode().unwrap_or_default();
+        assert_eq!(line(&text, "Progressing"), "0");
+        assert_eq!(line(&text, "Ready"), "1");
     }
 }

@@ -38,10 +38,18 @@ pub async fn finalize(
     if !object.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let store = RevisionStore::new(&ctx.client, object.namespace().as_deref());
-    let names: Vec<String> = store.list(uid).await?.into_iter().map(|r| r.name).collect();
+    let store = RevisionStore::new(
+        &ctx.client,
+        &ctx.revision_cache,
+        object.namespace().as_deref(),
+        uid,
+    );
+    let names: Vec<String> = store.list().await?.into_iter().map(|r| r.name).collect();
     store.delete(&names).await?;
-    remove_finalizer(api, object).await
+    remove_finalizer(api, object).await?;
+    ctx.revision_cache.forget(uid);
+    ctx.applied_statuses.forget(uid);
+    Ok(())
 }
 
 pub async fn remove_finalizer(

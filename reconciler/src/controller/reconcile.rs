@@ -49,8 +49,9 @@ pub async fn reconcile_object(
     let value = serde_json::to_value(&object)
         .map_err(|e| ReconcileError::Object(format!("{}: {e}", object.name_any())))?;
     let spec = value.get("spec").cloned().unwrap_or(Value::Null);
-    let revisions = RevisionStore::new(&ctx.client, namespace.as_deref());
-    let records = revisions.list(&uid).await?;
+    let revisions =
+        RevisionStore::new(&ctx.client, &ctx.revision_cache, namespace.as_deref(), &uid);
+    let records = revisions.list().await?;
     let health = observe_health(ctx, &value, namespace.as_deref()).await;
     let now = (ctx.now)();
     let hash = revisions::spec_hash(&spec);
@@ -157,7 +158,7 @@ struct Acting<'a> {
     hash: &'a str,
     uid: &'a str,
     records: &'a [RevisionRecord],
-    revisions: &'a RevisionStore,
+    revisions: &'a RevisionStore<'a>,
 }
 
 impl Acting<'_> {
@@ -189,10 +190,7 @@ impl Acting<'_> {
         match action {
             Action::CreateRevision(record) => {
                 let owner = owner_reference(self.object, &self.ctx.kind, self.uid);
-                let namespace = self.object.namespace();
-                self.revisions
-                    .create(record, namespace.as_deref(), owner)
-                    .await?;
+                self.revisions.create(record, owner).await?;
             }
             Action::UpdateRevision(record) => self.revisions.update(record).await?,
             Action::RestoreSpec { to, restore } => {

@@ -23,7 +23,7 @@ pub struct Restoring<'a> {
     pub object: &'a DynamicObject,
     /// The spec in force now (the one that failed).
     pub spec: &'a Value,
-    pub revisions: &'a RevisionStore,
+    pub revisions: &'a RevisionStore<'a>,
 }
 
 impl Restoring<'_> {

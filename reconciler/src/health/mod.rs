@@ -21,6 +21,7 @@ use kube::runtime::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 use tollgate_engine::FieldPath;
+use tollgate_engine::path::Segment;
 use tollgate_engine::rollout::{HealthRule, WorkloadKind};
 
 pub use condition::condition;
@@ -117,16 +118,32 @@ pub struct Related {
 }
 
 impl Related {
+    /// The managed objects in `namespace` whose value at `field` `concerns` the change. Called on
+    /// every event of the source, so it reads the cached objects in place: no object is
+    /// serialised whole (a `metadata.…` field serialises only that object's metadata).
     pub fn matching(
         &self,
         namespace: Option<String>,
+        field: &FieldPath,
         concerns: impl Fn(&Value) -> bool,
     ) -> Vec<ObjectRef<DynamicObject>> {
+        let in_metadata = match field.0.split_first() {
+            Some((Segment::Key(first), rest)) if first == "metadata" => {
+                Some(FieldPath(rest.to_vec()))
+            }
+            _ => None,
+        };
+        let value_of = |o: &DynamicObject| match &in_metadata {
+            Some(rest) => serde_json::to_value(&o.metadata)
+                .ok()
+                .and_then(|meta| rest.get(&meta).cloned()),
+            None => field.get(&o.data).cloned(),
+        };
         self.store
             .state()
             .iter()
             .filter(|o| o.namespace() == namespace)
-            .filter(|o| serde_json::to_value(o.as_ref()).is_ok_and(|v| concerns(&v)))
+            .filter(|o| value_of(o).is_some_and(|v| concerns(&v)))
             .map(|o| ObjectRef::from_obj_with(o.as_ref(), self.resource.clone()))
             .collect()
     }
@@ -148,5 +165,54 @@ pub(crate) fn kind_of(health: &Health) -> &'static str {
         Health::Progressing(_) => "Progressing",
         Health::Missing(_) => "Missing",
         Health::Failed { .. } => "Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::GroupVersionKind;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    fn related(objects: &[(&str, &str, &str)]) -> Related {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("e.com", "v1", "Gw"));
+        let mut writer = Writer::<DynamicObject>::new(resource.clone());
+        for (namespace, name, target) in objects {
+            let object = serde_json::from_value(json!({
+                "apiVersion": "e.com/v1", "kind": "Gw",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"target": target}
+            }))
+            .unwrap_or_else(|_| DynamicObject::new(name, &resource));
+            writer.apply_watcher_event(&Event::Apply(object));
+        }
+        Related {
+            store: writer.as_reader(),
+            resource,
+        }
+    }
+
+    fn names(refs: Vec<ObjectRef<DynamicObject>>) -> Vec<String> {
+        let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_event_concerns_the_objects_whose_field_matches_in_its_namespace() {
+        let related = related(&[("a", "gw1", "d1"), ("a", "gw2", "d1"), ("b", "gw3", "d1")]);
+        let spec_target = FieldPath::parse("spec.target").unwrap_or_default();
+        let matched = related.matching(Some("a".into()), &spec_target, |v| v == "d1");
+        assert_eq!(names(matched), ["gw1", "gw2"]);
+        let name = FieldPath::parse("metadata.name").unwrap_or_default();
+        let matched = related.matching(Some("b".into()), &name, |v| v == "gw3");
+        assert_eq!(names(matched), ["gw3"]);
+        assert!(
+            related
+                .matching(Some("a".into()), &name, |v| v == "gw3")
+                .is_empty()
+        );
     }
 }

@@ -29,10 +29,9 @@ impl HealthSource for Pods {
             Api::<Pod>::all(client.clone()),
             watcher::Config::default(),
             move |pod| {
-                related.matching(pod.namespace(), |o| {
-                    selector_from
-                        .get(o)
-                        .and_then(|s| serde_json::from_value::<LabelSelectorSpec>(s.clone()).ok())
+                related.matching(pod.namespace(), &selector_from, |s| {
+                    serde_json::from_value::<LabelSelectorSpec>(s.clone())
+                        .ok()
                         .and_then(|spec| LabelSelector::new(spec).ok())
                         .is_some_and(|selector| selector.matches(pod.labels()))
                 })

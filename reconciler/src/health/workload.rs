@@ -41,8 +41,8 @@ where
             Api::<K>::all(client.clone()),
             watcher::Config::default(),
             move |workload| {
-                related.matching(workload.namespace(), |o| {
-                    read_str(o, &name_from) == Some(workload.name_any().as_str())
+                related.matching(workload.namespace(), &name_from, |name| {
+                    name.as_str() == Some(workload.name_any().as_str())
                 })
             },
         )
