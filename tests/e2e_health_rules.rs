@@ -25,7 +25,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::reconciler::{Reconciler, eventually};
+use support::reconciler::{Reconciler, condition, eventually};
 
 const NS: &str = "widgets";
 const GROUP: &str = "rollout.e2e.example.com";
@@ -125,32 +125,11 @@ fn write_policy(policies: &Path, text: &str) {
 }
 
 async fn get(client: &Client, name: &str) -> Value {
-    serde_json::to_value(widgets(client).get(name).await.expect("get widget")).expect("json")
-}
-
-fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-fn phase(object: &Value) -> &str {
-    object
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    support::reconciler::get(&widgets(client), name).await
 }
 
 async fn wait_phase(client: &Client, log: &Path, name: &str, wanted: &str) -> Value {
-    eventually(&format!("{name} phase {wanted}"), log, || async {
-        let object = get(client, name).await;
-        (phase(&object) == wanted
-            && object["status"]["observedGeneration"] == object["metadata"]["generation"])
-            .then_some(object)
-    })
-    .await
+    support::reconciler::wait_phase(&widgets(client), log, name, wanted).await
 }
 
 async fn create(client: &Client, name: &str, spec: Value) {

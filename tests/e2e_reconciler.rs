@@ -23,7 +23,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::reconciler::{Reconciler, eventually, log_tail};
+use support::reconciler::{Reconciler, condition, eventually, log_tail, phase};
 
 const NS: &str = "gateways";
 /// The test policy's progress deadline (the shipped one allows 600 s).
@@ -54,32 +54,11 @@ fn gateway(name: &str, endpoint: &str, annotations: Value) -> DynamicObject {
 }
 
 async fn get(client: &Client, name: &str) -> Value {
-    serde_json::to_value(gateways(client).get(name).await.expect("get gateway")).expect("json")
-}
-
-fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
-    object
-        .pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-fn phase(object: &Value) -> &str {
-    object
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    support::reconciler::get(&gateways(client), name).await
 }
 
 async fn wait_phase(client: &Client, log: &Path, name: &str, wanted: &str) -> Value {
-    eventually(&format!("{name} phase {wanted}"), log, || async {
-        let object = get(client, name).await;
-        (phase(&object) == wanted
-            && object["status"]["observedGeneration"] == object["metadata"]["generation"])
-            .then_some(object)
-    })
-    .await
+    support::reconciler::wait_phase(&gateways(client), log, name, wanted).await
 }
 
 async fn revisions(client: &Client, object: &Value) -> Vec<ControllerRevision> {

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kube::api::{Api, DynamicObject};
+use serde_json::Value;
+
 use super::cluster::{Cluster, free_port};
 
 /// How long a scenario step may take before the test fails.
@@ -36,6 +39,37 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The managed object as JSON.
+pub async fn get(api: &Api<DynamicObject>, name: &str) -> Value {
+    serde_json::to_value(api.get(name).await.expect("get object")).expect("json")
+}
+
+pub fn condition<'v>(object: &'v Value, type_: &str) -> Option<&'v Value> {
+    object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub fn phase(object: &Value) -> &str {
+    object
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Waits until the reconciler reports `wanted` for the object's current generation.
+pub async fn wait_phase(api: &Api<DynamicObject>, log: &Path, name: &str, wanted: &str) -> Value {
+    eventually(&format!("{name} phase {wanted}"), log, || async {
+        let object = get(api, name).await;
+        (phase(&object) == wanted
+            && object["status"]["observedGeneration"] == object["metadata"]["generation"])
+            .then_some(object)
+    })
+    .await
 }
 
 /// `tollgate reconcile` as a child process; killed on drop.
