@@ -25,7 +25,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::reconciler::{Reconciler, condition, eventually};
+use support::reconciler::{BadPods, Reconciler, condition, eventually, kubelet};
 
 const NS: &str = "widgets";
 const GROUP: &str = "rollout.e2e.example.com";
@@ -276,41 +276,6 @@ async fn operate(client: Client) {
     }
 }
 
-/// The kubelet, as the test plays it: `health: good` Pods become Ready, `health: bad` ones fail.
-async fn kubelet(client: Client) {
-    let pods = Api::<Pod>::namespaced(client, NS);
-    loop {
-        if let Ok(list) = pods.list(&ListParams::default().labels("health")).await {
-            for pod in list.items {
-                if pod.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let good = pod.labels().get("health").map(String::as_str) == Some("good");
-                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                let status = match (good, phase) {
-                    (true, Some("Running")) | (false, Some("Failed")) => continue,
-                    (true, _) => json!({"status": {"phase": "Running", "conditions": [
-                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                        {"type": "Ready", "status": "True", "lastTransitionTime": now}]}}),
-                    (false, _) => json!({"status": {"phase": "Failed", "reason": "Error",
-                        "message": "the image does not start"}}),
-                };
-                let _ = pods
-                    .patch_status(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&status),
-                    )
-                    .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The policy files: the shipped PaymentGateway policy (its rollout section keeps the reconciler
 /// busy from the start) and a Widget policy without one.
 fn initial_policies(dir: &Path) -> PathBuf {
@@ -379,7 +344,10 @@ async fn each_health_rule_drives_a_rollback_and_arrives_by_reload() {
         .unwrap_or_default()
         .to_string();
     let operator = tokio::spawn(operate(client.clone()));
-    let pods = tokio::spawn(kubelet(client.clone()));
+    let pods = tokio::spawn(kubelet(
+        Api::<Pod>::namespaced(client.clone(), NS),
+        BadPods::Fail,
+    ));
     let both = [
         "PaymentGateway.payments.example.com",
         "Widget.rollout.e2e.example.com",

@@ -23,7 +23,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::cluster::Cluster;
-use support::reconciler::{Reconciler, condition, eventually, log_tail, phase};
+use support::reconciler::{BadPods, Reconciler, condition, eventually, kubelet, log_tail, phase};
 
 const NS: &str = "gateways";
 /// The test policy's progress deadline (the shipped one allows 600 s).
@@ -200,42 +200,6 @@ async fn operate(client: Client) {
     }
 }
 
-/// The kubelet, as the test plays it: Pods labelled `health: good` become Ready.
-async fn kubelet(client: Client) {
-    let pods = Api::<Pod>::namespaced(client, NS);
-    loop {
-        if let Ok(list) = pods
-            .list(&ListParams::default().labels("health=good"))
-            .await
-        {
-            for pod in list.items {
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                if ready || pod.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                let now = k8s_openapi::jiff::Timestamp::now().to_string();
-                let status = json!({"status": {"phase": "Running", "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-                    {"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
-                let _ = pods
-                    .patch_status(
-                        &pod.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&status),
-                    )
-                    .await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// The shipped policy with a deadline of a few seconds.
 fn test_policies(dir: &Path) -> PathBuf {
     let policies = dir.join("policies");
@@ -307,7 +271,10 @@ async fn reconciler_keeps_status_and_rolls_back_against_a_real_cluster() {
     })
     .await;
     let operator = tokio::spawn(operate(client.clone()));
-    let pods = tokio::spawn(kubelet(client.clone()));
+    let pods = tokio::spawn(kubelet(
+        Api::<Pod>::namespaced(client.clone(), NS),
+        BadPods::StayUnready,
+    ));
     let started = Instant::now();
     tokio::join!(
         healthy_create_then_rollback_after_the_deadline(&client, &log),

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
 
 use super::cluster::{Cluster, free_port};
 
@@ -70,6 +72,51 @@ pub async fn wait_phase(api: &Api<DynamicObject>, log: &Path, name: &str, wanted
             .then_some(object)
     })
     .await
+}
+
+/// What the test's kubelet does with a Pod labelled `health: bad`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BadPods {
+    /// Running but never Ready (a rollout that makes no progress).
+    StayUnready,
+    /// Phase Failed (the image does not start), so its controller replaces it.
+    Fail,
+}
+
+/// The kubelet, as the tests play it, for the Pods in `namespace` labelled `health`: `good` ones
+/// become Ready; `bad` ones as `bad` says.
+pub async fn kubelet(pods: Api<Pod>, bad: BadPods) {
+    loop {
+        if let Ok(list) = pods.list(&ListParams::default().labels("health")).await {
+            for pod in list.items {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                let good = pod.labels().get("health").map(String::as_str) == Some("good");
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let status = match (good, phase, bad) {
+                    (true, Some("Running"), _) | (false, Some("Failed"), BadPods::Fail) => continue,
+                    (false, _, BadPods::StayUnready) => continue,
+                    (true, _, _) => json!({"status": {"phase": "Running", "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now}]}}),
+                    (false, _, BadPods::Fail) => json!({"status": {"phase": "Failed",
+                        "reason": "Error", "message": "the image does not start"}}),
+                };
+                let _ = pods
+                    .patch_status(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    )
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// `tollgate reconcile` as a child process; killed on drop.

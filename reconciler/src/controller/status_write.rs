@@ -24,7 +24,15 @@ const APPLIED_TTL: Duration = Duration::from_secs(30);
 /// An entry counts only in the leadership term that wrote it: another leader may have written
 /// since.
 #[derive(Default)]
-pub struct AppliedStatuses(Mutex<HashMap<String, Applied>>);
+pub struct AppliedStatuses(Mutex<Ledger>);
+
+#[derive(Default)]
+struct Ledger {
+    by_uid: HashMap<String, Applied>,
+    /// When entries past their time were last dropped (at most once per `APPLIED_TTL`, so a
+    /// sync of thousands of objects does not scan them all on every write).
+    pruned: Option<Instant>,
+}
 
 struct Applied {
     status: status::DesiredStatus,
@@ -36,27 +44,34 @@ impl AppliedStatuses {
     /// Whether `desired` is what was applied to `uid` moments ago, in leadership term `term`.
     pub fn just_applied(&self, uid: &str, desired: &status::DesiredStatus, term: u64) -> bool {
         let applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        applied.get(uid).is_some_and(|last| {
+        applied.by_uid.get(uid).is_some_and(|last| {
             last.status == *desired && last.term == term && last.at.elapsed() < APPLIED_TTL
         })
     }
 
     pub fn record(&self, uid: &str, desired: &status::DesiredStatus, term: u64) {
         let mut applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Entries past their time say nothing: drop them as the map is written.
-        if applied.len() > 1024 {
-            applied.retain(|_, last| last.at.elapsed() < APPLIED_TTL);
+        // Entries past their time say nothing: drop them now and then as the map is written.
+        if applied.pruned.is_none_or(|at| at.elapsed() > APPLIED_TTL) {
+            applied
+                .by_uid
+                .retain(|_, last| last.at.elapsed() < APPLIED_TTL);
+            applied.pruned = Some(Instant::now());
         }
         let entry = Applied {
             status: desired.clone(),
             at: Instant::now(),
             term,
         };
-        applied.insert(uid.to_string(), entry);
+        applied.by_uid.insert(uid.to_string(), entry);
     }
 
     pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_uid
+            .remove(uid);
     }
 }
 
