@@ -198,7 +198,7 @@ fn messages_never_echo_values_unless_the_policy_asks() {
     let rules = "        x-kubernetes-validations:
           - rule: \"self.secret.startsWith('ok-')\"
           - rule: \"self.secret.size() < 20\"
-            messageExpression: \"'secret is ' + string(self.secret.size()) + ' characters long'\"
+            messageExpression: \"'secret must be shorter than ' + '20' + ' characters'\"
 ";
     let store = compiled(&policy("", rules));
     let verdict = judge(
@@ -214,7 +214,10 @@ fn messages_never_echo_values_unless_the_policy_asks() {
     );
     let long = format!("ok-{}", "x".repeat(22));
     let verdict = judge(&store, &widget(json!({"secret": long})), None, "alice");
-    assert_eq!(denials(&verdict), ["spec: secret is 25 characters long"]);
+    assert_eq!(
+        denials(&verdict),
+        ["spec: secret must be shorter than 20 characters"]
+    );
     assert!(!denials(&verdict).join("").contains(&long));
 }
 
@@ -308,7 +311,7 @@ fn expressions_that_do_not_compile_are_load_errors_at_their_line() {
     assert!(
         errors[0]
             .message
-            .starts_with("spec.schema x-kubernetes-validations:"),
+            .starts_with("spec.schema.properties.spec.x-kubernetes-validations.0.rule: "),
         "{}",
         errors[0]
     );
@@ -344,13 +347,87 @@ fn rules_over_the_cost_budget_are_refused_at_load() {
               - rule: \"self.all(a, self.all(b, self.all(c, a + b + c != '')))\"",
     );
     let (_, errors) = load(&costly);
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    let found: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.as_str()))
+        .collect();
+    let rule = "spec.schema.properties.spec.properties.tags.x-kubernetes-validations.0.rule";
+    let advice = "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+    assert_eq!(
+        found,
+        [
+            (
+                20,
+                format!("{rule}: estimated rule cost exceeds budget by factor of more than 100x {advice}").as_str()
+            ),
+            (
+                20,
+                format!("{rule}: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema").as_str()
+            ),
+            (
+                7,
+                format!("spec.schema: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x {advice}").as_str()
+            ),
+        ]
+    );
+
+    // A string built from a number has no bound: the apiserver refuses it in a message too.
+    let message = policy(
+        "",
+        "        x-kubernetes-validations:
+          - rule: \"self.size > 0\"
+            messageExpression: \"'size ' + string(self.size)\"
+",
+    );
+    let (_, errors) = load(&message);
+    // Over the schema's total too: the message, then the total, are named.
+    assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
-        errors[0].message.contains("exceeds K8s budget"),
+        errors[0].message.starts_with(
+            "spec.schema.properties.spec.x-kubernetes-validations.0.messageExpression: estimated messageExpression cost exceeds budget by factor of more than 100x"
+        ),
         "{}",
         errors[0]
     );
-    assert_eq!(errors[0].line, 20);
+
+    // Bounded, the same walk fits: ten items of at most 8 characters.
+    let bounded = costly.replace(
+        "            type: array\n            items: {type: string}",
+        "            type: array\n            maxItems: 10\n            items: {type: string, maxLength: 8}",
+    );
+    let (_, errors) = load(&bounded);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn old_self_is_refused_where_old_and_new_values_do_not_pair_up() {
+    // Items of a list that is not a map list have no old self to compare with.
+    let text = policy(
+        "",
+        "          tags:
+            type: array
+            items:
+              type: string
+              maxLength: 8
+              x-kubernetes-validations:
+                - rule: \"self == oldSelf\"
+          limits:
+            type: object
+            x-kubernetes-validations:
+              - rule: \"self.size() < 3\"
+                optionalOldSelf: true
+",
+    );
+    let (_, errors) = load(&text);
+    let mut messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    messages.sort_unstable();
+    assert_eq!(
+        messages,
+        [
+            "spec.schema.properties.spec.properties.limits.x-kubernetes-validations.0.optionalOldSelf: may not be set if oldSelf is not used in rule",
+            "spec.schema.properties.spec.properties.tags.items.x-kubernetes-validations.0.rule: oldSelf cannot be used on the uncorrelatable portion of the schema within spec.schema.properties.spec.properties.tags",
+        ]
+    );
 }
 
 #[test]
@@ -385,11 +462,7 @@ spec:
                   message: a named port keeps its number
           tags:
             type: array
-            items:
-              type: string
-              x-kubernetes-validations:
-                - rule: \"self == oldSelf\"
-                  message: never evaluated (atomic lists do not correlate)
+            items: {type: string}
           labels:
             type: object
             additionalProperties:

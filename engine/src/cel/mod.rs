@@ -13,6 +13,7 @@
 //! converted to CEL values (`projection`), in one shared per-thread context holding the
 //! Kubernetes CEL libraries.
 
+mod cost;
 mod projection;
 mod schema_rules;
 mod values;
@@ -192,6 +193,16 @@ fn size(
 
 fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
     BASE.with(f)
+}
+
+/// The apiserver's estimated worst-case cost of one CEL expression over a value of `schema`
+/// (`self`, and `oldSelf` beside it), before it is multiplied by how often the rule can run:
+/// what `x-kubernetes-validations` and the in-tree policies tollgate writes are held to.
+pub fn estimated_cost(expression: &str, schema: &serde_json::Value) -> Result<u64, String> {
+    let program = Program::compile(expression).map_err(|e| e.to_string())?;
+    cost::Scope::of(schema)
+        .expression_cost(program.expression(), false)
+        .ok_or_else(|| "the schema declares no CEL type".to_string())
 }
 
 fn compile_expression(

@@ -12,6 +12,7 @@ use kube_cel::cel::{Context, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::cost::{EXPRESSION_LIMIT, SchemaBudget, Scope, over_budget};
 use super::projection::Projection;
 use super::values::{Keys, ValueSchema, convert};
 use super::{Expression, RULES_KEY, compile_expression};
@@ -82,7 +83,9 @@ impl SchemaRules {
     /// as (JSON pointer inside the schema, message).
     pub fn compile(schema: &Value) -> Result<Option<Self>, Vec<(String, String)>> {
         let mut errors = Vec::new();
-        let root = build(schema, String::new(), &mut errors);
+        let mut budget = SchemaBudget::default();
+        let root = build(schema, &Site::root(schema), &mut budget, &mut errors);
+        errors.extend(budget.errors());
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -136,7 +139,55 @@ fn node_iterates(node: &RuleNode) -> bool {
 }
 
 /// The node for `schema` if it or anything below it has rules.
-fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) -> Option<RuleNode> {
+/// Where a schema node sits: its JSON pointer, the cost scope of its rules, and the first
+/// ancestor below which old and new values cannot be correlated (where `oldSelf` is refused).
+struct Site {
+    pointer: String,
+    scope: Scope,
+    uncorrelatable: Option<String>,
+}
+
+impl Site {
+    fn root(schema: &Value) -> Self {
+        Self {
+            pointer: String::new(),
+            scope: Scope::root(schema),
+            uncorrelatable: None,
+        }
+    }
+
+    /// The site of `child`, found at `step` below the node `schema` describes; `correlates`
+    /// says whether old and new values still pair up across that step.
+    fn child(&self, schema: &Value, child: &Value, step: &str, correlates: bool) -> Self {
+        let uncorrelatable = match (&self.uncorrelatable, correlates) {
+            (Some(above), _) => Some(above.clone()),
+            (None, true) => None,
+            (None, false) => Some(self.pointer.clone()),
+        };
+        Self {
+            pointer: format!("{}/{step}", self.pointer),
+            scope: self.scope.child(schema, child),
+            uncorrelatable,
+        }
+    }
+
+    /// A branch (`allOf`...) judges the same value: its rules run where the node's do.
+    fn branch(&self, step: &str) -> Self {
+        Self {
+            pointer: format!("{}/{step}", self.pointer),
+            scope: self.scope.clone(),
+            uncorrelatable: self.uncorrelatable.clone(),
+        }
+    }
+}
+
+fn build(
+    schema: &Value,
+    site: &Site,
+    budget: &mut SchemaBudget,
+    errors: &mut Vec<(String, String)>,
+) -> Option<RuleNode> {
+    let pointer = &site.pointer;
     let object = schema.as_object()?;
     for nested in ["$defs", "definitions"] {
         if object
@@ -152,21 +203,29 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
         }
     }
     let mut node = RuleNode::default();
-    if let Some((rules, rules_schema)) = compile_rules(schema, &pointer, errors) {
+    if let Some((rules, rules_schema)) = compile_rules(schema, site, budget, errors) {
         node.rules = rules;
         node.schema = rules_schema;
     }
     if let Some(properties) = object.get("properties").and_then(Value::as_object) {
+        // Properties of an atomic map are replaced whole: nothing below pairs with an old value.
+        let correlates = object.get("x-kubernetes-map-type") != Some(&Value::from("atomic"));
         for (name, child) in properties {
-            let at = format!("{pointer}/properties/{}", escape_pointer(name));
-            if let Some(child) = build(child, at, errors) {
+            let step = format!("properties/{}", escape_pointer(name));
+            let at = site.child(schema, child, &step, correlates);
+            if let Some(child) = build(child, &at, budget, errors) {
                 node.properties.push((name.clone(), child));
             }
         }
     }
     node.items = object
         .get("items")
-        .and_then(|items| build(items, format!("{pointer}/items"), errors))
+        .and_then(|items| {
+            // Only the items of a map list pair with old items (by their keys).
+            let correlates = object.get("x-kubernetes-list-type") == Some(&Value::from("map"));
+            let at = site.child(schema, items, "items", correlates);
+            build(items, &at, budget, errors)
+        })
         .map(Box::new);
     if node.items.is_some() && object.get("x-kubernetes-list-type") == Some(&Value::from("map")) {
         node.list_map_keys = object
@@ -181,7 +240,10 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
     }
     node.additional = object
         .get("additionalProperties")
-        .and_then(|a| build(a, format!("{pointer}/additionalProperties"), errors))
+        .and_then(|a| {
+            let at = site.child(schema, a, "additionalProperties", true);
+            build(a, &at, budget, errors)
+        })
         .map(Box::new);
     if node.additional.is_some() {
         node.declared = object
@@ -198,7 +260,8 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
             .flatten()
             .enumerate()
         {
-            if let Some(branch) = build(branch, format!("{pointer}/{keyword}/{idx}"), errors) {
+            let at = site.branch(&format!("{keyword}/{idx}"));
+            if let Some(branch) = build(branch, &at, budget, errors) {
                 node.branches.push(branch);
             }
         }
@@ -226,9 +289,11 @@ fn build(schema: &Value, pointer: String, errors: &mut Vec<(String, String)>) ->
 /// The node's rules, with the schema of the value they judge (`None` where it has none).
 fn compile_rules(
     schema: &Value,
-    pointer: &str,
+    site: &Site,
+    budget: &mut SchemaBudget,
     errors: &mut Vec<(String, String)>,
 ) -> Option<(Vec<Rule>, Arc<ValueSchema>)> {
+    let (pointer, scope) = (&site.pointer, &site.scope);
     let specs = schema.get(RULES_KEY)?;
     let Some(specs) = specs.as_array() else {
         errors.push((
@@ -238,8 +303,6 @@ fn compile_rules(
         return None;
     };
     let value_schema = Arc::new(ValueSchema::new(schema));
-    // The apiserver's cost estimate needs the node's schema (maxLength, maxItems...).
-    let cost_schema = kube_cel::compile_schema(schema);
     let mut rules = Vec::new();
     for (idx, spec) in specs.iter().enumerate() {
         let at = format!("{pointer}/{RULES_KEY}/{idx}");
@@ -269,25 +332,66 @@ fn compile_rules(
                 }
             },
         };
+        let optional_old_self = spec.optional_old_self == Some(true);
         // As the apiserver does for CRDs: a rule whose worst case exceeds the cost budget
         // (unbounded lists or strings) is refused.
-        for warning in kube_cel::estimate_rule_cost(&spec.rule, &cost_schema)
-            .into_iter()
-            .filter(|w| w.kind == kube_cel::WarningKind::CostExceeded)
+        if let Some(cost) = program
+            .as_ref()
+            .and_then(|p| scope.expression_cost(p.expression(), optional_old_self))
         {
-            errors.push((at.clone(), warning.message));
+            let cost = scope.rule_cost(cost);
+            let rule_at = format!("{at}/rule");
+            if cost > EXPRESSION_LIMIT {
+                let message = over_budget("estimated rule cost", cost, EXPRESSION_LIMIT);
+                errors.push((rule_at.clone(), message));
+            }
+            budget.observe(&rule_at, cost);
+        }
+        if let Some(cost) = message_program
+            .as_ref()
+            .and_then(|p| scope.expression_cost(p.expression(), optional_old_self))
+        {
+            let message_at = format!("{at}/messageExpression");
+            if cost > EXPRESSION_LIMIT {
+                let message =
+                    over_budget("estimated messageExpression cost", cost, EXPRESSION_LIMIT);
+                errors.push((message_at.clone(), message));
+            }
+            budget.observe(&message_at, cost);
         }
         let Some(program) = program else {
             continue;
         };
+        let transition = program.references().has_variable("oldSelf");
+        if transition && let Some(above) = &site.uncorrelatable {
+            errors.push((
+                format!("{at}/rule"),
+                format!(
+                    "oldSelf cannot be used on the uncorrelatable portion of the schema within {}",
+                    dotted(above)
+                ),
+            ));
+        } else if !transition && spec.optional_old_self.is_some() {
+            errors.push((
+                format!("{at}/optionalOldSelf"),
+                "may not be set if oldSelf is not used in rule".into(),
+            ));
+        }
         rules.push(Rule {
-            transition: program.references().has_variable("oldSelf"),
+            transition,
             expression: Expression::new("rule", &spec.rule, program, spec.message, message_program),
             field_path,
-            optional_old_self: spec.optional_old_self == Some(true),
+            optional_old_self,
         });
     }
     Some((rules, value_schema))
+}
+
+/// A pointer inside the policy's schema as its errors name it: `spec.schema.properties.spec`.
+fn dotted(pointer: &str) -> String {
+    crate::path::keys_from_pointer(pointer)
+        .iter()
+        .fold("spec.schema".to_string(), |out, key| format!("{out}.{key}"))
 }
 
 /// The rules' failures: those that deny, and those ratcheting admitted.

@@ -422,9 +422,13 @@ fn compile_cel(
         Some(Ok(rules)) => rules,
         Some(Err(errors)) => {
             for (pointer, message) in errors {
+                let dotted: String = keys_from_pointer(&pointer)
+                    .iter()
+                    .map(|key| format!(".{key}"))
+                    .collect();
                 fail(
-                    &format!("/spec/schema{pointer}/rule"),
-                    format!("spec.schema x-kubernetes-validations: {message}"),
+                    &format!("/spec/schema{pointer}"),
+                    format!("spec.schema{dotted}: {message}"),
                 );
             }
             None
