@@ -538,13 +538,7 @@ impl<'c> Coster<'c> {
             }
             "conditional" if args.len() == 3 => {
                 let size = size(&args[1]).union(size(&args[2]));
-                let entry = EntrySize::union(
-                    args[1].expr.and_then(|a| self.entry_size(a)),
-                    args[2].expr.and_then(|a| self.entry_size(a)),
-                );
-                if let Some(entry) = entry {
-                    self.entries.insert(e.id, entry);
-                }
+                self.join_entries(e, &args[1], &args[2]);
                 return library::CallEstimate {
                     cost: arg_costs[0].add(arg_costs[1].union(arg_costs[2])),
                     result_size: Some(size),
@@ -552,13 +546,7 @@ impl<'c> Coster<'c> {
             }
             "add_string" | "add_bytes" | "add_list" if args.len() == 2 => {
                 let result = size(&args[0]).add(size(&args[1]));
-                let entry = EntrySize::union(
-                    args[0].expr.and_then(|a| self.entry_size(a)),
-                    args[1].expr.and_then(|a| self.entry_size(a)),
-                );
-                if let Some(entry) = entry {
-                    self.entries.insert(e.id, entry);
-                }
+                self.join_entries(e, &args[0], &args[1]);
                 let cost = if overload == "add_list" {
                     Range::fixed(1)
                 } else {
@@ -594,6 +582,17 @@ impl<'c> Coster<'c> {
             _ => {}
         }
         plain(Range::fixed(1))
+    }
+
+    /// `e` holds what either of `a` and `b` holds, when both say.
+    fn join_entries(&mut self, e: &IdedExpr, a: &Node<'_>, b: &Node<'_>) {
+        let entry = EntrySize::union(
+            a.expr.and_then(|a| self.entry_size(a)),
+            b.expr.and_then(|b| self.entry_size(b)),
+        );
+        if let Some(entry) = entry {
+            self.entries.insert(e.id, entry);
+        }
     }
 
     fn node<'e>(&mut self, e: &'e IdedExpr) -> Node<'e> {

@@ -126,6 +126,18 @@ fn element<'e>(list: &Node<'e>) -> Option<Node<'e>> {
     })
 }
 
+/// One bound of `replace`'s result: how many replacements at most (or least), and how much of
+/// the text is kept beside them, for a text of `size` and a needle of `needle` characters.
+fn replace_bound(size: u64, needle: u64, never_grows: bool) -> (u64, u64) {
+    if needle == 0 {
+        (size.saturating_add(1), size)
+    } else if never_grows {
+        (0, size)
+    } else {
+        ((size as f64 / needle as f64).ceil() as u64, 0)
+    }
+}
+
 /// `selectorCostEstimate`.
 fn selector(length: Range) -> Range {
     let parse = length.times(STRING_TRAVERSAL_COST_FACTOR);
@@ -189,34 +201,18 @@ pub fn kubernetes(
             let size = sizes.of(target);
             let to_replace = sizes.of(to_replace);
             let replace_with = sizes.of(replace_with);
-            let mut count = Range::fixed(0);
-            let mut retained = Range::fixed(0);
-            if to_replace.min == 0 {
-                count.max = if size.max < u64::MAX {
-                    size.max + 1
-                } else {
-                    size.max
-                };
-                retained.max = size.max;
-            } else if replace_with.max <= to_replace.min {
-                count.max = 0;
-                retained.max = size.max;
-            } else {
-                count.max = (size.max as f64 / to_replace.min as f64).ceil() as u64;
-            }
-            if to_replace.max == 0 {
-                count.min = if size.min < u64::MAX {
-                    size.min + 1
-                } else {
-                    size.min
-                };
-                retained.min = size.min;
-            } else if to_replace.max <= replace_with.min {
-                count.min = 0;
-                retained.min = size.min;
-            } else {
-                count.min = (size.min as f64 / to_replace.max as f64).ceil() as u64;
-            }
+            let (max_count, max_retained) =
+                replace_bound(size.max, to_replace.min, replace_with.max <= to_replace.min);
+            let (min_count, min_retained) =
+                replace_bound(size.min, to_replace.max, to_replace.max <= replace_with.min);
+            let count = Range {
+                min: min_count,
+                max: max_count,
+            };
+            let retained = Range {
+                min: min_retained,
+                max: max_retained,
+            };
             let result = count.multiply(replace_with).add(retained);
             sized(size.times(2.0 * STRING_TRAVERSAL_COST_FACTOR), result)
         }
