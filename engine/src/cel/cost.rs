@@ -26,69 +26,78 @@ pub const EXPRESSION_LIMIT: u64 = 10_000_000;
 /// `StaticEstimatedCRDCostLimit`: every rule and messageExpression of a schema together.
 pub const SCHEMA_LIMIT: u64 = 100_000_000;
 
-/// Where a schema node's rules run: the types `self` has there, and how many values the node
-/// can hold in one object (`None`: unbounded).
+/// Where a schema node sits for the cost budget: how many values it can hold in one object
+/// (`None`: unbounded), and whether it is a resource's root (whose `metadata` CEL sees trimmed).
 #[derive(Clone)]
 pub struct Scope {
-    decl: Option<Arc<Decl>>,
     cardinality: Option<u64>,
+    resource_root: bool,
 }
 
 impl Scope {
-    /// The root of a resource's schema: one value, whose `metadata` is what the apiserver
-    /// shows CEL.
-    pub fn root(schema: &Value) -> Self {
+    /// The root of a resource's schema: one value.
+    pub fn root() -> Self {
         Self {
-            decl: Decl::of(schema, true),
             cardinality: Some(1),
-        }
-    }
-
-    /// A value of `schema` on its own (not a resource's root), counted once.
-    pub fn of(schema: &Value) -> Self {
-        Self {
-            decl: Decl::of(schema, false),
-            cardinality: Some(1),
+            resource_root: true,
         }
     }
 
     /// The scope of a child schema (`properties`, `items`, `additionalProperties`) of the node
     /// `parent` describes.
     pub fn child(&self, parent: &Value, child: &Value) -> Self {
-        let cardinality = self
-            .cardinality
-            .zip(decl::max_children(parent))
-            .map(|(mine, each)| mine.saturating_mul(each));
         Self {
-            decl: Decl::of(
-                child,
-                child.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)),
-            ),
-            cardinality,
+            cardinality: self
+                .cardinality
+                .zip(decl::max_children(parent))
+                .map(|(mine, each)| mine.saturating_mul(each)),
+            resource_root: child.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)),
         }
     }
 
-    /// The estimated worst-case cost of one expression at this node; `None` where the node has
-    /// no CEL type to estimate with.
-    pub fn expression_cost(&self, expr: &IdedExpr, optional_old_self: bool) -> Option<u64> {
-        let decl = self.decl.as_ref()?;
-        let self_ty = Ty::from_decl(decl);
+    /// The types the rules of the node `schema` describes see; built only for nodes with rules.
+    /// `None` where the node has no CEL type to estimate with.
+    pub fn types(&self, schema: &Value) -> Option<Typed> {
+        Some(Typed {
+            decl: Decl::of(schema, self.resource_root)?,
+            cardinality: self.cardinality,
+        })
+    }
+}
+
+/// A node with rules, typed: what its expressions are estimated with.
+pub struct Typed {
+    decl: Arc<Decl>,
+    cardinality: Option<u64>,
+}
+
+impl Typed {
+    /// A value of `schema` on its own (not a resource's root), counted once.
+    pub fn of(schema: &Value) -> Option<Self> {
+        Scope {
+            cardinality: Some(1),
+            resource_root: false,
+        }
+        .types(schema)
+    }
+
+    /// The estimated worst-case cost of one expression at this node.
+    pub fn expression_cost(&self, expr: &IdedExpr, optional_old_self: bool) -> u64 {
+        let self_ty = Ty::from_decl(&self.decl);
         let old_self_ty = if optional_old_self {
             Ty::Optional(Box::new(self_ty.clone()))
         } else {
             self_ty.clone()
         };
         let checked = check::check(expr, &[("self", self_ty), ("oldSelf", old_self_ty)]);
-        Some(estimate::cost(expr, &checked, decl.clone()).max)
+        estimate::cost(expr, &checked, self.decl.clone()).max
     }
 
     /// `getExpressionCost`: a rule's cost times the times it can run.
     pub fn rule_cost(&self, cost: u64) -> u64 {
-        let cardinality = match (self.cardinality, &self.decl) {
-            (Some(bounded), _) => bounded,
-            (None, Some(decl)) => (MAX_REQUEST_SIZE_BYTES / (decl.min_serialized_size + 1)) as u64,
-            (None, None) => return cost,
-        };
+        let cardinality = self.cardinality.unwrap_or_else(|| {
+            (MAX_REQUEST_SIZE_BYTES / (self.decl.min_serialized_size + 1)) as u64
+        });
         if cost == 0 {
             0
         } else {
@@ -105,13 +114,28 @@ pub struct SchemaBudget {
 }
 
 impl SchemaBudget {
-    /// Counts one expression's cost, found at `pointer`.
-    pub fn observe(&mut self, pointer: &str, cost: u64) {
+    /// Counts one expression's cost, found at `pointer`, refusing it (in `errors`) when it is
+    /// over the per-expression limit. `what` names it as the apiserver does
+    /// (`estimated rule cost`).
+    pub fn charge(
+        &mut self,
+        pointer: String,
+        what: &str,
+        cost: u64,
+        errors: &mut Vec<(String, String)>,
+    ) {
+        if cost > EXPRESSION_LIMIT {
+            errors.push((pointer.clone(), over_budget(what, cost, EXPRESSION_LIMIT)));
+        }
+        self.observe(pointer, cost);
+    }
+
+    fn observe(&mut self, pointer: String, cost: u64) {
         self.total = self.total.saturating_add(cost);
         if cost < SCHEMA_LIMIT / 100 {
             return;
         }
-        self.most_expensive.push((pointer.to_string(), cost));
+        self.most_expensive.push((pointer, cost));
         self.most_expensive
             .sort_by_key(|(_, cost)| std::cmp::Reverse(*cost));
         self.most_expensive.truncate(4);
@@ -168,9 +192,9 @@ mod tests {
 
     fn cost_of(rule: &str, schema: &Value) -> u64 {
         let program = Program::compile(rule).unwrap();
-        Scope::of(schema)
-            .expression_cost(program.expression(), false)
+        Typed::of(schema)
             .unwrap()
+            .expression_cost(program.expression(), false)
     }
 
     fn object(properties: Value) -> Value {

@@ -200,9 +200,9 @@ fn with_base<T>(f: impl FnOnce(&Context<'static>) -> T) -> T {
 /// what `x-kubernetes-validations` and the in-tree policies tollgate writes are held to.
 pub fn estimated_cost(expression: &str, schema: &serde_json::Value) -> Result<u64, String> {
     let program = Program::compile(expression).map_err(|e| e.to_string())?;
-    cost::Scope::of(schema)
-        .expression_cost(program.expression(), false)
-        .ok_or_else(|| "the schema declares no CEL type".to_string())
+    let typed =
+        cost::Typed::of(schema).ok_or_else(|| "the schema declares no CEL type".to_string())?;
+    Ok(typed.expression_cost(program.expression(), false))
 }
 
 fn compile_expression(

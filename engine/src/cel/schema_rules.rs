@@ -12,7 +12,7 @@ use kube_cel::cel::{Context, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cost::{EXPRESSION_LIMIT, SchemaBudget, Scope, over_budget};
+use super::cost::{SchemaBudget, Scope};
 use super::projection::Projection;
 use super::values::{Keys, ValueSchema, convert};
 use super::{Expression, RULES_KEY, compile_expression};
@@ -138,27 +138,29 @@ fn node_iterates(node: &RuleNode) -> bool {
         || node.branches.iter().any(node_iterates)
 }
 
-/// The node for `schema` if it or anything below it has rules.
-/// Where a schema node sits: its JSON pointer, the cost scope of its rules, and the first
-/// ancestor below which old and new values cannot be correlated (where `oldSelf` is refused).
-struct Site {
+/// Where a schema node sits: its JSON pointer, the cost scope of its rules, the schema that
+/// types `self` there, and the first ancestor below which old and new values cannot be
+/// correlated (where `oldSelf` is refused).
+struct Site<'s> {
     pointer: String,
     scope: Scope,
+    typed_by: &'s Value,
     uncorrelatable: Option<String>,
 }
 
-impl Site {
-    fn root(schema: &Value) -> Self {
+impl<'s> Site<'s> {
+    fn root(schema: &'s Value) -> Self {
         Self {
             pointer: String::new(),
-            scope: Scope::root(schema),
+            scope: Scope::root(),
+            typed_by: schema,
             uncorrelatable: None,
         }
     }
 
     /// The site of `child`, found at `step` below the node `schema` describes; `correlates`
     /// says whether old and new values still pair up across that step.
-    fn child(&self, schema: &Value, child: &Value, step: &str, correlates: bool) -> Self {
+    fn child(&self, schema: &Value, child: &'s Value, step: &str, correlates: bool) -> Self {
         let uncorrelatable = match (&self.uncorrelatable, correlates) {
             (Some(above), _) => Some(above.clone()),
             (None, true) => None,
@@ -167,23 +169,27 @@ impl Site {
         Self {
             pointer: format!("{}/{step}", self.pointer),
             scope: self.scope.child(schema, child),
+            typed_by: child,
             uncorrelatable,
         }
     }
 
-    /// A branch (`allOf`...) judges the same value: its rules run where the node's do.
+    /// A branch (`allOf`...) judges the same value: its rules run where the node's do, with
+    /// the node's types.
     fn branch(&self, step: &str) -> Self {
         Self {
             pointer: format!("{}/{step}", self.pointer),
             scope: self.scope.clone(),
+            typed_by: self.typed_by,
             uncorrelatable: self.uncorrelatable.clone(),
         }
     }
 }
 
-fn build(
-    schema: &Value,
-    site: &Site,
+/// The node for `schema` if it or anything below it has rules.
+fn build<'s>(
+    schema: &'s Value,
+    site: &Site<'s>,
     budget: &mut SchemaBudget,
     errors: &mut Vec<(String, String)>,
 ) -> Option<RuleNode> {
@@ -303,6 +309,7 @@ fn compile_rules(
         return None;
     };
     let value_schema = Arc::new(ValueSchema::new(schema));
+    let typed = scope.types(site.typed_by);
     let mut rules = Vec::new();
     for (idx, spec) in specs.iter().enumerate() {
         let at = format!("{pointer}/{RULES_KEY}/{idx}");
@@ -335,29 +342,17 @@ fn compile_rules(
         let optional_old_self = spec.optional_old_self == Some(true);
         // As the apiserver does for CRDs: a rule whose worst case exceeds the cost budget
         // (unbounded lists or strings) is refused.
-        if let Some(cost) = program
-            .as_ref()
-            .and_then(|p| scope.expression_cost(p.expression(), optional_old_self))
-        {
-            let cost = scope.rule_cost(cost);
-            let rule_at = format!("{at}/rule");
-            if cost > EXPRESSION_LIMIT {
-                let message = over_budget("estimated rule cost", cost, EXPRESSION_LIMIT);
-                errors.push((rule_at.clone(), message));
+        if let Some(typed) = &typed {
+            if let Some(program) = &program {
+                let cost =
+                    typed.rule_cost(typed.expression_cost(program.expression(), optional_old_self));
+                budget.charge(format!("{at}/rule"), "estimated rule cost", cost, errors);
             }
-            budget.observe(&rule_at, cost);
-        }
-        if let Some(cost) = message_program
-            .as_ref()
-            .and_then(|p| scope.expression_cost(p.expression(), optional_old_self))
-        {
-            let message_at = format!("{at}/messageExpression");
-            if cost > EXPRESSION_LIMIT {
-                let message =
-                    over_budget("estimated messageExpression cost", cost, EXPRESSION_LIMIT);
-                errors.push((message_at.clone(), message));
+            if let Some(message) = &message_program {
+                let cost = typed.expression_cost(message.expression(), optional_old_self);
+                let what = "estimated messageExpression cost";
+                budget.charge(format!("{at}/messageExpression"), what, cost, errors);
             }
-            budget.observe(&message_at, cost);
         }
         let Some(program) = program else {
             continue;

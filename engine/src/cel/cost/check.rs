@@ -56,7 +56,6 @@ impl PartialEq for Ty {
 /// `types.Kind`, where the estimate branches on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    Scalar,
     List,
     Map,
     Struct,
@@ -85,7 +84,6 @@ impl Ty {
             Ty::List(_) => Kind::List,
             Ty::Map(..) => Kind::Map,
             Ty::Object(_) | Ty::Named(_) => Kind::Struct,
-            _ if self.is_scalar() => Kind::Scalar,
             _ => Kind::Other,
         }
     }
@@ -282,23 +280,18 @@ impl Checker {
                 result
             }
             Expr::Call(call) => {
-                if let Some(Expr::Ident(namespace)) = call.target.as_deref().map(|t| &t.expr)
-                    && !self.scopes.iter().any(|(n, _)| n == namespace)
-                {
-                    let qualified = format!("{namespace}.{}", call.func_name);
-                    if !overloads(&qualified).is_empty() {
-                        let args: Vec<Ty> = call.args.iter().map(|a| self.check(a)).collect();
-                        let (ty, overloads) = resolve(&qualified, None, &args);
-                        self.out.overloads.insert(expr.id, overloads);
-                        self.out.qualified.insert(expr.id, qualified);
-                        self.out.types.insert(expr.id, ty.clone().settled());
-                        return ty;
-                    }
-                }
-                let target = call.target.as_deref().map(|t| self.check(t));
+                let qualified = self.namespaced(call);
+                let target = match qualified {
+                    Some(_) => None,
+                    None => call.target.as_deref().map(|t| self.check(t)),
+                };
                 let args: Vec<Ty> = call.args.iter().map(|a| self.check(a)).collect();
-                let (ty, overloads) = resolve(&call.func_name, target.as_ref(), &args);
+                let name = qualified.as_deref().unwrap_or(&call.func_name);
+                let (ty, overloads) = resolve(name, target.as_ref(), &args);
                 self.out.overloads.insert(expr.id, overloads);
+                if let Some(qualified) = qualified {
+                    self.out.qualified.insert(expr.id, qualified);
+                }
                 ty
             }
             Expr::Unspecified => Ty::Dyn,
@@ -320,6 +313,22 @@ fn compatible(a: &Ty, b: &Ty) -> bool {
     }
 }
 
+impl Checker {
+    /// `sets.contains(…)`: the parser reads a member call on `sets`; where no variable has that
+    /// name and the namespace has the function, it is the global `sets.contains`, as cel-go's
+    /// checker resolves it.
+    fn namespaced(&self, call: &kube_cel::cel::common::ast::CallExpr) -> Option<String> {
+        let Some(Expr::Ident(namespace)) = call.target.as_deref().map(|t| &t.expr) else {
+            return None;
+        };
+        if self.scopes.iter().any(|(n, _)| n == namespace) {
+            return None;
+        }
+        let qualified = format!("{namespace}.{}", call.func_name);
+        (!overloads(&qualified).is_empty()).then_some(qualified)
+    }
+}
+
 fn join(prev: Option<Ty>, next: Ty) -> Ty {
     match prev {
         None => next,
@@ -332,7 +341,6 @@ fn select_field(operand: &Ty, field: &str) -> Ty {
     match operand {
         Ty::Object(decl) => decl.child(field).map_or(Ty::Dyn, |d| Ty::from_decl(&d)),
         Ty::Map(_, value) => (**value).clone(),
-        Ty::Named("kubernetes.URL") => Ty::Dyn,
         _ => Ty::Dyn,
     }
 }

@@ -325,7 +325,7 @@ pub fn kubernetes(
                 ),
                 Ty::Named("kubernetes.URL") => {
                     // As the apiserver reads it: both sides are the right-hand size.
-                    let size = rhs.computed.map_or(one, |r| r.union(r));
+                    let size = rhs.computed.unwrap_or(one);
                     call(
                         Range {
                             min: 1,

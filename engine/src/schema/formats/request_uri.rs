@@ -12,7 +12,7 @@ pub fn is_request_uri(text: &str) -> bool {
     if text == "*" {
         return true;
     }
-    let Some((scheme, rest)) = scheme(text) else {
+    let Some((has_scheme, rest)) = scheme(text) else {
         return false;
     };
     let rest = match rest.strip_suffix('?') {
@@ -21,44 +21,42 @@ pub fn is_request_uri(text: &str) -> bool {
     };
     if !rest.starts_with('/') {
         // A rootless path after a scheme is opaque; without a scheme it is not a request URI.
-        return !scheme.is_empty();
+        return has_scheme;
     }
     let mut path = rest;
-    if !scheme.is_empty()
-        && let Some(after) = rest.strip_prefix("//")
-    {
+    if has_scheme && let Some(after) = rest.strip_prefix("//") {
         let (authority, tail) = match after.find('/') {
             Some(i) => (&after[..i], &after[i..]),
             None => (after, ""),
         };
-        if !valid_authority(&scheme, authority) {
+        if !valid_authority(authority) {
             return false;
         }
         path = tail;
     }
-    unescape(path, Mode::Path)
+    unescape(path, Mode::Other)
 }
 
-/// `getScheme`: the scheme (lower-cased) and the rest; `None` for a leading colon.
-fn scheme(text: &str) -> Option<(String, &str)> {
+/// `getScheme`: whether there is a scheme, and what follows it; `None` for a leading colon.
+fn scheme(text: &str) -> Option<(bool, &str)> {
     for (i, c) in text.bytes().enumerate() {
         match c {
             b'a'..=b'z' | b'A'..=b'Z' => {}
             b'0'..=b'9' | b'+' | b'-' | b'.' if i > 0 => {}
             b':' if i == 0 => return None,
-            b':' => return Some((text[..i].to_ascii_lowercase(), &text[i + 1..])),
-            _ => return Some((String::new(), text)),
+            b':' => return Some((true, &text[i + 1..])),
+            _ => return Some((false, text)),
         }
     }
-    Some((String::new(), text))
+    Some((false, text))
 }
 
-fn valid_authority(scheme: &str, authority: &str) -> bool {
+fn valid_authority(authority: &str) -> bool {
     let (userinfo, host) = match authority.rfind('@') {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
         None => (None, authority),
     };
-    if !valid_host(scheme, host) {
+    if !valid_host(host) {
         return false;
     }
     let Some(userinfo) = userinfo else {
@@ -87,14 +85,11 @@ fn valid_authority(scheme: &str, authority: &str) -> bool {
                     | '@'
             )
     };
-    userinfo.chars().all(allowed)
-        && userinfo
-            .split(':')
-            .take(2)
-            .all(|part| unescape(part, Mode::UserPassword))
+    // Go unescapes the user and the password apart; split at a `:`, the escapes are the same.
+    userinfo.chars().all(allowed) && unescape(userinfo, Mode::Other)
 }
 
-fn valid_host(_scheme: &str, host: &str) -> bool {
+fn valid_host(host: &str) -> bool {
     match host.rfind('[') {
         Some(i) if i > 0 => false,
         Some(_) => {
@@ -149,8 +144,8 @@ fn valid_optional_port(port: &str) -> bool {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    Path,
-    UserPassword,
+    /// A path or userinfo: only the escapes are checked.
+    Other,
     Host,
     Zone,
 }
@@ -239,6 +234,7 @@ mod tests {
             "http://[::1]:80/",
             "*",
             "http://user:pass@host:8080/p",
+            "http://user:pa:ss@host/",
             "https://example.com",
             "/path#fragment",
             "urn:isbn:0451450523",
@@ -258,6 +254,7 @@ mod tests {
             "http://host:port/",
             "http://ex%41mple.com/",
             "http://a\u{7f}b",
+            "http://user:p:%zz@host/",
         ] {
             assert!(!is_request_uri(bad), "{bad}");
         }
