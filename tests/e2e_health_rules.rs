@@ -146,14 +146,7 @@ async fn create(client: &Client, name: &str, spec: Value) {
 }
 
 async fn patch_spec(client: &Client, name: &str, spec: Value) {
-    widgets(client)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await
-        .expect("patch spec");
+    support::reconciler::patch_spec(&widgets(client), name, spec).await
 }
 
 /// Waits for RolledBack=True and returns the object and how long it took from `since`.

@@ -103,14 +103,7 @@ async fn create_ready(client: &Client, log: &Path, object: DynamicObject) -> Val
 }
 
 async fn patch_spec(client: &Client, name: &str, spec: Value) {
-    gateways(client)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": spec})),
-        )
-        .await
-        .expect("patch spec");
+    support::reconciler::patch_spec(&gateways(client), name, spec).await
 }
 
 async fn annotate(client: &Client, name: &str, annotations: Value) {

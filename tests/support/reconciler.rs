@@ -43,6 +43,17 @@ where
     }
 }
 
+/// Merges `spec` into the managed object's spec, as a user's `kubectl patch --type merge` does.
+pub async fn patch_spec(api: &Api<DynamicObject>, name: &str, spec: Value) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await
+    .expect("patch spec");
+}
+
 /// The managed object as JSON.
 pub async fn get(api: &Api<DynamicObject>, name: &str) -> Value {
     serde_json::to_value(api.get(name).await.expect("get object")).expect("json")
