@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod decide;
+pub mod error;
 pub mod health;
 pub mod kinds;
 pub mod leader;
@@ -18,4 +19,5 @@ pub mod runner;
 pub mod status;
 pub mod supervisor;
 
-pub use runner::{ReconcilerConfig, RunError, release_finalizers, run};
+pub use error::RunError;
+pub use runner::{ReconcilerConfig, release_finalizers, run};

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tollgate_engine::Store;
 use tollgate_engine::policy::dir_fingerprint;
 
+use crate::error::RunError;
 use crate::kinds::{ManagedKind, managed_kinds};
 use crate::leader::{self, Leadership, LeaseConfig, LeaseState};
 use crate::metrics::{KindState, Metrics};
@@ -34,38 +35,6 @@ pub struct ReconcilerConfig {
     pub identity: String,
     /// How often the policy directory is looked at for changes.
     pub reload_interval: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The policy directory could not be loaded.
-    #[error(transparent)]
-    Policies(#[from] tollgate_engine::LoadError),
-    /// No policy has a `rollout` section: nothing to reconcile.
-    #[error("no policy in {} has a spec.rollout section; nothing to reconcile", .0.display())]
-    NothingToManage(PathBuf),
-    /// No Kubernetes configuration could be found (KUBECONFIG, ~/.kube/config, in-cluster).
-    #[error("cannot configure a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-    /// The metrics address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A call to the apiserver failed.
-    #[error("{0}")]
-    Api(String),
-}
-
-impl RunError {
-    pub fn is_config_error(&self) -> bool {
-        matches!(
-            self,
-            Self::Policies(_) | Self::NothingToManage(_) | Self::Client(_)
-        )
-    }
 }
 
 /// The kinds to manage, from the policy directory.

@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::controller::{self, Context};
+use crate::error::RunError;
 use crate::kinds::ManagedKind;
 use crate::leader::Leadership;
 use crate::metrics::{KindState, Metrics};
-use crate::runner::RunError;
 
 /// How often a kind whose CRD is not served is looked for again.
 const CRD_RETRY: Duration = Duration::from_secs(5);

@@ -10,6 +10,7 @@ mod check;
 mod decl;
 mod estimate;
 mod library;
+mod size;
 
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
 //! cel-go's static cost estimate (`checker/cost.go`, v0.29, the version the apiserver builds
-//! with), with the apiserver's size estimator (apiextensions-apiserver `schema/cel/compilation.go`)
-//! and the call estimators of the libraries a CRD rule can use (`library.rs`). Presence tests
-//! cost nothing, as the apiserver configures it.
+//! with), with the apiserver's size estimator (`size.rs`) and the call estimators of the
+//! libraries a CRD rule can use (`library.rs`). Presence tests cost nothing, as the apiserver
+//! configures it.
 //!
-//! Sizes and costs are (min, max) ranges that saturate instead of overflowing, exactly as the Go
-//! code computes them: the apiserver compares the max against its limits, so a difference of one
-//! unit changes whether a CRD is accepted.
+//! Sizes and costs saturate instead of overflowing, exactly as the Go code computes them: the
+//! apiserver compares the max against its limits, so a difference of one unit changes whether a
+//! CRD is accepted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,81 +13,18 @@ use std::sync::Arc;
 use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue};
 
-use super::check::{Checked, Kind, Ty};
+use super::check::{Checked, Kind};
 use super::decl::Decl;
 use super::library;
+use super::size::{
+    CallEstimate, LIST_CREATE_BASE_COST, Node, REGEX_STRING_LENGTH_COST_FACTOR, Range,
+    STRING_TRAVERSAL_COST_FACTOR, STRUCT_CREATE_BASE_COST, Sizes,
+};
 
-pub const STRING_TRAVERSAL_COST_FACTOR: f64 = 0.1;
-pub const REGEX_STRING_LENGTH_COST_FACTOR: f64 = 0.25;
 const SELECT_AND_IDENT_COST: u64 = 1;
-const LIST_CREATE_BASE_COST: u64 = 10;
 const MAP_CREATE_BASE_COST: u64 = 30;
-const STRUCT_CREATE_BASE_COST: u64 = 40;
 /// `parser.AccumulatorName` and `parser.HiddenAccumulatorName`.
 const ACCUMULATORS: [&str; 2] = ["@result", "__result__"];
-
-/// A range of sizes or costs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    pub min: u64,
-    pub max: u64,
-}
-
-impl Range {
-    pub const UNKNOWN: Range = Range {
-        min: 0,
-        max: u64::MAX,
-    };
-
-    pub const fn fixed(value: u64) -> Self {
-        Self {
-            min: value,
-            max: value,
-        }
-    }
-
-    pub fn add(self, other: Range) -> Range {
-        Range {
-            min: self.min.saturating_add(other.min),
-            max: self.max.saturating_add(other.max),
-        }
-    }
-
-    pub fn multiply(self, other: Range) -> Range {
-        Range {
-            min: self.min.saturating_mul(other.min),
-            max: self.max.saturating_mul(other.max),
-        }
-    }
-
-    /// `MultiplyByCostFactor`: rounded up, saturating at 2^64.
-    pub fn times(self, factor: f64) -> Range {
-        Range {
-            min: times(self.min, factor),
-            max: times(self.max, factor),
-        }
-    }
-
-    pub fn union(self, other: Range) -> Range {
-        Range {
-            min: self.min.min(other.min),
-            max: self.max.max(other.max),
-        }
-    }
-}
-
-fn times(x: u64, factor: f64) -> u64 {
-    let x = x as f64;
-    if x > 0.0 && factor > 0.0 && x > u64::MAX as f64 / factor {
-        return u64::MAX;
-    }
-    let product = (x * factor).ceil();
-    if product >= 18_446_744_073_709_551_616.0 {
-        u64::MAX
-    } else {
-        product as u64
-    }
-}
 
 /// The sizes of a container's keys and values, where a literal or a call told them.
 #[derive(Debug, Clone, Copy)]
@@ -105,54 +42,6 @@ impl EntrySize {
             key: a.key.union(b.key),
             value: a.value.union(b.value),
         })
-    }
-}
-
-/// A node as a call estimator sees it (`checker.AstNode`).
-#[derive(Clone)]
-pub struct Node<'e> {
-    pub path: Option<Vec<String>>,
-    pub ty: Ty,
-    pub expr: Option<&'e IdedExpr>,
-    pub computed: Option<Range>,
-}
-
-impl Node<'_> {
-    /// The integer literal this node is, if it is one (`nodeAsUintValue`).
-    pub fn as_uint(&self, default: u64) -> u64 {
-        match self.expr.map(|e| &e.expr) {
-            Some(Expr::Literal(LiteralValue::Int(i))) => (*i.inner()).max(0) as u64,
-            _ => default,
-        }
-    }
-}
-
-/// The apiserver's size estimator: a node's path from `self`, walked through the schema's types.
-pub struct Sizes {
-    root: Arc<Decl>,
-}
-
-impl Sizes {
-    pub fn estimate(&self, node: &Node<'_>) -> Option<Range> {
-        let path = node.path.as_ref()?;
-        if path.is_empty() {
-            return None;
-        }
-        let mut current = self.root.clone();
-        for step in &path[1..] {
-            current = current.child(step)?;
-        }
-        Some(Range {
-            min: 0,
-            max: current.max_elements.max(0) as u64,
-        })
-    }
-
-    /// `sizeEstimate`: the computed size, else the schema's, else unknown.
-    pub fn of(&self, node: &Node<'_>) -> Range {
-        node.computed
-            .or_else(|| self.estimate(node))
-            .unwrap_or(Range::UNKNOWN)
     }
 }
 
@@ -174,7 +63,7 @@ struct Coster<'c> {
 /// The estimated (min, max) cost of `expr`, whose types `checked` holds, with `self` (and
 /// `oldSelf`) of type `root`.
 pub fn cost(expr: &IdedExpr, checked: &Checked, root: Arc<Decl>) -> Range {
-    let sizes = Sizes { root };
+    let sizes = Sizes::new(root);
     let mut coster = Coster {
         checked,
         sizes: &sizes,
@@ -444,11 +333,11 @@ impl<'c> Coster<'c> {
         target: Option<&Node<'_>>,
         args: &[Node<'_>],
         arg_costs: &[Range],
-    ) -> library::CallEstimate {
+    ) -> CallEstimate {
         let arg_sum = arg_costs
             .iter()
             .fold(Range::fixed(0), |sum, cost| sum.add(*cost));
-        let with_args = |estimate: library::CallEstimate| library::CallEstimate {
+        let with_args = |estimate: CallEstimate| CallEstimate {
             cost: estimate.cost.add(arg_sum),
             result_size: estimate.result_size,
         };
@@ -458,7 +347,7 @@ impl<'c> Coster<'c> {
         if let Some(estimate) = library::kubernetes(self.sizes, function, overload, target, args) {
             return with_args(estimate);
         }
-        let plain = |cost: Range| library::CallEstimate {
+        let plain = |cost: Range| CallEstimate {
             cost: cost.add(arg_sum),
             result_size: None,
         };
@@ -470,7 +359,7 @@ impl<'c> Coster<'c> {
             }
             "string_to_bytes" if args.len() == 1 => {
                 let sz = size(&args[0]);
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: sz.times(STRING_TRAVERSAL_COST_FACTOR).add(arg_sum),
                     result_size: Some(Range {
                         min: sz.min,
@@ -480,7 +369,7 @@ impl<'c> Coster<'c> {
             }
             "bytes_to_string" if args.len() == 1 => {
                 let sz = size(&args[0]);
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: sz.times(STRING_TRAVERSAL_COST_FACTOR).add(arg_sum),
                     result_size: Some(Range {
                         min: sz.min / 4,
@@ -490,7 +379,7 @@ impl<'c> Coster<'c> {
             }
             "strings_quote" if args.len() == 1 => {
                 let sz = size(&args[0]);
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: sz.times(STRING_TRAVERSAL_COST_FACTOR).add(arg_sum),
                     result_size: Some(Range {
                         min: sz.min.wrapping_add(2),
@@ -528,7 +417,7 @@ impl<'c> Coster<'c> {
             }
             "logical_or" | "logical_and" if arg_costs.len() == 2 => {
                 let (lhs, rhs) = (arg_costs[0], arg_costs[1]);
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: Range {
                         min: lhs.min,
                         max: lhs.add(rhs).max,
@@ -539,7 +428,7 @@ impl<'c> Coster<'c> {
             "conditional" if args.len() == 3 => {
                 let size = size(&args[1]).union(size(&args[2]));
                 self.join_entries(e, &args[1], &args[2]);
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: arg_costs[0].add(arg_costs[1].union(arg_costs[2])),
                     result_size: Some(size),
                 };
@@ -552,7 +441,7 @@ impl<'c> Coster<'c> {
                 } else {
                     result.times(STRING_TRAVERSAL_COST_FACTOR)
                 };
-                return library::CallEstimate {
+                return CallEstimate {
                     cost: cost.add(arg_sum),
                     result_size: Some(result),
                 };

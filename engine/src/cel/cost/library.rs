@@ -4,20 +4,13 @@
 //! strings extension the apiserver enables (version 2) registers none.
 
 use super::check::Ty;
-use super::estimate::{
-    Node, REGEX_STRING_LENGTH_COST_FACTOR, Range, STRING_TRAVERSAL_COST_FACTOR, Sizes,
+use super::size::{
+    CallEstimate, LIST_CREATE_BASE_COST, Node, REGEX_STRING_LENGTH_COST_FACTOR, Range,
+    STRING_TRAVERSAL_COST_FACTOR, STRUCT_CREATE_BASE_COST, Sizes,
 };
-
-const LIST_CREATE_BASE_COST: u64 = 10;
-const STRUCT_CREATE_BASE_COST: u64 = 40;
 /// `cel.MaxNameFormatRegexSize` and `cel.MaxFormatSize` of the named-format library.
 const MAX_NAME_FORMAT_REGEX_SIZE: f64 = 128.0;
 const MAX_FORMAT_SIZE: u64 = 64;
-
-pub struct CallEstimate {
-    pub cost: Range,
-    pub result_size: Option<Range>,
-}
 
 fn call(cost: Range) -> Option<CallEstimate> {
     Some(CallEstimate {
