@@ -49,6 +49,10 @@ pub enum Command {
     /// Run PolicyTest suites (recursively under each DIR) and report every case; exit 0 only
     /// when all pass, 1 when any fails, 2 for unusable input.
     Test(TestArgs),
+    /// Judge the objects already stored in the cluster as the webhook would judge their CREATE
+    /// (kube config from KUBECONFIG, ~/.kube/config or in-cluster); exit 0 when nothing fails,
+    /// 1 when anything fails, 2 for unusable input or an unreachable cluster.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +63,23 @@ pub struct TestArgs {
     /// Also write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Directory of policy files.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Audit only this namespace (cluster-scoped kinds are then left out).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `table`: one line per object and policy that fails or warns; `json`: one JSON object per
+    /// line, with each violation's path and message.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: crate::audit::Format,
+    /// Objects per list request to the apiserver (`limit`): memory holds one page.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: u32,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -384,13 +405,16 @@ pub enum CliError {
     /// Policy test cases failed (already reported case by case).
     #[error("{0} test case(s) failed")]
     TestsFailed(usize),
+    /// Stored objects fail an enforcing policy (already listed).
+    #[error("{0} result(s) fail an enforcing policy")]
+    AuditFailed(usize),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Self::Usage(_) => ExitCode::from(2),
-            Self::Runtime(_) | Self::TestsFailed(_) => ExitCode::from(1),
+            Self::Runtime(_) | Self::TestsFailed(_) | Self::AuditFailed(_) => ExitCode::from(1),
         }
     }
 }
@@ -405,7 +429,41 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Reconcile(args) => reconcile(&args),
         Command::ReleaseFinalizers(args) => release_finalizers(&args),
         Command::Test(args) => policy_test(&args),
+        Command::Audit(args) => audit(&args),
     }
+}
+
+fn audit(args: &AuditArgs) -> Result<(), CliError> {
+    use crate::audit::{AuditError, AuditOptions};
+    let options = AuditOptions {
+        policies: args.policies.clone(),
+        namespace: args.namespace.clone(),
+        format: args.output,
+        page_size: args.page_size,
+    };
+    let summary = runtime()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        crate::audit::run(&options, client, &mut out)
+            .await
+            .map_err(|e| match e {
+                AuditError::Write(_) => CliError::Runtime(e.to_string()),
+                _ => CliError::Usage(e.to_string()),
+            })
+    })?;
+    for kind in &summary.not_served {
+        eprintln!("warning: {kind} is not served by the cluster; skipped");
+    }
+    eprintln!(
+        "audited {} object(s): {} fail, {} warn, {} pass (object and policy pairs)",
+        summary.judged, summary.failed, summary.warned, summary.passed
+    );
+    if summary.failed > 0 {
+        return Err(CliError::AuditFailed(summary.failed));
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {

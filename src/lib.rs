@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod certs;
 pub mod cli;
 #[doc(hidden)]

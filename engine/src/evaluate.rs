@@ -7,7 +7,7 @@ use crate::cel::Applies;
 use crate::conversion::{ConvertError, split_api_version};
 pub use crate::defaults::{Inserted, Operation as PatchOperation};
 use crate::instance::Instance;
-use crate::policy::{CompiledPolicy, Enforcement, Store, Target};
+use crate::policy::{CompiledPolicy, Enforcement, Judgement, Store, Target};
 use crate::validate::Violation;
 
 /// The outcome of validating one object against every policy that applies to it.
@@ -36,10 +36,20 @@ impl Verdict {
     }
 }
 
+/// Each policy that applies to `target`, with what it makes of it: the webhook joins them into
+/// one verdict, the audit reports them policy by policy.
+pub fn judgements<'s: 't, 't>(
+    store: &'s Store,
+    target: &'t Target<'_>,
+) -> impl Iterator<Item = (&'s CompiledPolicy, Judgement)> + 't {
+    store
+        .matching(target)
+        .map(|policy| (policy, policy.judge(target)))
+}
+
 pub fn validate(store: &Store, target: &Target<'_>) -> Verdict {
     let mut verdict = Verdict::default();
-    for policy in store.matching(target) {
-        let judgement = policy.judge(target);
+    for (policy, judgement) in judgements(store, target) {
         match policy.enforcement {
             Enforcement::Enforce => verdict.denials.extend(judgement.denials),
             Enforcement::Warn => verdict.warnings.extend(

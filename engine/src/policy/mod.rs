@@ -10,4 +10,4 @@ pub use loader::{
     DirFingerprint, LoadError, PolicyError, dir_fingerprint, load_dir, load_str, load_text,
     policy_files,
 };
-pub use store::{CompiledPolicy, Matcher, Origin, Store, Target};
+pub use store::{CompiledPolicy, Judgement, Matcher, Origin, Store, Target};

@@ -1,0 +1,186 @@
+//! `tollgate audit`: judges what is already stored. Every object of every kind the policies
+//! match is listed from the apiserver, page by page, in each version a policy judges, and judged
+//! as the webhook would judge its CREATE — the same engine, defaults in place, `warn` policies
+//! giving warnings. Each object that fails or warns is written out as soon as its page is judged,
+//! so memory holds one page whatever the size of the cluster.
+
+mod listing;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use kube::Client;
+use serde_json::Value;
+use tollgate_engine::cel::RequestInfo;
+use tollgate_engine::evaluate::judgements;
+use tollgate_engine::instance::Instance;
+use tollgate_engine::policy::{self, Enforcement, OperationName, Store, Target};
+use tollgate_engine::validate::Violation;
+
+pub use listing::ListedKind;
+pub use output::Format;
+
+/// What to audit, and how to write it.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub policies: PathBuf,
+    /// Only this namespace (cluster-scoped kinds are then left out).
+    pub namespace: Option<String>,
+    pub format: Format,
+    /// Objects per list request (`limit`).
+    pub page_size: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Policies(#[from] tollgate_engine::LoadError),
+    #[error("no policy in {} judges CREATE of any kind; nothing to audit", .0.display())]
+    NothingToAudit(PathBuf),
+    #[error("cannot reach the cluster: {0}")]
+    Unreachable(String),
+    #[error("cannot list {kind}: {message}")]
+    List { kind: String, message: String },
+    #[error("cannot write the results: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// How one object fares under one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Fail,
+    Warn,
+}
+
+/// One object that fails or warns under one policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub api_version: String,
+    pub policy: String,
+    pub outcome: Outcome,
+    pub violations: Vec<Violation>,
+}
+
+/// The counts of one audit pass.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Objects judged (an object listed in two versions counts twice).
+    pub judged: usize,
+    /// (object, policy) pairs that passed, failed and warned.
+    pub passed: usize,
+    pub failed: usize,
+    pub warned: usize,
+    /// Kinds whose resource the apiserver does not serve, skipped.
+    pub not_served: Vec<String>,
+}
+
+/// Loads the policies and audits the cluster `client` reaches, writing each finding to `out`.
+pub async fn run(
+    options: &AuditOptions,
+    client: Client,
+    out: &mut impl Write,
+) -> Result<Summary, AuditError> {
+    let store = policy::load_dir(&options.policies)?;
+    let kinds = listing::kinds(&store, options.namespace.is_some());
+    if kinds.is_empty() {
+        return Err(AuditError::NothingToAudit(options.policies.clone()));
+    }
+    let mut summary = Summary::default();
+    let mut writer = output::Writer::new(options.format, out);
+    for kind in &kinds {
+        let mut pages = listing::Pages::new(client.clone(), kind, options.namespace.as_deref())
+            .with_page_size(options.page_size);
+        loop {
+            let page = match pages.next().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(listing::ListError::NotServed) => {
+                    summary.not_served.push(kind.label());
+                    break;
+                }
+                Err(listing::ListError::Unreachable(message)) => {
+                    return Err(AuditError::Unreachable(message));
+                }
+                Err(listing::ListError::Refused(message)) => {
+                    return Err(AuditError::List {
+                        kind: kind.label(),
+                        message,
+                    });
+                }
+            };
+            for object in &page {
+                summary.judged += 1;
+                for finding in judge(&store, kind, object, &mut summary) {
+                    writer.write(&finding)?;
+                }
+            }
+        }
+    }
+    writer.finish()?;
+    Ok(summary)
+}
+
+/// Every policy's finding on `object` as its CREATE, counted into `summary`.
+pub fn judge(
+    store: &Store,
+    kind: &ListedKind,
+    object: &Value,
+    summary: &mut Summary,
+) -> Vec<Finding> {
+    let metadata = object.get("metadata");
+    let text = |field: &str| {
+        metadata
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
+    let target = Target {
+        group: &kind.group,
+        version: &kind.version,
+        kind: &kind.kind,
+        operation: OperationName::Create,
+        namespace,
+        object: Some(Instance::Value(object)),
+        old_object: None,
+        request: RequestInfo {
+            name: text("name"),
+            ..RequestInfo::default()
+        },
+        restore: false,
+    };
+    let mut findings = Vec::new();
+    for (policy, judgement) in judgements(store, &target) {
+        if judgement.denials.is_empty() {
+            summary.passed += 1;
+            continue;
+        }
+        let outcome = match policy.enforcement {
+            Enforcement::Enforce => {
+                summary.failed += 1;
+                Outcome::Fail
+            }
+            Enforcement::Warn => {
+                summary.warned += 1;
+                Outcome::Warn
+            }
+        };
+        findings.push(Finding {
+            namespace: namespace.map(str::to_string),
+            name: text("name").to_string(),
+            kind: kind.kind.clone(),
+            api_version: kind.api_version(),
+            policy: policy.name.clone(),
+            outcome,
+            violations: judgement.denials,
+        });
+    }
+    findings
+}
