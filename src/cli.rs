@@ -80,6 +80,13 @@ pub struct AuditArgs {
     /// Objects per list request to the apiserver (`limit`): memory holds one page.
     #[arg(long, default_value_t = 500)]
     pub page_size: u32,
+    /// Write an OpenReports Report per namespace (and a ClusterReport for cluster-scoped
+    /// kinds), and delete tollgate's reports of namespaces with nothing left to judge.
+    #[arg(long)]
+    pub write_reports: bool,
+    /// The most results one report holds (its summary still counts them all).
+    #[arg(long, default_value_t = 1000)]
+    pub max_results: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -440,6 +447,7 @@ fn audit(args: &AuditArgs) -> Result<(), CliError> {
         namespace: args.namespace.clone(),
         format: args.output,
         page_size: args.page_size,
+        reports: args.write_reports.then_some(args.max_results),
     };
     let summary = runtime()?.block_on(async {
         let client = kube::Client::try_default()
@@ -460,6 +468,12 @@ fn audit(args: &AuditArgs) -> Result<(), CliError> {
         "audited {} object(s): {} fail, {} warn, {} pass (object and policy pairs)",
         summary.judged, summary.failed, summary.warned, summary.passed
     );
+    if args.write_reports {
+        eprintln!(
+            "reports: {} written, {} deleted",
+            summary.reports_written, summary.reports_deleted
+        );
+    }
     if summary.failed > 0 {
         return Err(CliError::AuditFailed(summary.failed));
     }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
@@ -194,6 +195,185 @@ fn record(
     )
 }
 
+fn report_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("openreports.io", "v1alpha1", "Report");
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "reports"),
+    )
+}
+
+/// The report of `namespace`: its summary (pass, fail, warn) and its results' (name, rule).
+async fn report(
+    client: &Client,
+    namespace: &str,
+) -> Option<((i64, i64, i64), Vec<(String, String)>, Value)> {
+    let report = report_api(client, namespace)
+        .get_opt("tollgate-audit")
+        .await
+        .unwrap()?;
+    let report = serde_json::to_value(report).unwrap();
+    let summary = &report["summary"];
+    let count = |k: &str| summary[k].as_i64().unwrap();
+    let results = report["results"]
+        .as_array()
+        .map(|results| {
+            results
+                .iter()
+                .map(|r| {
+                    assert_eq!(r["source"], "tollgate");
+                    assert_eq!(r["resources"][0]["namespace"], namespace);
+                    assert!(r["resources"][0]["uid"].as_str().is_some());
+                    (
+                        r["resources"][0]["name"].as_str().unwrap().to_string(),
+                        r["rule"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((
+        (count("pass"), count("fail"), count("warn")),
+        results,
+        report,
+    ))
+}
+
+/// OpenReports: refused until their CRDs are installed; then one report per namespace with exact
+/// summaries and capped results; a fix and a deletion show on the next pass; the cap holds over
+/// a thousand failing objects.
+async fn reports(client: &Client, kubeconfig: &Path, policies: &Path) {
+    let missing = audit(kubeconfig, policies, &["--write-reports"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("OpenReports CRDs are not installed"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let crds = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crd-openreports.yaml"),
+    )
+    .unwrap();
+    for document in tollgate_engine::policy::yaml::parse_documents(&crds).unwrap() {
+        let crd: CustomResourceDefinition = serde_json::from_value(document.value).unwrap();
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .expect("OpenReports CRD");
+    }
+    support::eventually("the Report CRD serves", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            report_api(&client, "team-a")
+                .list(&Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+
+    let first = audit(
+        kubeconfig,
+        policies,
+        &["--write-reports", "--max-results", "1"],
+    );
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let (summary, results, whole) = report(client, "team-a").await.expect("team-a report");
+    assert_eq!(summary, (5, 1, 0));
+    assert_eq!(results, [("too-big".to_string(), "spec.size".to_string())]);
+    assert_eq!(whole["configuration"]["limits"]["maxResults"], 1);
+    let (summary, results, _) = report(client, "team-b").await.expect("team-b report");
+    assert_eq!(
+        summary,
+        (4, 1, 1),
+        "the summary counts what the capped results leave out"
+    );
+    assert_eq!(results.len(), 1);
+    let (summary, _, _) = report(client, "team-c").await.expect("team-c report");
+    assert_eq!(summary, (1, 0, 1));
+
+    // Fixed in team-b, gone from team-c: the next pass says so.
+    widgets(client, "team-b")
+        .patch(
+            "fast-and-big",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"mode": "safe"}})),
+        )
+        .await
+        .unwrap();
+    widgets(client, "team-c")
+        .delete("ownerless-too", &Default::default())
+        .await
+        .unwrap();
+    let second = audit(kubeconfig, policies, &["--write-reports"]);
+    assert_eq!(second.status.code(), Some(1));
+    let (summary, results, _) = report(client, "team-b").await.expect("team-b report");
+    assert_eq!(summary, (5, 0, 1));
+    assert_eq!(
+        results,
+        [("ownerless".to_string(), "spec.owner".to_string())]
+    );
+    assert!(
+        report(client, "team-c").await.is_none(),
+        "a namespace with nothing left has no report"
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reports: 2 written, 1 deleted"));
+
+    // Over a thousand failing objects: the results stop at the cap, the summary does not.
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team-d"}})).unwrap(),
+        )
+        .await
+        .expect("namespace");
+    let many = 1200;
+    futures_util::stream::iter(0..many)
+        .map(|i| {
+            let api = widgets(client, "team-d");
+            async move {
+                let object: DynamicObject = serde_json::from_value(json!({
+                    "apiVersion": "audit.tollgate.test/v1", "kind": "Widget",
+                    "metadata": {"name": format!("w-{i}"), "namespace": "team-d"},
+                    "spec": {"size": 11, "mode": "safe", "owner": "dan"},
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .expect("store widget");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let third = audit(
+        kubeconfig,
+        policies,
+        &[
+            "--write-reports",
+            "--namespace",
+            "team-d",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(third.status.code(), Some(1));
+    assert_eq!(stdout(&third).lines().count(), many);
+    let (summary, results, whole) = report(client, "team-d").await.expect("team-d report");
+    assert_eq!(summary, (many as i64, many as i64, 0));
+    assert_eq!(results.len(), 1000);
+    let size = serde_json::to_vec(&whole).unwrap().len();
+    assert!(size < 1024 * 1024, "a capped report is {size} bytes");
+    println!("a report of 1000 results is {size} bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_finds_what_was_stored_without_admission() {
     let Some(cluster) = Cluster::start().await else {
@@ -311,6 +491,8 @@ async fn audit_finds_what_was_stored_without_admission() {
     let empty = audit(kubeconfig, &policies, &["--namespace", "default"]);
     assert_eq!(empty.status.code(), Some(0));
     assert_eq!(stdout(&empty), "");
+
+    reports(&cluster.client, kubeconfig, &policies).await;
 
     // Unusable policies, and a cluster that does not answer: exit 2 with the reason.
     let broken = dir.path().join("broken");

@@ -6,6 +6,7 @@
 
 mod listing;
 mod output;
+mod reports;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tollgate_engine::validate::Violation;
 
 pub use listing::ListedKind;
 pub use output::Format;
+pub use reports::{REPORT_NAME, ReportError};
 
 /// What to audit, and how to write it.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct AuditOptions {
     pub format: Format,
     /// Objects per list request (`limit`).
     pub page_size: u32,
+    /// Write OpenReports with at most this many results each; `None` writes none.
+    pub reports: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,8 @@ pub enum AuditError {
     List { kind: String, message: String },
     #[error("cannot write the results: {0}")]
     Write(#[from] std::io::Error),
+    #[error(transparent)]
+    Reports(#[from] ReportError),
 }
 
 /// How one object fares under one policy.
@@ -59,6 +65,7 @@ pub enum Outcome {
 pub struct Finding {
     pub namespace: Option<String>,
     pub name: String,
+    pub uid: Option<String>,
     pub kind: String,
     pub api_version: String,
     pub policy: String,
@@ -77,6 +84,9 @@ pub struct Summary {
     pub warned: usize,
     /// Kinds whose resource the apiserver does not serve, skipped.
     pub not_served: Vec<String>,
+    /// Reports written and deleted (with `--write-reports`).
+    pub reports_written: usize,
+    pub reports_deleted: usize,
 }
 
 /// Loads the policies and audits the cluster `client` reaches, writing each finding to `out`.
@@ -90,6 +100,10 @@ pub async fn run(
     if kinds.is_empty() {
         return Err(AuditError::NothingToAudit(options.policies.clone()));
     }
+    if options.reports.is_some() {
+        reports::check_installed(&client).await?;
+    }
+    let mut reports = options.reports.map(reports::Reports::new);
     let mut summary = Summary::default();
     let mut writer = output::Writer::new(options.format, out);
     for kind in &kinds {
@@ -115,33 +129,47 @@ pub async fn run(
             };
             for object in &page {
                 summary.judged += 1;
-                for finding in judge(&store, kind, object, &mut summary) {
+                let judged = judge(&store, kind, object);
+                summary.passed += judged.passed;
+                if let Some(reports) = &mut reports {
+                    let namespace = object["metadata"]["namespace"].as_str();
+                    reports.passed(namespace, judged.passed);
+                }
+                for finding in judged.findings {
+                    match finding.outcome {
+                        Outcome::Fail => summary.failed += 1,
+                        Outcome::Warn => summary.warned += 1,
+                    }
+                    if let Some(reports) = &mut reports {
+                        reports.finding(&finding);
+                    }
                     writer.write(&finding)?;
                 }
             }
         }
     }
     writer.finish()?;
+    if let Some(reports) = reports {
+        let (written, deleted) = reports.write(&client, options.namespace.as_deref()).await?;
+        summary.reports_written = written;
+        summary.reports_deleted = deleted;
+    }
     Ok(summary)
 }
 
-/// Every policy's finding on `object` as its CREATE, counted into `summary`.
-pub fn judge(
-    store: &Store,
-    kind: &ListedKind,
-    object: &Value,
-    summary: &mut Summary,
-) -> Vec<Finding> {
+/// What the policies make of one object as its CREATE.
+#[derive(Debug, Default)]
+pub struct Judged {
+    pub findings: Vec<Finding>,
+    /// Policies that found nothing wrong.
+    pub passed: usize,
+}
+
+/// Every policy's finding on `object` as its CREATE.
+pub fn judge(store: &Store, kind: &ListedKind, object: &Value) -> Judged {
     let metadata = object.get("metadata");
-    let text = |field: &str| {
-        metadata
-            .and_then(|m| m.get(field))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let namespace = metadata
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str);
+    let text = |field: &str| metadata.and_then(|m| m.get(field)).and_then(Value::as_str);
+    let namespace = text("namespace");
     let target = Target {
         group: &kind.group,
         version: &kind.version,
@@ -151,36 +179,30 @@ pub fn judge(
         object: Some(Instance::Value(object)),
         old_object: None,
         request: RequestInfo {
-            name: text("name"),
+            name: text("name").unwrap_or_default(),
             ..RequestInfo::default()
         },
         restore: false,
     };
-    let mut findings = Vec::new();
+    let mut judged = Judged::default();
     for (policy, judgement) in judgements(store, &target) {
         if judgement.denials.is_empty() {
-            summary.passed += 1;
+            judged.passed += 1;
             continue;
         }
-        let outcome = match policy.enforcement {
-            Enforcement::Enforce => {
-                summary.failed += 1;
-                Outcome::Fail
-            }
-            Enforcement::Warn => {
-                summary.warned += 1;
-                Outcome::Warn
-            }
-        };
-        findings.push(Finding {
+        judged.findings.push(Finding {
             namespace: namespace.map(str::to_string),
-            name: text("name").to_string(),
+            name: text("name").unwrap_or_default().to_string(),
+            uid: text("uid").map(str::to_string),
             kind: kind.kind.clone(),
             api_version: kind.api_version(),
             policy: policy.name.clone(),
-            outcome,
+            outcome: match policy.enforcement {
+                Enforcement::Enforce => Outcome::Fail,
+                Enforcement::Warn => Outcome::Warn,
+            },
             violations: judgement.denials,
         });
     }
-    findings
+    judged
 }
