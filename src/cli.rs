@@ -87,6 +87,22 @@ pub struct AuditArgs {
     /// The most results one report holds (its summary still counts them all).
     #[arg(long, default_value_t = 1000)]
     pub max_results: usize,
+    /// Keep auditing: a full pass every DURATION (e.g. 10m), and one as soon as the policy
+    /// files change; results go to the reports and the log, not to stdout.
+    #[arg(long, value_parser = crate::certs::parse_lifetime)]
+    pub interval: Option<Duration>,
+    /// With --interval: plain-HTTP address for /metrics and /healthz.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// With --interval: compete for this coordination.k8s.io/v1 Lease, so one replica audits.
+    #[arg(long)]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: $POD_NAME or the host name, plus the pid).
+    #[arg(long)]
+    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -449,6 +465,9 @@ fn audit(args: &AuditArgs) -> Result<(), CliError> {
         page_size: args.page_size,
         reports: args.write_reports.then_some(args.max_results),
     };
+    if let Some(interval) = args.interval {
+        return audit_continuously(args, options, interval);
+    }
     let summary = runtime()?.block_on(async {
         let client = kube::Client::try_default()
             .await
@@ -607,6 +626,38 @@ fn reconcile_error(e: tollgate_reconciler::RunError) -> CliError {
     } else {
         CliError::Runtime(e.to_string())
     }
+}
+
+fn audit_continuously(
+    args: &AuditArgs,
+    options: crate::audit::AuditOptions,
+    interval: Duration,
+) -> Result<(), CliError> {
+    telemetry::init(LogFormat::Text);
+    let metrics_addr = args.metrics_addr.as_deref().map(resolve_addr).transpose()?;
+    let lease = args.lease_name.as_ref().map(|name| {
+        let lease = LeaseArgs {
+            lease_name: name.clone(),
+            lease_namespace: args.lease_namespace.clone(),
+            identity: args.identity.clone(),
+        };
+        lease.config(&lease.identity())
+    });
+    // Bad policies are a usage error before anything connects to a cluster.
+    policy::load_dir(&options.policies).map_err(|e| CliError::Usage(e.to_string()))?;
+    let schedule = crate::audit::Schedule {
+        interval,
+        lease,
+        metrics_addr,
+    };
+    runtime()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        crate::audit::run_continuously(options, schedule, client, shutdown::signal())
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))
+    })
 }
 
 fn reconcile(args: &ReconcileArgs) -> Result<(), CliError> {

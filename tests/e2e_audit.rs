@@ -374,6 +374,161 @@ async fn reports(client: &Client, kubeconfig: &Path, policies: &Path) {
     println!("a report of 1000 results is {size} bytes");
 }
 
+/// A `tollgate audit --interval` replica, killed on drop.
+struct Replica {
+    child: std::process::Child,
+    metrics: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    fn start(kubeconfig: &Path, policies: &Path, identity: &str, log: &Path) -> Self {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["audit", "--write-reports", "--interval", "1h", "--policies"])
+            .arg(policies)
+            .args(["--metrics-addr", &metrics])
+            .args([
+                "--lease-name",
+                "tollgate-audit",
+                "--lease-namespace",
+                "default",
+            ])
+            .args(["--identity", identity])
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self { child, metrics }
+    }
+
+    /// Passes that ended well.
+    async fn passes(&self) -> f64 {
+        self.metric("tollgate_audit_passes_total{outcome=\"ok\"}")
+            .await
+            .unwrap_or(0.0)
+    }
+
+    /// The value of the metric sample `name` (with its labels, as printed), if present.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest_get(&format!("http://{}/metrics", self.metrics)).await?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// A plain-HTTP GET on loopback, without a client library: the metrics text, if it answers.
+async fn reqwest_get(url: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Two replicas on one lease: one audits. A policy change brings a pass at once (the interval
+/// is an hour), its results in the report and the metrics.
+async fn continuous(client: &Client, kubeconfig: &Path, policies: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("policies");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::copy(policies.join("widgets.yaml"), own.join("widgets.yaml")).unwrap();
+    let a = Replica::start(kubeconfig, &own, "audit-a", &dir.path().join("a.log"));
+    let b = Replica::start(kubeconfig, &own, "audit-b", &dir.path().join("b.log"));
+    let log = || {
+        format!(
+            "a: {}\nb: {}",
+            std::fs::read_to_string(dir.path().join("a.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default()
+        )
+    };
+    let leader = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(1.0), Some(0.0)) => Some(0),
+        (Some(0.0), Some(1.0)) => Some(1),
+        _ => None,
+    };
+    let mut elected = None;
+    for _ in 0..120 {
+        if let Some(which) = leader(
+            a.metric("tollgate_audit_leader").await,
+            b.metric("tollgate_audit_leader").await,
+        ) {
+            let replica = if which == 0 { &a } else { &b };
+            if replica.passes().await >= 1.0 {
+                elected = Some(which);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let which =
+        elected.unwrap_or_else(|| panic!("no replica audited as the one leader\n{}", log()));
+    let (leading, following) = if which == 0 { (&a, &b) } else { (&b, &a) };
+    assert_eq!(
+        following
+            .metric("tollgate_audit_passes_total{outcome=\"ok\"}")
+            .await,
+        None,
+        "the follower does not audit"
+    );
+
+    // Tightened: fine-2 (size 2) now fails too, in the next pass and not an hour later.
+    // Written a second later, so the change shows in the files' modification times.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let text = std::fs::read_to_string(own.join("widgets.yaml")).unwrap();
+    std::fs::write(
+        own.join("widgets.yaml"),
+        text.replace("maximum: 10", "maximum: 1"),
+    )
+    .unwrap();
+    let mut seen = None;
+    for _ in 0..120 {
+        let (summary, _, _) = report(client, "team-a").await.expect("team-a report");
+        if summary.1 == 2 {
+            seen = Some(summary);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        seen,
+        Some((4, 2, 0)),
+        "the change brought a pass\n{}",
+        log()
+    );
+    let judged = leading
+        .metric("tollgate_audit_objects_judged_total")
+        .await
+        .unwrap();
+    assert!(judged > 0.0);
+    assert!(
+        leading
+            .metric("tollgate_audit_results{policy=\"widget-limits\",result=\"fail\"}")
+            .await
+            .is_some_and(|n| n >= 2.0),
+        "{}",
+        reqwest_get(&format!("http://{}/metrics", leading.metrics))
+            .await
+            .unwrap_or_default()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_finds_what_was_stored_without_admission() {
     let Some(cluster) = Cluster::start().await else {
@@ -493,6 +648,7 @@ async fn audit_finds_what_was_stored_without_admission() {
     assert_eq!(stdout(&empty), "");
 
     reports(&cluster.client, kubeconfig, &policies).await;
+    continuous(&cluster.client, kubeconfig, &policies).await;
 
     // Unusable policies, and a cluster that does not answer: exit 2 with the reason.
     let broken = dir.path().join("broken");

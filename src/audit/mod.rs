@@ -4,6 +4,7 @@
 //! giving warnings. Each object that fails or warns is written out as soon as its page is judged,
 //! so memory holds one page whatever the size of the cluster.
 
+mod continuous;
 mod listing;
 mod output;
 mod reports;
@@ -19,6 +20,7 @@ use tollgate_engine::instance::Instance;
 use tollgate_engine::policy::{self, Enforcement, OperationName, Store, Target};
 use tollgate_engine::validate::Violation;
 
+pub use continuous::{Schedule, run as run_continuously};
 pub use listing::ListedKind;
 pub use output::Format;
 pub use reports::{REPORT_NAME, ReportError};
@@ -53,7 +55,7 @@ pub enum AuditError {
 }
 
 /// How one object fares under one policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Fail,
@@ -84,24 +86,37 @@ pub struct Summary {
     pub warned: usize,
     /// Kinds whose resource the apiserver does not serve, skipped.
     pub not_served: Vec<String>,
+    /// Failing and warning (object, policy) pairs by policy.
+    pub by_policy: std::collections::BTreeMap<(String, Outcome), usize>,
     /// Reports written and deleted (with `--write-reports`).
     pub reports_written: usize,
     pub reports_deleted: usize,
 }
 
-/// Loads the policies and audits the cluster `client` reaches, writing each finding to `out`.
+/// Loads the policies and audits the cluster `client` reaches once, writing each finding to
+/// `out`.
 pub async fn run(
     options: &AuditOptions,
     client: Client,
     out: &mut impl Write,
 ) -> Result<Summary, AuditError> {
     let store = policy::load_dir(&options.policies)?;
-    let kinds = listing::kinds(&store, options.namespace.is_some());
+    pass(&store, options, &client, out).await
+}
+
+/// One audit pass with the policies of `store`.
+pub async fn pass(
+    store: &Store,
+    options: &AuditOptions,
+    client: &Client,
+    out: &mut impl Write,
+) -> Result<Summary, AuditError> {
+    let kinds = listing::kinds(store, options.namespace.is_some());
     if kinds.is_empty() {
         return Err(AuditError::NothingToAudit(options.policies.clone()));
     }
     if options.reports.is_some() {
-        reports::check_installed(&client).await?;
+        reports::check_installed(client).await?;
     }
     let mut reports = options.reports.map(reports::Reports::new);
     let mut summary = Summary::default();
@@ -128,38 +143,50 @@ pub async fn run(
                 }
             };
             for object in &page {
-                summary.judged += 1;
-                let judged = judge(&store, kind, object);
-                summary.passed += judged.passed;
+                let judged = judge(store, kind, object);
+                summary.count(&judged);
                 if let Some(reports) = &mut reports {
-                    let namespace = object["metadata"]["namespace"].as_str();
-                    reports.passed(namespace, judged.passed);
+                    reports.passed(judged.namespace.as_deref(), judged.passed);
                 }
-                for finding in judged.findings {
-                    match finding.outcome {
-                        Outcome::Fail => summary.failed += 1,
-                        Outcome::Warn => summary.warned += 1,
-                    }
+                for finding in &judged.findings {
                     if let Some(reports) = &mut reports {
-                        reports.finding(&finding);
+                        reports.finding(finding);
                     }
-                    writer.write(&finding)?;
+                    writer.write(finding)?;
                 }
             }
         }
     }
     writer.finish()?;
     if let Some(reports) = reports {
-        let (written, deleted) = reports.write(&client, options.namespace.as_deref()).await?;
+        let (written, deleted) = reports.write(client, options.namespace.as_deref()).await?;
         summary.reports_written = written;
         summary.reports_deleted = deleted;
     }
     Ok(summary)
 }
 
+impl Summary {
+    fn count(&mut self, judged: &Judged) {
+        self.judged += 1;
+        self.passed += judged.passed;
+        for finding in &judged.findings {
+            match finding.outcome {
+                Outcome::Fail => self.failed += 1,
+                Outcome::Warn => self.warned += 1,
+            }
+            *self
+                .by_policy
+                .entry((finding.policy.clone(), finding.outcome))
+                .or_default() += 1;
+        }
+    }
+}
+
 /// What the policies make of one object as its CREATE.
 #[derive(Debug, Default)]
 pub struct Judged {
+    pub namespace: Option<String>,
     pub findings: Vec<Finding>,
     /// Policies that found nothing wrong.
     pub passed: usize,
@@ -184,14 +211,17 @@ pub fn judge(store: &Store, kind: &ListedKind, object: &Value) -> Judged {
         },
         restore: false,
     };
-    let mut judged = Judged::default();
+    let mut judged = Judged {
+        namespace: namespace.map(str::to_string),
+        ..Judged::default()
+    };
     for (policy, judgement) in judgements(store, &target) {
         if judgement.denials.is_empty() {
             judged.passed += 1;
             continue;
         }
         judged.findings.push(Finding {
-            namespace: namespace.map(str::to_string),
+            namespace: judged.namespace.clone(),
             name: text("name").unwrap_or_default().to_string(),
             uid: text("uid").map(str::to_string),
             kind: kind.kind.clone(),
