@@ -238,9 +238,18 @@ pub struct ManifestsArgs {
     /// self-signed Issuer.
     #[arg(long, requires = "cert_manager")]
     pub create_issuer: bool,
+    /// Also render the continuous audit (needs --service): its Deployment running
+    /// `tollgate audit --write-reports --interval DURATION`, RBAC and the OpenReports CRDs.
+    #[arg(long, value_name = "DURATION", requires = "service", value_parser = parse_interval)]
+    pub audit_interval: Option<String>,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// A duration as `--interval` takes it, kept as written for the rendered arguments.
+fn parse_interval(text: &str) -> Result<String, String> {
+    crate::certs::parse_lifetime(text).map(|_| text.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -801,6 +810,7 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
                 issuer,
                 create_issuer: args.create_issuer,
             }),
+        audit_interval: args.audit_interval.clone(),
     };
     let docs = manifests::render(&store, &options).map_err(usage)?;
     let text = format!(

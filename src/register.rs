@@ -125,6 +125,7 @@ impl Registrar {
             replicas: 0,
             policies_dir: PathBuf::new(),
             cert_manager: None,
+            audit_interval: None,
         };
         manifests::registration(store, &options)
     }

@@ -529,6 +529,112 @@ async fn continuous(client: &Client, kubeconfig: &Path, policies: &Path) {
     );
 }
 
+/// `tollgate manifests --audit-interval`: every document is accepted by the apiserver (dry run;
+/// the audit's RBAC for real), and the audit, run with exactly the rights rendered for it
+/// (impersonating its ServiceAccount), lists, judges and writes its reports.
+async fn rendered_installation_audits_with_its_own_rights(
+    client: &Client,
+    kubeconfig: &Path,
+    policies: &Path,
+) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "manifests",
+            "--service",
+            "tollgate-audit/tollgate",
+            "--no-ca-bundle",
+        ])
+        .args(["--audit-interval", "10m", "--policies"])
+        .arg(policies)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let documents = tollgate_engine::policy::yaml::parse_documents(&text).unwrap();
+    let mut audit_args = None;
+    let mut crds = 0;
+    for document in documents {
+        let value = document.value;
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if kind == "CustomResourceDefinition" {
+            // The OpenReports CRDs, installed above from deploy/: the same documents.
+            assert!(name.ends_with(".openreports.io"), "{name}");
+            crds += 1;
+            continue;
+        }
+        if kind == "Deployment" && name == "tollgate-audit" {
+            audit_args = Some(value["spec"]["template"]["spec"]["containers"][0]["args"].clone());
+        }
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let (resource, caps) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, &kind))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} is not served: {e}"));
+        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let audit_rights = name == "tollgate-audit"
+            && matches!(
+                kind.as_str(),
+                "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+            );
+        let params = PostParams {
+            dry_run: kind != "Namespace" && !audit_rights,
+            ..PostParams::default()
+        };
+        api.create(&params, &object)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} {name} refused: {e}"));
+    }
+    assert_eq!(crds, 2);
+    let args: Vec<String> =
+        serde_json::from_value(audit_args.expect("the audit's Deployment")).unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--interval", "10m"]),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--write-reports".to_string()));
+
+    // As the audit's ServiceAccount, with nothing but its rendered rights.
+    let mut config: Value =
+        serde_json::to_value(kube::config::Kubeconfig::read_from(kubeconfig).unwrap()).unwrap();
+    for user in config["users"].as_array_mut().unwrap() {
+        user["user"]["as"] = json!("system:serviceaccount:tollgate-audit:tollgate-audit");
+    }
+    let impersonating = kubeconfig.with_file_name("audit-sa-kubeconfig");
+    std::fs::write(&impersonating, serde_json::to_vec(&config).unwrap()).unwrap();
+    let audited = audit(&impersonating, policies, &["--write-reports"]);
+    let stderr = String::from_utf8_lossy(&audited.stderr);
+    assert_eq!(audited.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("reports: 3 written"), "{stderr}");
+
+    // The impersonation holds: an account without those rights is refused.
+    for user in config["users"].as_array_mut().unwrap() {
+        user["user"]["as"] = json!("system:serviceaccount:tollgate-audit:nobody");
+    }
+    std::fs::write(&impersonating, serde_json::to_vec(&config).unwrap()).unwrap();
+    let refused = audit(&impersonating, policies, &["--write-reports"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_finds_what_was_stored_without_admission() {
     let Some(cluster) = Cluster::start().await else {
@@ -649,6 +755,7 @@ async fn audit_finds_what_was_stored_without_admission() {
 
     reports(&cluster.client, kubeconfig, &policies).await;
     continuous(&cluster.client, kubeconfig, &policies).await;
+    rendered_installation_audits_with_its_own_rights(&cluster.client, kubeconfig, &policies).await;
 
     // Unusable policies, and a cluster that does not answer: exit 2 with the reason.
     let broken = dir.path().join("broken");

@@ -1,6 +1,7 @@
 //! The in-cluster installation for a Service target: namespace, the policy files as a ConfigMap,
 //! the webhook server (no API access, a highly available Deployment behind a Service) and the
-//! reconciler (its own ServiceAccount, least-privilege RBAC and a leader-elected Deployment).
+//! reconciler and the continuous audit (each with its own ServiceAccount, least-privilege RBAC
+//! and a leader-elected Deployment; the audit also with the OpenReports CRDs it writes).
 
 use serde_json::{Map, Value, json};
 use tollgate_engine::Store;
@@ -33,6 +34,9 @@ pub fn in_cluster(
     if store.policies().iter().any(|p| p.rollout.is_some()) {
         docs.extend(reconciler(store, options, namespace, name));
     }
+    if let Some(interval) = &options.audit_interval {
+        docs.extend(audit(store, options, interval, namespace, name)?);
+    }
     Ok(docs)
 }
 
@@ -56,17 +60,32 @@ fn policy_files(options: &Options) -> Result<Map<String, Value>, ManifestError> 
     Ok(files)
 }
 
-/// The reconciler's own identity, permissions and Deployment. The webhook server needs no API
-/// access (its pods mount no token); the reconciler reads and writes only what its rules need.
-fn reconciler(store: &Store, options: &Options, namespace: &str, name: &str) -> Vec<Value> {
-    let account = reconciler_account(name);
+/// A leader-elected controller of tollgate's (the reconciler, the audit): its own ServiceAccount,
+/// a ClusterRole of `rules`, a Role for its Lease, and a Deployment running `tollgate ARGS`.
+struct Component<'a> {
+    /// `reconciler`, `audit`: the account is `NAME-SUFFIX`.
+    suffix: &'a str,
+    rules: Vec<Value>,
+    args: Vec<String>,
+    readiness_path: &'a str,
+}
+
+/// The component's own identity, permissions and Deployment. The webhook server needs no API
+/// access (its pods mount no token); each component reads and writes only what it needs.
+fn component(
+    component: Component<'_>,
+    options: &Options,
+    namespace: &str,
+    name: &str,
+) -> Vec<Value> {
+    let account = format!("{name}-{}", component.suffix);
     let selector = json!({APP_LABEL: account});
     let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
     let subjects = json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}]);
     vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&account)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": account, "labels": labels()}, "rules": reconciler_rules(store)}),
+               "metadata": {"name": account, "labels": labels()}, "rules": component.rules}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": account, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
@@ -79,9 +98,83 @@ fn reconciler(store: &Store, options: &Options, namespace: &str, name: &str) -> 
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
                "subjects": subjects}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(&account),
-               "spec": reconciler_deployment_spec(options, name, &account, &selector)}),
+               "spec": component_deployment_spec(options, name, &account, &selector, &component)}),
     ]
 }
+
+fn reconciler(store: &Store, options: &Options, namespace: &str, name: &str) -> Vec<Value> {
+    let reconciler = Component {
+        suffix: "reconciler",
+        rules: reconciler_rules(store),
+        args: [
+            "reconcile",
+            "--policies",
+            "/etc/tollgate/policies",
+            "--metrics-addr",
+            "0.0.0.0:8080",
+            "--lease-name",
+            &reconciler_account(name),
+            "--log-format",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec(),
+        readiness_path: "/readyz",
+    };
+    component(reconciler, options, namespace, name)
+}
+
+/// The continuous audit: reads every kind the policies judge, writes OpenReports, and brings the
+/// OpenReports CRDs it writes.
+fn audit(
+    store: &Store,
+    options: &Options,
+    interval: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Value>, ManifestError> {
+    let mut docs = Vec::new();
+    for document in tollgate_engine::policy::yaml::parse_documents(OPENREPORTS_CRDS)
+        .map_err(|e| ManifestError::Usage(format!("deploy/crd-openreports.yaml: {}", e.message)))?
+    {
+        docs.push(document.value);
+    }
+    let mut rules: Vec<Value> = store
+        .policies()
+        .iter()
+        .map(|p| json!({"apiGroups": [p.matcher.group], "resources": [p.matcher.resource], "verbs": ["get", "list"]}))
+        .collect();
+    rules.dedup();
+    rules.push(
+        json!({"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"],
+                      "verbs": ["get", "list", "create", "patch", "delete"]}),
+    );
+    let account = format!("{name}-audit");
+    let audit = Component {
+        suffix: "audit",
+        rules,
+        args: [
+            "audit",
+            "--policies",
+            "/etc/tollgate/policies",
+            "--write-reports",
+            "--interval",
+            interval,
+            "--metrics-addr",
+            "0.0.0.0:8080",
+            "--lease-name",
+            &account,
+        ]
+        .map(String::from)
+        .to_vec(),
+        readiness_path: "/healthz",
+    };
+    docs.extend(component(audit, options, namespace, name));
+    Ok(docs)
+}
+
+/// The OpenReports API the audit writes (`deploy/crd-openreports.yaml`).
+const OPENREPORTS_CRDS: &str = include_str!("../../deploy/crd-openreports.yaml");
 
 /// The managed resources and their status, the revisions, Events, and read access to exactly
 /// the health sources the policies name.
@@ -128,11 +221,12 @@ fn reconciler_rules(store: &Store) -> Vec<Value> {
     rules
 }
 
-fn reconciler_deployment_spec(
+fn component_deployment_spec(
     options: &Options,
     name: &str,
     account: &str,
     selector: &Value,
+    component: &Component<'_>,
 ) -> Value {
     let mut pod_labels = labels();
     pod_labels[APP_LABEL] = json!(account);
@@ -147,16 +241,15 @@ fn reconciler_deployment_spec(
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
-                    "name": "reconciler",
+                    "name": component.suffix,
                     "image": options.image,
-                    "args": ["reconcile", "--policies", "/etc/tollgate/policies", "--metrics-addr", "0.0.0.0:8080",
-                             "--lease-name", account, "--log-format", "json"],
+                    "args": component.args,
                     "env": [
                         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
                     ],
                     "ports": [{"name": "metrics", "containerPort": 8080}],
-                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 10},
+                    "readinessProbe": {"httpGet": {"path": component.readiness_path, "port": "metrics"}, "periodSeconds": 10},
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10},
                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                     "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,

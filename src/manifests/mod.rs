@@ -86,6 +86,9 @@ pub struct Options {
     pub policies_dir: PathBuf,
     /// CA injection by cert-manager instead of an inline `caBundle` (Service targets only).
     pub cert_manager: Option<CertManager>,
+    /// Render the continuous audit (its Deployment, RBAC and the OpenReports CRDs), passing
+    /// this `--interval`.
+    pub audit_interval: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
