@@ -27,6 +27,7 @@ metadata:
   name: widget-limits
 spec:
   match: {group: audit.tollgate.test, kind: Widget, resource: widgets, versions: [v1]}
+  severity: high
   schema:
     type: object
     properties:
@@ -158,6 +159,12 @@ fn records(output: &Output) -> BTreeSet<(String, String, String, String, String)
             let record: Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(record["kind"], "Widget");
+            let severity = if record["policy"] == "widget-limits" {
+                json!("high")
+            } else {
+                Value::Null
+            };
+            assert_eq!(record["severity"], severity);
             assert_eq!(record["apiVersion"], "audit.tollgate.test/v1");
             let paths: Vec<&str> = record["violations"]
                 .as_array()
@@ -223,6 +230,12 @@ async fn report(
                 .iter()
                 .map(|r| {
                     assert_eq!(r["source"], "tollgate");
+                    // The policy's severity, where it declares one.
+                    let severity = match r["policy"].as_str() {
+                        Some("widget-limits") => json!("high"),
+                        _ => Value::Null,
+                    };
+                    assert_eq!(r["severity"], severity);
                     assert_eq!(r["resources"][0]["namespace"], namespace);
                     assert!(r["resources"][0]["uid"].as_str().is_some());
                     (

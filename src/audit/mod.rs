@@ -71,6 +71,8 @@ pub struct Finding {
     pub kind: String,
     pub api_version: String,
     pub policy: String,
+    /// The policy's `severity`, when it declares one.
+    pub severity: Option<&'static str>,
     pub outcome: Outcome,
     pub violations: Vec<Violation>,
 }
@@ -227,6 +229,7 @@ pub fn judge(store: &Store, kind: &ListedKind, object: &Value) -> Judged {
             kind: kind.kind.clone(),
             api_version: kind.api_version(),
             policy: policy.name.clone(),
+            severity: policy.severity.map(|s| s.as_str()),
             outcome: match policy.enforcement {
                 Enforcement::Enforce => Outcome::Fail,
                 Enforcement::Warn => Outcome::Warn,

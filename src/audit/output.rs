@@ -28,6 +28,8 @@ struct Record<'f> {
     kind: &'f str,
     api_version: &'f str,
     policy: &'f str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    severity: Option<&'f str>,
     result: Outcome,
     violations: Vec<RecordViolation>,
 }
@@ -64,6 +66,7 @@ impl<'w, W: Write> Writer<'w, W> {
                     kind: &finding.kind,
                     api_version: &finding.api_version,
                     policy: &finding.policy,
+                    severity: finding.severity,
                     result: finding.outcome,
                     violations: finding
                         .violations

@@ -89,7 +89,7 @@ impl Reports {
             if let Some(uid) = &finding.uid {
                 resource["uid"] = json!(uid);
             }
-            scope.results.push(json!({
+            let mut entry = json!({
                 "source": "tollgate",
                 "policy": finding.policy,
                 "rule": violation.path.to_string(),
@@ -98,7 +98,11 @@ impl Reports {
                 "message": violation.message,
                 "timestamp": timestamp,
                 "resources": [resource],
-            }));
+            });
+            if let Some(severity) = finding.severity {
+                entry["severity"] = json!(severity);
+            }
+            scope.results.push(entry);
         }
     }
 

@@ -40,6 +40,9 @@ pub struct PolicySpec {
     pub match_: MatchSpec,
     #[serde(default)]
     pub enforcement: Enforcement,
+    /// How much a violation matters, for reports (`tollgate audit --write-reports`).
+    #[serde(default)]
+    pub severity: Option<Severity>,
     /// JSON Schema (draft 2020-12) for the whole object; `default` keywords drive defaulting.
     #[serde(default)]
     pub schema: Option<Value>,
@@ -129,6 +132,29 @@ pub enum Enforcement {
     Enforce,
     /// Violations are returned as admission warnings; the request is allowed.
     Warn,
+}
+
+/// OpenReports' result severities.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::High => "high",
+            Self::Medium => "medium",
+            Self::Low => "low",
+            Self::Info => "info",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

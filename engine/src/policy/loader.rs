@@ -286,6 +286,7 @@ fn compile_document(
         },
         matcher: Matcher::from_spec(spec.match_, selector),
         enforcement: spec.enforcement,
+        severity: spec.severity,
         schema: validator,
         defaulter,
         metadata_defaults,

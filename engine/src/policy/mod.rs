@@ -5,7 +5,7 @@ mod loader;
 mod store;
 pub mod yaml;
 
-pub use format::{Enforcement, OperationName, Scope};
+pub use format::{Enforcement, OperationName, Scope, Severity};
 pub use loader::{
     DirFingerprint, LoadError, PolicyError, dir_fingerprint, load_dir, load_str, load_text,
     policy_files,

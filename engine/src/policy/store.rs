@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::format::{Enforcement, MatchSpec, OperationName, Scope};
+use super::format::{Enforcement, MatchSpec, OperationName, Scope, Severity};
 use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
 use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
@@ -32,6 +32,7 @@ pub struct CompiledPolicy {
     pub origin: Origin,
     pub matcher: Matcher,
     pub enforcement: Enforcement,
+    pub severity: Option<Severity>,
     pub(crate) schema: Option<CompiledSchema>,
     pub(crate) defaulter: Defaulter,
     pub(crate) metadata_defaults: MetadataDefaults,
