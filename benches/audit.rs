@@ -12,6 +12,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "shared/sections.rs"]
+mod sections;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -214,19 +216,30 @@ async fn main() {
             None => return,
         }
     }
-    println!();
-    println!(
-        "| objects | one pass, reports written (target: 3000 ≤ 60 s; 10,000 ≤ 3.5× that) | peak RSS (target ≤ 96 MiB) | largest report | all reports |"
+    let mut table = String::from(
+        "| objects | one pass, reports written (target: 3000 ≤ 60 s; 10,000 ≤ 3.5× that) | peak RSS (target ≤ 96 MiB) | largest report | all reports |\n|---:|---:|---:|---:|---:|\n",
     );
-    println!("|---:|---:|---:|---:|---:|");
     for row in &rows {
-        println!(
-            "| {} | {:.1} s | {:.1} MiB | {} KiB | {} KiB |",
+        table.push_str(&format!(
+            "| {} | {:.1} s | {:.1} MiB | {} KiB | {} KiB |\n",
             row.objects,
             row.pass,
             row.peak_kib as f64 / 1024.0,
             row.largest_report / 1024,
             row.total_reports / 1024
-        );
+        ));
+    }
+    println!();
+    println!("{table}");
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let section = format!(
+        "## Audit\n\nWritten by `cargo bench --bench audit` ({date}): one full pass of `tollgate audit --write-reports` over stored PaymentGateways in {NAMESPACES} namespaces, a third of them invalid, against the harness's kube-apiserver on the same machine.\n\n{table}"
+    );
+    if let Err(e) = sections::replace(&support::repo_path("BENCHMARKS.md"), "audit", &section) {
+        eprintln!("cannot write BENCHMARKS.md: {e}");
     }
 }

@@ -12,6 +12,8 @@ mod driver;
 mod floor;
 mod procfs;
 mod report;
+#[path = "../shared/sections.rs"]
+mod sections;
 mod servers;
 mod workload;
 

@@ -114,7 +114,11 @@ impl Report {
             out.push_str(&table.markdown());
             out.push('\n');
         }
-        std::fs::write(path, out)?;
+        // The other benchmarks' sections stay as their own runs left them.
+        out.push_str(&super::sections::sections(
+            &std::fs::read_to_string(path).unwrap_or_default(),
+        ));
+        std::fs::write(path, out.trim_end().to_string() + "\n")?;
         Ok(())
     }
 }
