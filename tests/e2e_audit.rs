@@ -54,6 +54,20 @@ spec:
       spec:
         type: object
         required: [owner]
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: Policy
+metadata:
+  name: gadget-limits
+spec:
+  match: {group: audit.tollgate.test, kind: Gadget, resource: gadgets, versions: [v1], scope: Cluster}
+  schema:
+    type: object
+    properties:
+      spec:
+        type: object
+        properties:
+          size: {type: integer, maximum: 10}
 ";
 
 fn widgets(client: &Client, namespace: &str) -> Api<DynamicObject> {
@@ -121,6 +135,51 @@ async fn install(client: &Client) {
         }
     })
     .await;
+    let gadgets: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.audit.tollgate.test"},
+        "spec": {
+            "group": "audit.tollgate.test",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+            "scope": "Cluster",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+        },
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &gadgets)
+        .await
+        .expect("CRD");
+    let gadget_api = || {
+        let gvk = GroupVersionKind::gvk("audit.tollgate.test", "v1", "Gadget");
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, "gadgets"),
+        )
+    };
+    support::eventually("the gadget CRD serves", Duration::from_secs(30), || {
+        let api = gadget_api();
+        async move {
+            api.list(&Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    for (name, size) in [("small-gadget", 1), ("big-gadget", 20)] {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "audit.tollgate.test/v1", "kind": "Gadget",
+            "metadata": {"name": name}, "spec": {"size": size},
+        }))
+        .unwrap();
+        gadget_api()
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("store gadget");
+    }
     for (ns, name, spec) in stored {
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "audit.tollgate.test/v1", "kind": "Widget",
@@ -158,7 +217,7 @@ fn records(output: &Output) -> BTreeSet<(String, String, String, String, String)
         .map(|line| {
             let record: Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
-            assert_eq!(record["kind"], "Widget");
+            assert!(record["kind"] == "Widget" || record["kind"] == "Gadget");
             let severity = if record["policy"] == "widget-limits" {
                 json!("high")
             } else {
@@ -176,7 +235,8 @@ fn records(output: &Output) -> BTreeSet<(String, String, String, String, String)
                 })
                 .collect();
             (
-                record["namespace"].as_str().unwrap().to_string(),
+                // Cluster-scoped objects have none.
+                record["namespace"].as_str().unwrap_or("-").to_string(),
                 record["name"].as_str().unwrap().to_string(),
                 record["policy"].as_str().unwrap().to_string(),
                 record["result"].as_str().unwrap().to_string(),
@@ -311,6 +371,26 @@ async fn reports(client: &Client, kubeconfig: &Path, policies: &Path) {
     assert_eq!(results.len(), 1);
     let (summary, _, _) = report(client, "team-c").await.expect("team-c report");
     assert_eq!(summary, (1, 0, 1));
+    // Cluster-scoped kinds: one ClusterReport.
+    let gvk = GroupVersionKind::gvk("openreports.io", "v1alpha1", "ClusterReport");
+    let cluster_reports: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, "clusterreports"),
+    );
+    let cluster_report = serde_json::to_value(
+        cluster_reports
+            .get("tollgate-audit")
+            .await
+            .expect("ClusterReport"),
+    )
+    .unwrap();
+    assert_eq!(cluster_report["summary"]["pass"], 1);
+    assert_eq!(cluster_report["summary"]["fail"], 1);
+    let result = &cluster_report["results"][0];
+    assert_eq!(result["policy"], "gadget-limits");
+    assert_eq!(result["rule"], "spec.size");
+    assert_eq!(result["resources"][0]["name"], "big-gadget");
+    assert!(result["resources"][0].get("namespace").is_none());
 
     // Fixed in team-b, gone from team-c: the next pass says so.
     widgets(client, "team-b")
@@ -337,7 +417,7 @@ async fn reports(client: &Client, kubeconfig: &Path, policies: &Path) {
         report(client, "team-c").await.is_none(),
         "a namespace with nothing left has no report"
     );
-    assert!(String::from_utf8_lossy(&second.stderr).contains("reports: 2 written, 1 deleted"));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("reports: 3 written, 1 deleted"));
 
     // Over a thousand failing objects: the results stop at the cap, the summary does not.
     Api::<Namespace>::all(client.clone())
@@ -632,7 +712,7 @@ async fn rendered_installation_audits_with_its_own_rights(
     let audited = audit(&impersonating, policies, &["--write-reports"]);
     let stderr = String::from_utf8_lossy(&audited.stderr);
     assert_eq!(audited.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("reports: 3 written"), "{stderr}");
+    assert!(stderr.contains("reports: 4 written"), "{stderr}");
 
     // The impersonation holds: an account without those rights is refused.
     for user in config["users"].as_array_mut().unwrap() {
@@ -673,6 +753,7 @@ async fn audit_finds_what_was_stored_without_admission() {
         String::from_utf8_lossy(&all.stderr)
     );
     let expected: BTreeSet<_> = [
+        record("-", "big-gadget", "gadget-limits", "fail", "spec.size"),
         record("team-a", "too-big", "widget-limits", "fail", "spec.size"),
         record("team-b", "fast-and-big", "widget-limits", "fail", "spec"),
         record("team-b", "ownerless", "widget-owner", "warn", "spec.owner"),
@@ -688,7 +769,7 @@ async fn audit_finds_what_was_stored_without_admission() {
     assert_eq!(records(&all), expected);
     let summary = String::from_utf8_lossy(&all.stderr);
     assert!(
-        summary.contains("audited 7 object(s): 2 fail, 2 warn, 10 pass"),
+        summary.contains("audited 9 object(s): 3 fail, 2 warn, 11 pass"),
         "{summary}"
     );
 
@@ -720,7 +801,15 @@ async fn audit_finds_what_was_stored_without_admission() {
         "fail",
         "spec"
     ]));
-    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines.contains(&vec![
+        "-",
+        "big-gadget",
+        "Gadget",
+        "gadget-limits",
+        "fail",
+        "spec.size"
+    ]));
+    assert_eq!(lines.len(), 6, "{text}");
 
     // One namespace: only its objects; warnings alone do not fail the audit.
     let team_a = audit(
