@@ -140,7 +140,7 @@ pub async fn run(
     if let Some(addr) = schedule.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| AuditError::Unreachable(format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|source| AuditError::Bind { addr, source })?;
         tracing::info!(%addr, "audit metrics listening (HTTP)");
         let app = Router::new()
             .route("/metrics", get(metrics_text))

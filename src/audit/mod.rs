@@ -52,6 +52,12 @@ pub enum AuditError {
     Write(#[from] std::io::Error),
     #[error(transparent)]
     Reports(#[from] ReportError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How one object fares under one policy.
