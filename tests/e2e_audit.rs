@@ -666,31 +666,12 @@ async fn rendered_installation_audits_with_its_own_rights(
         if kind == "Deployment" && name == "tollgate-audit" {
             audit_args = Some(value["spec"]["template"]["spec"]["containers"][0]["args"].clone());
         }
-        let api_version = value["apiVersion"].as_str().unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let (resource, caps) =
-            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, &kind))
-                .await
-                .unwrap_or_else(|e| panic!("{kind} is not served: {e}"));
-        let object: DynamicObject = serde_json::from_value(value.clone()).unwrap();
-        let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &resource)
-            }
-            _ => Api::all_with(client.clone(), &resource),
-        };
         let audit_rights = name == "tollgate-audit"
             && matches!(
                 kind.as_str(),
                 "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
             );
-        let params = PostParams {
-            dry_run: kind != "Namespace" && !audit_rights,
-            ..PostParams::default()
-        };
-        api.create(&params, &object)
-            .await
-            .unwrap_or_else(|e| panic!("{kind} {name} refused: {e}"));
+        support::create_document(client, &value, kind != "Namespace" && !audit_rights).await;
     }
     assert_eq!(crds, 2);
     let args: Vec<String> =

@@ -731,27 +731,8 @@ async fn committed_installation_is_accepted_by_the_apiserver(client: &Client) {
         if kind == "CustomResourceDefinition" {
             continue;
         }
-        let api_version = value["apiVersion"].as_str().unwrap_or_default();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let (resource, caps) =
-            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, &kind))
-                .await
-                .unwrap_or_else(|e| panic!("{kind} is not served: {e}"));
-        let object: DynamicObject = serde_json::from_value(value.clone()).expect("object");
-        let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &resource)
-            }
-            _ => Api::all_with(client.clone(), &resource),
-        };
         // The namespace is created for real, so the namespaced documents can be dry-run inside it.
-        let params = PostParams {
-            dry_run: kind != "Namespace",
-            ..PostParams::default()
-        };
-        api.create(&params, &object)
-            .await
-            .unwrap_or_else(|e| panic!("{kind} {} refused: {e}", object.name_any()));
+        support::create_document(client, &value, kind != "Namespace").await;
         checked += 1;
     }
     assert_eq!(checked, total - 1, "every document but the CRD is checked");

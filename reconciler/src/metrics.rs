@@ -246,6 +246,26 @@ impl Metrics {
     }
 }
 
+/// An encoded registry as a `/metrics` answer: OpenMetrics text, or a 500 saying why not.
+pub fn openmetrics_response(encoded: Result<String, std::fmt::Error>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match encoded {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

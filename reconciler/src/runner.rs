@@ -202,21 +202,7 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> Response {
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
-    match metrics.encode() {
-        Ok(text) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}"),
-        )
-            .into_response(),
-    }
+    crate::metrics::openmetrics_response(metrics.encode())
 }
 
 /// Removes tollgate's finalizer from every object of every managed kind, so the objects can be

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use kube::Client;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -242,19 +241,5 @@ async fn audit_once(options: &AuditOptions, client: &Client, metrics: &Metrics, 
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
-    match metrics.encode() {
-        Ok(text) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}"),
-        )
-            .into_response(),
-    }
+    tollgate_reconciler::metrics::openmetrics_response(metrics.encode())
 }

@@ -125,3 +125,34 @@ where
         }
     }
 }
+
+/// Creates one rendered document (any kind the apiserver serves), for real or as a server-side
+/// dry run; panics with the apiserver's reason when it is refused.
+pub async fn create_document(client: &kube::Client, value: &Value, dry_run: bool) {
+    use kube::ResourceExt;
+    use kube::api::{Api, DynamicObject, PostParams};
+    let kind = value["kind"].as_str().unwrap_or_default();
+    let api_version = value["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (resource, caps) = kube::discovery::pinned_kind(
+        client,
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{kind} is not served: {e}"));
+    let object: DynamicObject =
+        serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    let api: Api<DynamicObject> = match (caps.scope, object.metadata.namespace.as_deref()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let params = PostParams {
+        dry_run,
+        ..PostParams::default()
+    };
+    api.create(&params, &object)
+        .await
+        .unwrap_or_else(|e| panic!("{kind} {} refused: {e}", object.name_any()));
+}
