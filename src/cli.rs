@@ -242,6 +242,16 @@ pub struct ManifestsArgs {
     /// `tollgate audit --write-reports --interval DURATION`, RBAC and the OpenReports CRDs.
     #[arg(long, value_name = "DURATION", requires = "service", value_parser = parse_interval)]
     pub audit_interval: Option<String>,
+    /// Enforce in-tree: render each policy as ValidatingAdmissionPolicies and a
+    /// MutatingAdmissionPolicy (with bindings) the apiserver evaluates itself; the webhook
+    /// configurations keep only what does not compile (`tollgate check --in-tree` says what).
+    #[arg(long)]
+    pub in_tree: bool,
+    /// With --in-tree: the reconciler's username, whose restores are judged on the state they
+    /// return to (default: the rendered reconciler's ServiceAccount with --service, else the
+    /// serve default). `""` trusts no one.
+    #[arg(long, value_name = "USERNAME", requires = "in_tree")]
+    pub restorer: Option<String>,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -401,6 +411,10 @@ pub struct CheckArgs {
     /// Directory of policy files.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
+    /// Also say, per policy, what compiles to in-tree admission policies and what stays with
+    /// the webhook (and why), with the generated expressions' estimated cost.
+    #[arg(long)]
+    pub in_tree: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -774,6 +788,15 @@ fn check(args: &CheckArgs) -> Result<(), CliError> {
         );
     }
     println!("{} policies valid", store.policies().len());
+    if args.in_tree {
+        let options = tollgate_engine::in_tree::Options {
+            restorer: Some(DEFAULT_RESTORER.to_string()),
+        };
+        for policy in store.policies() {
+            let compiled = tollgate_engine::in_tree::compile(policy, &options);
+            print!("{}", crate::manifests::in_tree::report(&compiled));
+        }
+    }
     Ok(())
 }
 
@@ -794,6 +817,7 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
         Some(manifests::ca_bundle_from(&pem))
     };
     let namespace = args.target.namespace(args.namespace.as_ref(), &target);
+    let target_for_restorer = target.clone();
     let options = Options {
         target,
         ca_bundle,
@@ -811,6 +835,14 @@ fn manifests(args: &ManifestsArgs) -> Result<(), CliError> {
                 create_issuer: args.create_issuer,
             }),
         audit_interval: args.audit_interval.clone(),
+        in_tree: args.in_tree,
+        restorer: match (&args.restorer, &target_for_restorer) {
+            (Some(r), _) => Some(r.clone()).filter(|r| !r.is_empty()),
+            (None, manifests::Target::Service { namespace, name }) => {
+                Some(manifests::reconciler_username(namespace, name))
+            }
+            (None, manifests::Target::Url(_)) => Some(DEFAULT_RESTORER.to_string()),
+        },
     };
     let docs = manifests::render(&store, &options).map_err(usage)?;
     let text = format!(

@@ -126,6 +126,8 @@ impl Registrar {
             policies_dir: PathBuf::new(),
             cert_manager: None,
             audit_interval: None,
+            in_tree: false,
+            restorer: None,
         };
         manifests::registration(store, &options)
     }

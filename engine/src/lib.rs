@@ -6,7 +6,8 @@
 //! Modules depend only downwards: `path`, `violation`, `duration`, `document` and `instance` at
 //! the bottom; `schema` (the CRD dialect, formats, list checks, nulls) on those; `validate`,
 //! `ratchet`, `immutable`, `defaults`, `selector`, `conversion`, `rollout` and `cel` on those;
-//! `policy` (format, loader, store) on all of them; `evaluate` on `policy`; `suite` (PolicyTest
+//! `policy` (format, loader, store) on all of them; `evaluate` and `in_tree` (policies compiled
+//! to admission policies the apiserver runs) on `policy`; `suite` (PolicyTest
 //! files) on `evaluate`.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod document;
 pub mod duration;
 pub mod evaluate;
 mod immutable;
+pub mod in_tree;
 pub mod instance;
 pub mod path;
 pub mod policy;

@@ -73,6 +73,11 @@ fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {
         })
 }
 
+/// `schema` as plain JSON Schema: the CRD dialect rewritten (`dialect`).
+pub(crate) fn dialect_of(schema: &Value) -> Value {
+    dialect::to_json_schema(schema)
+}
+
 /// True when `path` names a field the schema describes through `properties`, `items`,
 /// `additionalProperties`, `allOf` or same-document `$ref`s. Array indexes match `items`.
 pub fn declares(schema: &Value, path: &FieldPath) -> bool {

@@ -105,10 +105,7 @@ fn from_schema_error(error: &ValidationError<'_>) -> Vec<Violation> {
         ValidationErrorKind::Constant { expected_value } => {
             one(format!("must be {}", expected_value))
         }
-        ValidationErrorKind::Pattern { pattern } => one(match literal_prefix(pattern) {
-            Some(prefix) => format!("must start with {}", Value::String(prefix)),
-            None => format!("must match the pattern {}", Value::String(pattern.clone())),
-        }),
+        ValidationErrorKind::Pattern { pattern } => one(pattern_message(pattern)),
         ValidationErrorKind::MaxLength { limit } => {
             one(format!("must be at most {limit} characters long"))
         }
@@ -185,6 +182,17 @@ fn list_values(options: &Value) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         other => other.to_string(),
+    }
+}
+
+/// What a value failing `pattern` is told.
+pub(crate) fn pattern_message(pattern: &str) -> String {
+    match literal_prefix(pattern) {
+        Some(prefix) => format!("must start with {}", Value::String(prefix)),
+        None => format!(
+            "must match the pattern {}",
+            Value::String(pattern.to_string())
+        ),
     }
 }
 

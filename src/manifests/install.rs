@@ -287,7 +287,7 @@ fn deployment_spec(options: &Options, namespace: &str, name: &str, selector: &Va
 }
 
 /// The reconciler's username: the webhook judges its restores on the state they return to.
-fn restorer(namespace: &str, name: &str) -> String {
+pub(crate) fn restorer(namespace: &str, name: &str) -> String {
     format!(
         "system:serviceaccount:{namespace}:{}",
         reconciler_account(name)

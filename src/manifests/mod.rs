@@ -4,6 +4,7 @@
 
 mod cert_manager;
 mod crd;
+pub mod in_tree;
 mod install;
 mod output;
 mod webhooks;
@@ -89,6 +90,11 @@ pub struct Options {
     /// Render the continuous audit (its Deployment, RBAC and the OpenReports CRDs), passing
     /// this `--interval`.
     pub audit_interval: Option<String>,
+    /// Compile the policies to ValidatingAdmissionPolicies and MutatingAdmissionPolicies; the
+    /// webhook configurations keep only what does not compile.
+    pub in_tree: bool,
+    /// Whose restores the in-tree policies judge on the state they return to.
+    pub restorer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +114,11 @@ pub enum ManifestError {
     Crd { path: PathBuf, message: String },
     #[error("cannot write YAML: {0}")]
     Emit(String),
+}
+
+/// The username of the reconciler rendered for the Service `namespace/name`.
+pub fn reconciler_username(namespace: &str, name: &str) -> String {
+    install::restorer(namespace, name)
 }
 
 pub fn ca_bundle_from(ca_pem: &str) -> String {
@@ -143,18 +154,29 @@ pub fn render(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestEr
 
 /// What registers tollgate with the apiserver: the CRD conversion stanzas and both webhook
 /// configurations. `tollgate manifests` prints these; `serve --register` applies exactly them.
+/// With `in_tree`, the admission policies come first and the webhook configurations list only
+/// the policies (and parts) that stay with the webhook; one with nothing left is not rendered.
 pub fn registration(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestError> {
     let mut docs = crd::conversion_documents(store, options)?;
-    docs.push(webhooks::configuration(
-        store,
-        options,
-        webhooks::Flavour::Validating,
-    ));
-    docs.push(webhooks::configuration(
-        store,
-        options,
-        webhooks::Flavour::Mutating,
-    ));
+    if !options.in_tree {
+        for flavour in [webhooks::Flavour::Validating, webhooks::Flavour::Mutating] {
+            docs.extend(webhooks::configuration(store, options, flavour, |_| true));
+        }
+        return Ok(docs);
+    }
+    let compiled = in_tree::compile_all(store, options);
+    docs.extend(in_tree::documents(store, &compiled, options));
+    let stays = |flavour: webhooks::Flavour, idx: usize| {
+        compiled.get(idx).is_none_or(|c| match flavour {
+            webhooks::Flavour::Validating => c.validating.stays_with_webhook(),
+            webhooks::Flavour::Mutating => c.mutating.stays_with_webhook(),
+        })
+    };
+    for flavour in [webhooks::Flavour::Validating, webhooks::Flavour::Mutating] {
+        docs.extend(webhooks::configuration(store, options, flavour, |idx| {
+            stays(flavour, idx)
+        }));
+    }
     Ok(docs)
 }
 

@@ -11,7 +11,7 @@ use super::{Options, labels};
 
 /// Which of the two admission webhook configurations to render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
+pub(crate) enum Flavour {
     Validating,
     Mutating,
 }
@@ -32,13 +32,22 @@ impl Flavour {
     }
 }
 
-pub fn configuration(store: &Store, options: &Options, flavour: Flavour) -> Value {
+/// The configuration for the policies whose index `includes` accepts; `None` when it accepts
+/// none.
+pub fn configuration(
+    store: &Store,
+    options: &Options,
+    flavour: Flavour,
+    includes: impl Fn(usize) -> bool,
+) -> Option<Value> {
     let verb = flavour.verb();
     let path = format!("/{verb}");
     let rules: Vec<Value> = store
         .policies()
         .iter()
-        .map(|p| {
+        .enumerate()
+        .filter(|(idx, _)| includes(*idx))
+        .map(|(_, p)| {
             json!({
                 "apiGroups": [p.matcher.group],
                 "apiVersions": p.matcher.versions,
@@ -48,6 +57,9 @@ pub fn configuration(store: &Store, options: &Options, flavour: Flavour) -> Valu
             })
         })
         .collect();
+    if rules.is_empty() {
+        return None;
+    }
     let excluded: BTreeSet<&str> = [options.namespace.as_str(), "kube-system"]
         .into_iter()
         .collect();
@@ -68,10 +80,10 @@ pub fn configuration(store: &Store, options: &Options, flavour: Flavour) -> Valu
     if flavour == Flavour::Mutating {
         webhook["reinvocationPolicy"] = json!("Never");
     }
-    json!({
+    Some(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": format!("{}WebhookConfiguration", flavour.name()),
         "metadata": {"name": "tollgate", "labels": labels()},
         "webhooks": [webhook],
-    })
+    }))
 }

@@ -94,6 +94,14 @@ impl Typed {
         estimate::cost(expr, &checked, self.decl.clone()).max
     }
 
+    /// The estimated worst-case cost of an admission-policy expression: `object` and
+    /// `oldObject` are values of this node's type; `request`, `variables` and the rest `dyn`.
+    pub fn admission_cost(&self, expr: &IdedExpr) -> u64 {
+        let ty = Ty::from_decl(&self.decl);
+        let checked = check::check(expr, &[("object", ty.clone()), ("oldObject", ty)]);
+        estimate::cost(expr, &checked, self.decl.clone()).max
+    }
+
     /// `getExpressionCost`: a rule's cost times the times it can run.
     pub fn rule_cost(&self, cost: u64) -> u64 {
         let cardinality = self.cardinality.unwrap_or_else(|| {

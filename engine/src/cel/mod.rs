@@ -32,7 +32,8 @@ use projection::Projection;
 pub use schema_rules::{Failures, SchemaRules};
 use values::Keys;
 
-const RULES_KEY: &str = "x-kubernetes-validations";
+pub(crate) const RULES_KEY: &str = "x-kubernetes-validations";
+pub(crate) use values::escape_field_name;
 
 /// `spec.validations[]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +204,35 @@ pub fn estimated_cost(expression: &str, schema: &serde_json::Value) -> Result<u6
     let typed =
         cost::Typed::of(schema).ok_or_else(|| "the schema declares no CEL type".to_string())?;
     Ok(typed.expression_cost(program.expression(), false))
+}
+
+/// The apiserver's estimated worst-case cost of one admission-policy expression (a
+/// ValidatingAdmissionPolicy's or MutatingAdmissionPolicy's), with `object` and `oldObject`
+/// typed by the policy's `schema` and everything else `dyn`.
+pub fn estimated_admission_cost(
+    expression: &str,
+    schema: &serde_json::Value,
+) -> Result<u64, String> {
+    let program = Program::compile(expression).map_err(|e| e.to_string())?;
+    let typed =
+        cost::Typed::of(schema).ok_or_else(|| "the schema declares no CEL type".to_string())?;
+    Ok(typed.admission_cost(program.expression()))
+}
+
+/// Whether `text` (a CEL expression) reads `variable`; `false` when it does not compile.
+pub(crate) fn references(text: &str, variable: &str) -> bool {
+    Program::compile(text).is_ok_and(|p| p.references().has_variable(variable))
+}
+
+/// Whether a rule at a resource's root can read `self.metadata` (which CRD rules see trimmed
+/// to `name` and `generateName`).
+pub(crate) fn reads_root_metadata(text: &str) -> bool {
+    let Ok(program) = Program::compile(text) else {
+        return true;
+    };
+    let mut uses = Projection::default();
+    uses.add_uses(program.expression(), "self");
+    uses.field("metadata").is_some()
 }
 
 fn compile_expression(

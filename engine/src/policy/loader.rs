@@ -293,6 +293,8 @@ fn compile_document(
         immutable,
         schema_rules,
         policy_rules,
+        validation_specs: spec.validations,
+        condition_specs: spec.match_conditions,
         conversion,
         rollout,
     })

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::format::{Enforcement, MatchSpec, OperationName, Scope, Severity};
-use crate::cel::{Applies, Bindings, PolicyRules, RequestInfo, SchemaRules};
+use crate::cel::{
+    Applies, Bindings, MatchConditionSpec, PolicyRules, RequestInfo, SchemaRules, ValidationSpec,
+};
 use crate::conversion::KindConversion;
 use crate::defaults::{Defaulter, Inserted, MetadataDefaults};
 use crate::immutable;
@@ -39,6 +41,9 @@ pub struct CompiledPolicy {
     pub(crate) immutable: Vec<FieldPath>,
     pub(crate) schema_rules: Option<SchemaRules>,
     pub(crate) policy_rules: Option<PolicyRules>,
+    /// `spec.validations` and `spec.matchConditions` as written, for in-tree compilation.
+    pub(crate) validation_specs: Vec<ValidationSpec>,
+    pub(crate) condition_specs: Vec<MatchConditionSpec>,
     pub conversion: Option<KindConversion>,
     pub rollout: Option<Rollout>,
 }
@@ -52,6 +57,8 @@ pub struct Matcher {
     pub scope: Scope,
     pub operations: Vec<OperationName>,
     pub namespaces: Vec<String>,
+    /// `objectSelector` as written (rendered into admission policies).
+    pub object_selector: Option<crate::selector::LabelSelectorSpec>,
     pub(crate) selector: Option<LabelSelector>,
 }
 
@@ -65,6 +72,7 @@ impl Matcher {
             scope: spec.scope,
             operations: spec.operations,
             namespaces: spec.namespaces,
+            object_selector: spec.object_selector,
             selector,
         }
     }
@@ -246,6 +254,18 @@ impl CompiledPolicy {
             nulls::prune(&schema.source, &mut copy);
         }
         Judged::Copied(copy)
+    }
+
+    /// What in-tree compilation reads of the policy.
+    pub(crate) fn in_tree_source(&self) -> crate::in_tree::Source<'_> {
+        crate::in_tree::Source {
+            schema: self.schema.as_ref().map(|s| &s.source),
+            validations: &self.validation_specs,
+            match_conditions: &self.condition_specs,
+            immutable: &self.immutable,
+            labels: &self.metadata_defaults.labels,
+            annotations: &self.metadata_defaults.annotations,
+        }
     }
 
     /// Applies the static labels/annotations and the schema defaults, never overwriting a value.

@@ -1,0 +1,711 @@
+//! A policy schema (in the JSON Schema the CRD dialect is rewritten to) as checks over
+//! `object`, each failing with the webhook's message at the webhook's field path, guarded as
+//! the webhook judges: by the value's type, by presence (a `null` the apiserver drops is
+//! absent), by ratcheting, and CRD rules only where they see what they would in a CRD.
+
+use serde_json::{Map, Value};
+
+use super::checks::{Item, Ratchet, Weight};
+use super::text::{self, Path};
+use super::{RESTORE, Unsupported};
+use crate::cel::{RULES_KEY, escape_field_name, reads_root_metadata};
+use crate::path::{FieldPath, escape_pointer};
+
+/// Keywords compiled here, or that change nothing a check sees.
+const UNDERSTOOD: &[&str] = &[
+    "$schema",
+    "type",
+    "enum",
+    "const",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "nullable",
+    "default",
+    "description",
+    "title",
+    "example",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "externalDocs",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-map-type",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    RULES_KEY,
+];
+
+/// Where a schema node's value sits in the object, and the old value it pairs with.
+#[derive(Clone)]
+struct At {
+    value: String,
+    path: Path,
+    /// The schema node's JSON pointer, for what cannot compile.
+    pointer: String,
+    /// The old value this one correlates with (`None`: it correlates with none).
+    old: Option<String>,
+    /// When `old` can be read.
+    old_exists: String,
+    /// The nearest pair that correlates: what ratcheting compares.
+    ratchet: Ratchet,
+    /// How deep in comprehensions: names their variables.
+    depth: usize,
+    root: bool,
+}
+
+impl At {
+    fn root(schema: &Value) -> Self {
+        let old_exists = "oldObject != null".to_string();
+        Self {
+            value: "object".into(),
+            path: Path::default(),
+            pointer: String::new(),
+            old: Some("oldObject".into()),
+            ratchet: Ratchet {
+                old_exists: old_exists.clone(),
+                equal: equal_to_defaulted("object", "oldObject", schema),
+            },
+            old_exists,
+            depth: 0,
+            root: true,
+        }
+    }
+
+    /// A value of `schema` reached from this one; `old` is its old self when it correlates.
+    fn child(
+        &self,
+        value: String,
+        path: Path,
+        pointer: String,
+        old: Option<(String, String)>,
+        schema: &Value,
+    ) -> Self {
+        let (old, old_exists) = match old {
+            Some((old, exists)) => (Some(old), exists),
+            None => (None, "false".to_string()),
+        };
+        let ratchet = match &old {
+            Some(old) => Ratchet {
+                old_exists: old_exists.clone(),
+                equal: equal_to_defaulted(&value, old, schema),
+            },
+            None => self.ratchet.clone(),
+        };
+        Self {
+            value,
+            path,
+            pointer,
+            old,
+            old_exists,
+            ratchet,
+            depth: self.depth,
+            root: false,
+        }
+    }
+}
+
+/// Walks one schema.
+pub struct SchemaCompiler<'u> {
+    pub unsupported: &'u mut Vec<Unsupported>,
+}
+
+impl SchemaCompiler<'_> {
+    /// The checks `schema` (the whole object's) makes.
+    pub fn compile(&mut self, schema: &Value) -> Vec<Item> {
+        self.node(schema, &At::root(schema))
+    }
+
+    fn refuse(&mut self, pointer: &str, reason: String) {
+        self.unsupported.push(Unsupported {
+            at: format!("spec.schema{}", dotted(pointer)),
+            reason,
+        });
+    }
+
+    fn node(&mut self, schema: &Value, at: &At) -> Vec<Item> {
+        let Some(node) = schema.as_object() else {
+            if schema == &Value::Bool(false) {
+                self.refuse(&at.pointer, "a `false` schema is not compiled".into());
+            }
+            return Vec::new();
+        };
+        for keyword in node.keys() {
+            if !UNDERSTOOD.contains(&keyword.as_str()) {
+                let reason = match keyword.as_str() {
+                    "format" => format!(
+                        "format {} is checked by the webhook (its checks are Go code in the apiserver, not CEL)",
+                        node.get("format").unwrap_or(&Value::Null)
+                    ),
+                    "x-kubernetes-embedded-resource" => {
+                        "x-kubernetes-embedded-resource is not compiled".into()
+                    }
+                    other => format!("the keyword {other} is not compiled"),
+                };
+                self.refuse(
+                    &format!("{}/{}", at.pointer, escape_pointer(keyword)),
+                    reason,
+                );
+            }
+        }
+        for keyword in ["items", "additionalProperties"] {
+            if node
+                .get(keyword)
+                .is_some_and(|below| below.is_object() && below.to_string().contains("\"default\""))
+            {
+                self.refuse(
+                    &format!("{}/{keyword}", at.pointer),
+                    format!(
+                        "defaults under {keyword}: ratcheting compares with the old object defaulted, item by item"
+                    ),
+                );
+            }
+        }
+        if let Some(kind @ ("set" | "map")) =
+            node.get("x-kubernetes-list-type").and_then(Value::as_str)
+        {
+            self.refuse(
+                &format!("{}/x-kubernetes-list-type", at.pointer),
+                format!("x-kubernetes-list-type: {kind} is not compiled"),
+            );
+        }
+        let v = &at.value;
+        let mut items = Vec::new();
+        let own = |fails: String, message: &str, weight: Weight| Item::Check {
+            fails,
+            message: at.path.message(message),
+            weight,
+            ratchet: Some(at.ratchet.clone()),
+        };
+        if let Some(types) = types_of(node) {
+            let any: Vec<String> = types.iter().map(|t| text::is_type(v, t)).collect();
+            items.push(own(
+                format!("!({})", any.join(" || ")),
+                &format!("must be of type {}", types.join(" or ")),
+                Weight::Blocking,
+            ));
+        }
+        if let Some(options) = node.get("enum").and_then(Value::as_array) {
+            let literals: Vec<String> = options
+                .iter()
+                .map(|o| format!("dyn({})", text::literal(o)))
+                .collect();
+            let listed: Vec<String> = options.iter().map(Value::to_string).collect();
+            items.push(own(
+                format!("!({v} in [{}])", literals.join(", ")),
+                &format!("must be one of {}", listed.join(", ")),
+                Weight::Blocking,
+            ));
+        }
+        if let Some(constant) = node.get("const") {
+            items.push(own(
+                format!("{v} != dyn({})", text::literal(constant)),
+                &format!("must be {constant}"),
+                Weight::Plain,
+            ));
+        }
+        let mut typed = |guard: String, checks: Vec<Item>| {
+            if !checks.is_empty() {
+                items.push(Item::Within {
+                    guard,
+                    items: checks,
+                });
+            }
+        };
+        typed(text::is_type(v, "string"), self.string_checks(node, at));
+        typed(text::is_type(v, "number"), number_checks(node, at));
+        typed(text::is_type(v, "array"), self.list_checks(node, at));
+        typed(text::is_type(v, "object"), self.object_checks(node, at));
+        items.extend(self.rules(node, at));
+        items
+    }
+
+    fn string_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let v = &at.value;
+        let mut items = Vec::new();
+        let own = |fails: String, message: String, weight: Weight| Item::Check {
+            fails,
+            message: at.path.message(&message),
+            weight,
+            ratchet: Some(at.ratchet.clone()),
+        };
+        if let Some(limit) = node.get("maxLength").and_then(Value::as_u64) {
+            items.push(own(
+                format!("size({v}) > {limit}"),
+                format!("must be at most {limit} characters long"),
+                Weight::Blocking,
+            ));
+        }
+        if let Some(limit) = node.get("minLength").and_then(Value::as_u64) {
+            let message = if limit == 1 {
+                "must not be empty".to_string()
+            } else {
+                format!("must be at least {limit} characters long")
+            };
+            items.push(own(format!("size({v}) < {limit}"), message, Weight::Plain));
+        }
+        if let Some(pattern) = node.get("pattern").and_then(Value::as_str) {
+            if regex::Regex::new(pattern).is_err() {
+                self.refuse(
+                    &format!("{}/pattern", at.pointer),
+                    "the pattern is not an RE2 expression CEL's matches() accepts".into(),
+                );
+            } else {
+                items.push(own(
+                    format!("!{v}.matches({})", text::string(pattern)),
+                    crate::validate::pattern_message(pattern),
+                    Weight::Plain,
+                ));
+            }
+        }
+        items
+    }
+
+    fn list_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let v = &at.value;
+        let mut items = Vec::new();
+        let own = |fails: String, message: String, weight: Weight| Item::Check {
+            fails,
+            message: at.path.message(&message),
+            weight,
+            ratchet: Some(at.ratchet.clone()),
+        };
+        if let Some(limit) = node.get("maxItems").and_then(Value::as_u64) {
+            items.push(own(
+                format!("size({v}) > {limit}"),
+                format!("must have at most {limit} item(s)"),
+                Weight::Blocking,
+            ));
+        }
+        if let Some(limit) = node.get("minItems").and_then(Value::as_u64) {
+            items.push(own(
+                format!("size({v}) < {limit}"),
+                format!("must have at least {limit} item(s)"),
+                Weight::Plain,
+            ));
+        }
+        if node.get("uniqueItems") == Some(&Value::Bool(true)) {
+            items.push(own(
+                format!("size({v}.distinct()) != size({v})"),
+                "must not contain duplicate items".into(),
+                Weight::Plain,
+            ));
+        }
+        match node.get("items") {
+            Some(schema @ Value::Object(_)) => {
+                let variable = format!("tg_i{}", at.depth);
+                let mut item = at.child(
+                    format!("{v}[{variable}]"),
+                    at.path.index(&variable),
+                    format!("{}/items", at.pointer),
+                    // Items of a list that is not a map list correlate with no old item.
+                    None,
+                    schema,
+                );
+                item.depth = at.depth + 1;
+                let inner = self.node(schema, &item);
+                if !inner.is_empty() {
+                    items.push(Item::EachIndex {
+                        list: v.clone(),
+                        variable,
+                        items: inner,
+                    });
+                }
+            }
+            Some(Value::Bool(true)) | None => {}
+            Some(_) => self.refuse(
+                &format!("{}/items", at.pointer),
+                "only a single schema for every item is compiled".into(),
+            ),
+        }
+        items
+    }
+
+    fn object_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let v = &at.value;
+        let mut items = Vec::new();
+        let own = |fails: String, message: String, weight: Weight| Item::Check {
+            fails,
+            message: at.path.message(&message),
+            weight,
+            ratchet: Some(at.ratchet.clone()),
+        };
+        if let Some(limit) = node.get("maxProperties").and_then(Value::as_u64) {
+            items.push(own(
+                format!("size({v}) > {limit}"),
+                format!("must have at most {limit} field(s)"),
+                Weight::Blocking,
+            ));
+        }
+        if let Some(limit) = node.get("minProperties").and_then(Value::as_u64) {
+            items.push(own(
+                format!("size({v}) < {limit}"),
+                format!("must have at least {limit} field(s)"),
+                Weight::Plain,
+            ));
+        }
+        let properties = node.get("properties").and_then(Value::as_object);
+        for name in node
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let child = properties.and_then(|p| p.get(name));
+            items.push(Item::Check {
+                fails: format!("!({})", present(v, name, child)),
+                message: at.path.key(name).message("is required"),
+                weight: Weight::Blocking,
+                ratchet: Some(at.ratchet.clone()),
+            });
+        }
+        let declared: Vec<String> = properties
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        for (name, child) in properties.into_iter().flatten() {
+            let correlates = node.get("x-kubernetes-map-type") != Some(&Value::from("atomic"));
+            let old = at.old.as_ref().filter(|_| correlates).map(|old| {
+                (
+                    text::select(old, name),
+                    format!(
+                        "{} && type({old}) == map && {}",
+                        at.old_exists,
+                        present(old, name, Some(child))
+                    ),
+                )
+            });
+            // The root's apiVersion and kind pair with nothing (`crate::ratchet`).
+            let old = old.filter(|_| !(at.root && (name == "apiVersion" || name == "kind")));
+            let below = at.child(
+                text::select(v, name),
+                at.path.key(name),
+                format!("{}/properties/{}", at.pointer, escape_pointer(name)),
+                old,
+                child,
+            );
+            let inner = self.node(child, &below);
+            if !inner.is_empty() {
+                items.push(Item::Within {
+                    guard: present(v, name, Some(child)),
+                    items: inner,
+                });
+            }
+        }
+        match node.get("additionalProperties") {
+            Some(Value::Bool(false)) => {
+                let names: Vec<String> = declared.iter().map(|d| text::string(d)).collect();
+                let key = format!("tg_k{}", at.depth);
+                items.push(Item::List {
+                    messages: format!(
+                        "{v}.filter({key}, !({key} in [{}])).map({key}, {})",
+                        names.join(", "),
+                        at.path.map_key(&key).message("is not a known field")
+                    ),
+                    weight: Weight::Plain,
+                    ratchet: Some(at.ratchet.clone()),
+                });
+            }
+            Some(schema @ Value::Object(_)) => {
+                let key = format!("tg_k{}", at.depth);
+                let member = format!("{v}[{key}]");
+                let old = at.old.as_ref().map(|old| {
+                    (
+                        format!("{old}[{key}]"),
+                        format!(
+                            "{} && type({old}) == map && {key} in {old}{}",
+                            at.old_exists,
+                            if droppable(schema) {
+                                format!(" && {old}[{key}] != null")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    )
+                });
+                let mut below = at.child(
+                    member.clone(),
+                    at.path.map_key(&key),
+                    format!("{}/additionalProperties", at.pointer),
+                    old,
+                    schema,
+                );
+                below.depth = at.depth + 1;
+                let inner = self.node(schema, &below);
+                if !inner.is_empty() {
+                    let inner = if droppable(schema) {
+                        vec![Item::Within {
+                            guard: format!("{member} != null"),
+                            items: inner,
+                        }]
+                    } else {
+                        inner
+                    };
+                    items.push(Item::EachKey {
+                        map: v.clone(),
+                        variable: key,
+                        declared,
+                        items: inner,
+                    });
+                }
+            }
+            _ => {}
+        }
+        items
+    }
+
+    /// `x-kubernetes-validations` of the node, evaluated with `self` (and `oldSelf`) bound by
+    /// a one-item comprehension, so each rule runs as written.
+    fn rules(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let Some(rules) = node.get(RULES_KEY).and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        let schema = Value::Object(node.clone());
+        if let Some(reason) = rules_see_otherwise(&schema) {
+            self.refuse(&format!("{}/{RULES_KEY}", at.pointer), reason);
+            return Vec::new();
+        }
+        let mut items = Vec::new();
+        for (idx, rule) in rules.iter().enumerate() {
+            let pointer = format!("{}/{RULES_KEY}/{idx}", at.pointer);
+            let field = |name: &str| rule.get(name).and_then(Value::as_str);
+            let Some(text) = field("rule") else {
+                continue;
+            };
+            let message_expression = field("messageExpression");
+            if at.root
+                && [Some(text), message_expression]
+                    .into_iter()
+                    .flatten()
+                    .any(reads_root_metadata)
+            {
+                self.refuse(
+                    &pointer,
+                    "a rule at the root that reads metadata sees only name and generateName in a CRD, all of it in an admission policy".into(),
+                );
+                continue;
+            }
+            let transition = [Some(text), message_expression]
+                .into_iter()
+                .flatten()
+                .any(|t| crate::cel::references(t, "oldSelf"));
+            let optional_old_self = rule.get("optionalOldSelf") == Some(&Value::Bool(true));
+            let path = match field("fieldPath").map(|p| p.trim_start_matches('.')) {
+                None | Some("") => at.path.clone(),
+                Some(p) => match FieldPath::parse(p) {
+                    Ok(parsed) => at.path.extend(&parsed),
+                    Err(_) => continue,
+                },
+            };
+            let old = match (&at.old, transition) {
+                (_, false) => None,
+                (Some(old), true) => Some(old),
+                (None, true) => {
+                    // The loader refuses this already.
+                    self.refuse(&pointer, "oldSelf where values do not correlate".into());
+                    continue;
+                }
+            };
+            let bind = |expression: &str| match old {
+                None => format!("[{}].all(self, {expression})", at.value),
+                Some(old) if optional_old_self => format!(
+                    "[{}].all(self, [{} ? optional.of({old}) : optional.none()].all(oldSelf, {expression}))",
+                    at.value, at.old_exists
+                ),
+                Some(old) => format!(
+                    "[{}].all(self, [{old}].all(oldSelf, {expression}))",
+                    at.value
+                ),
+            };
+            let map_bind = |expression: &str| match old {
+                None => format!("[{}].map(self, {expression})[0]", at.value),
+                Some(old) if optional_old_self => format!(
+                    "[{}].map(self, [{} ? optional.of({old}) : optional.none()].map(oldSelf, {expression})[0])[0]",
+                    at.value, at.old_exists
+                ),
+                Some(old) => format!(
+                    "[{}].map(self, [{old}].map(oldSelf, {expression})[0])[0]",
+                    at.value
+                ),
+            };
+            let mut fails = format!("!{}", bind(text));
+            if transition {
+                fails = format!("!{RESTORE} && {fails}");
+                if !optional_old_self {
+                    fails = format!("{} && {fails}", at.old_exists);
+                }
+            }
+            let message = match (message_expression, field("message")) {
+                (Some(m), _) => path.message_with(&format!("': ' + {}", map_bind(m))),
+                (None, Some(m)) => path.message(m),
+                (None, None) => path.message(&format!("failed rule: {text}")),
+            };
+            items.push(Item::Check {
+                fails,
+                message,
+                weight: Weight::Rule,
+                ratchet: (!transition).then(|| at.ratchet.clone()),
+            });
+        }
+        items
+    }
+}
+
+/// The types the node's `type` allows, in the order the webhook names them.
+fn types_of(node: &Map<String, Value>) -> Option<Vec<&str>> {
+    const ORDER: &[&str] = &[
+        "null", "boolean", "integer", "number", "string", "array", "object",
+    ];
+    let listed: Vec<&str> = match node.get("type")? {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    Some(
+        ORDER
+            .iter()
+            .copied()
+            .filter(|t| listed.contains(t))
+            .collect(),
+    )
+}
+
+fn number_checks(node: &Map<String, Value>, at: &At) -> Vec<Item> {
+    let v = &at.value;
+    [
+        ("minimum", "<", "must be greater than or equal to"),
+        ("maximum", ">", "must be less than or equal to"),
+        ("exclusiveMinimum", "<=", "must be greater than"),
+        ("exclusiveMaximum", ">=", "must be less than"),
+    ]
+    .into_iter()
+    .filter_map(|(keyword, fails_when, phrase)| {
+        let Some(Value::Number(limit)) = node.get(keyword) else {
+            return None;
+        };
+        Some(Item::Check {
+            fails: format!("{v} {fails_when} {}", text::number(limit)),
+            message: at.path.message(&format!("{phrase} {limit}")),
+            weight: Weight::Plain,
+            ratchet: Some(at.ratchet.clone()),
+        })
+    })
+    .collect()
+}
+
+/// Whether `new` equals `old` once `old` has the defaults the webhook fills in before it
+/// compares (it judges the old object defaulted, so a default filled in since is no change).
+fn equal_to_defaulted(new: &str, old: &str, schema: &Value) -> String {
+    let Some(properties) = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .filter(|_| schema.to_string().contains("\"default\""))
+    else {
+        return format!("{old} == {new}");
+    };
+    let mut parts = Vec::new();
+    let mut compared = Vec::new();
+    for (name, child) in properties {
+        let filled = child.get("default").map(|default| {
+            let mut filled = default.clone();
+            crate::defaults::Defaulter::from_schema(child).apply(&mut filled);
+            filled
+        });
+        let defaults_below = child.to_string().contains("\"default\"");
+        if filled.is_none() && !defaults_below {
+            continue;
+        }
+        compared.push(text::string(name));
+        let (in_new, in_old) = (text::has(new, name), text::has(old, name));
+        let (new_child, old_child) = (text::select(new, name), text::select(old, name));
+        let when_absent = match &filled {
+            Some(value) => format!("{in_new} && {new_child} == dyn({})", text::literal(value)),
+            None => format!("!{in_new}"),
+        };
+        parts.push(format!(
+            "({in_old} ? {in_new} && {} : {when_absent})",
+            equal_to_defaulted(&new_child, &old_child, child)
+        ));
+    }
+    let listed = compared.join(", ");
+    let rest = |map: &str| format!("{map}.filter(k, !(k in [{listed}]))");
+    parts.push(format!(
+        "{}.all(k, k in {old} && {old}[k] == {new}[k]) && size({}) == size({})",
+        rest(new),
+        rest(new),
+        rest(old)
+    ));
+    format!(
+        "(type({new}) == map && type({old}) == map ? ({}) : {old} == {new})",
+        parts.join(" && ")
+    )
+}
+
+/// Whether the apiserver drops a `null` at a member of this schema (`crate::schema::nulls`).
+fn droppable(schema: &Value) -> bool {
+    schema.get("nullable") != Some(&Value::Bool(true)) && schema.get("default").is_none()
+}
+
+/// Whether member `name` of the map `map` is there once dropped `null`s are gone.
+fn present(map: &str, name: &str, schema: Option<&Value>) -> String {
+    let has = text::has(map, name);
+    if schema.is_some_and(droppable) {
+        format!("({has} && {} != null)", text::select(map, name))
+    } else {
+        has
+    }
+}
+
+/// Why the rules of this node would see values other than a CRD's rules see, if they would:
+/// property names CRD rules see escaped, and strings typed by their format.
+fn rules_see_otherwise(schema: &Value) -> Option<String> {
+    let node = schema.as_object()?;
+    if let Some(format) = node.get("format").and_then(Value::as_str)
+        && ["date-time", "datetime", "duration", "byte"]
+            .iter()
+            .any(|typed| format.contains(typed))
+    {
+        return Some(format!(
+            "CRD rules see format {format:?} strings as typed values; an admission policy sees strings"
+        ));
+    }
+    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in properties {
+            if escape_field_name(name).is_none_or(|escaped| escaped != name.as_str()) {
+                return Some(format!(
+                    "CRD rules see the property {name:?} under an escaped name; an admission policy sees it as it is"
+                ));
+            }
+            if let Some(reason) = rules_see_otherwise(child) {
+                return Some(reason);
+            }
+        }
+    }
+    ["items", "additionalProperties"]
+        .iter()
+        .filter_map(|k| node.get(*k))
+        .find_map(rules_see_otherwise)
+}
+
+/// A schema pointer as `tollgate check` names places: `.properties.spec`.
+fn dotted(pointer: &str) -> String {
+    crate::path::keys_from_pointer(pointer)
+        .iter()
+        .map(|k| format!(".{k}"))
+        .collect()
+}

@@ -1,0 +1,728 @@
+//! The in-tree differential test: the policies in tests/in_tree/policies compiled by `tollgate
+//! manifests --in-tree` into ValidatingAdmissionPolicies and a MutatingAdmissionPolicy and
+//! installed in the real kube-apiserver with no admission webhook at all, and the same objects
+//! judged by `tollgate review` (its mutating answer applied, then its validating one) as the
+//! webhook judges them. Allowed or denied, every violation (field path and message), every
+//! warning, and the object as it would be stored must agree, case by case: CREATE and UPDATE,
+//! transition rules, `optionalOldSelf`, immutable fields, ratcheting of values stored before
+//! the policies, letting an object go, warn mode and defaults.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed step should fail the test loudly
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use kube::Client;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+use support::cluster::Cluster;
+
+const NS: &str = "intree";
+const POLICIES: &str = "tests/in_tree/policies";
+const GROUP: &str = "intree.tollgate.test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gizmo,
+    Gadget,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Gizmo => "Gizmo",
+            Kind::Gadget => "Gadget",
+        }
+    }
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::Gizmo => "gizmos",
+            Kind::Gadget => "gadgets",
+        }
+    }
+    fn api(self, client: &Client) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            client.clone(),
+            NS,
+            &ApiResource {
+                group: GROUP.into(),
+                version: "v1".into(),
+                api_version: format!("{GROUP}/v1"),
+                kind: self.name().into(),
+                plural: self.plural().into(),
+            },
+        )
+    }
+}
+
+fn object(kind: Kind, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": format!("{GROUP}/v1"),
+        "kind": kind.name(),
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    })
+}
+
+/// An edit of a stored object: the UPDATE sent.
+type Edit = fn(&mut Value);
+
+struct Case {
+    name: String,
+    kind: Kind,
+    /// Stored before the policies are installed; `None` for a CREATE.
+    old: Option<Value>,
+    /// The object sent (CREATE), or the stored object edited by `edit` (UPDATE).
+    new: Value,
+    edit: Option<Edit>,
+}
+
+fn base() -> Value {
+    json!({
+        "owner": "ana",
+        "size": 10,
+        "ratio": 0.5,
+        "tags": ["a", "b"],
+        "limits": {"cpu": 2},
+        "parts": [{"name": "p1", "weight": 1}],
+        "window": {"start": 1, "end": 5},
+        "phase": "new",
+        "level": 1,
+    })
+}
+
+/// Values for each field of the gizmo's spec (`None` removes it), valid and not.
+fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
+    vec![
+        (
+            "owner",
+            vec![
+                None,
+                Some(json!("")),
+                Some(json!("Ana")),
+                Some(json!("abcdefghijklmnopqrstuvwxyz")),
+                Some(json!(7)),
+                Some(json!(null)),
+            ],
+        ),
+        (
+            "size",
+            vec![
+                Some(json!(-5)),
+                Some(json!(50)),
+                None,
+                Some(json!(0)),
+                Some(json!(101)),
+                Some(json!(100)),
+                Some(json!(2.5)),
+                Some(json!(4.0)),
+                Some(json!("10")),
+            ],
+        ),
+        (
+            "ratio",
+            vec![
+                Some(json!(1)),
+                Some(json!(0.99)),
+                Some(json!(-0.1)),
+                Some(json!(0)),
+                Some(json!("half")),
+            ],
+        ),
+        (
+            "mode",
+            vec![
+                Some(json!("slow")),
+                Some(json!("medium")),
+                Some(json!(null)),
+            ],
+        ),
+        (
+            "url",
+            vec![
+                Some(json!("https://x")),
+                Some(json!("http://x")),
+                Some(json!("")),
+            ],
+        ),
+        (
+            "tags",
+            vec![
+                Some(json!(["x"])),
+                Some(json!(["a", "b", "c", "d"])),
+                Some(json!([])),
+                Some(json!(["a", "a"])),
+                Some(json!(["a", "b", "c", "d", "e"])),
+                Some(json!(["toolongtag"])),
+                Some(json!([1])),
+                Some(json!("a")),
+            ],
+        ),
+        (
+            "limits",
+            vec![
+                Some(json!({})),
+                Some(json!({"cpu": -1})),
+                Some(json!({"a": 1, "b": 2, "c": 3, "d": 4})),
+                Some(json!({"x.y/z": -1})),
+                Some(json!({"cpu": "2"})),
+            ],
+        ),
+        ("min", vec![Some(json!(3))]),
+        (
+            "note",
+            vec![
+                Some(json!(null)),
+                Some(json!("short")),
+                Some(json!("far too long a note")),
+            ],
+        ),
+        (
+            "port",
+            vec![Some(json!(8080)), Some(json!("http")), Some(json!(true))],
+        ),
+        (
+            "retry",
+            vec![
+                Some(json!({})),
+                Some(json!({"attempts": 9})),
+                Some(json!({"backoff": "random"})),
+                Some(json!({"jitter": true})),
+                Some(json!("fast")),
+            ],
+        ),
+        (
+            "parts",
+            vec![
+                Some(json!([])),
+                Some(json!([{"name": "q1"}])),
+                Some(json!([{"weight": 1}])),
+                Some(json!([{"name": "p1", "weight": -1}, {"name": "x"}])),
+                Some(json!([{"name": "p1"}, "p2"])),
+            ],
+        ),
+        (
+            "window",
+            vec![
+                Some(json!({})),
+                Some(json!({"start": 5, "end": 5})),
+                Some(json!({"start": 200, "end": 5})),
+                Some(json!({"start": 1})),
+            ],
+        ),
+        ("colour", vec![Some(json!("red"))]),
+        ("level", vec![Some(json!(5)), Some(json!("high")), None]),
+        ("phase", vec![Some(json!("done")), Some(json!(3))]),
+        ("extra", vec![Some(json!({"a": 1})), Some(json!(null))]),
+    ]
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let create = |name: String, kind: Kind, new: Value| Case {
+        name,
+        kind,
+        old: None,
+        new,
+        edit: None,
+    };
+    cases.push(create(
+        "valid".into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, "valid", base()),
+    ));
+    let mut minimal = json!({"owner": "bo", "size": 1});
+    cases.push(create(
+        "minimal".into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, "minimal", minimal.clone()),
+    ));
+    minimal["retry"] = json!({"attempts": 1});
+    cases.push(create(
+        "minimal-retry".into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, "minimal-retry", minimal),
+    ));
+    for (field, values) in variations() {
+        for (idx, value) in values.into_iter().enumerate() {
+            let name = format!("{}-{idx}", field.to_lowercase());
+            let mut spec = base();
+            match value {
+                Some(v) => spec[field] = v,
+                None => {
+                    spec.as_object_mut().unwrap().remove(field);
+                }
+            }
+            cases.push(create(
+                name.clone(),
+                Kind::Gizmo,
+                object(Kind::Gizmo, &name, spec),
+            ));
+        }
+    }
+    // Several failures at once, and a spec that is not an object.
+    let mut many = base();
+    many["owner"] = json!("X");
+    many["size"] = json!(0);
+    many["tags"] = json!(["a", "a"]);
+    many["limits"] = json!({"cpu": -1});
+    cases.push(create(
+        "many".into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, "many", many),
+    ));
+    cases.push(create("no-spec".into(), Kind::Gizmo, json!({"apiVersion": format!("{GROUP}/v1"), "kind": "Gizmo", "metadata": {"name": "no-spec", "namespace": NS}})));
+    cases.push(create(
+        "spec-string".into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, "spec-string", json!("x")),
+    ));
+    let long = "a-name-that-is-longer-than-thirty-characters";
+    cases.push(create(
+        long.into(),
+        Kind::Gizmo,
+        object(Kind::Gizmo, long, base()),
+    ));
+    let mut exempt = object(Kind::Gizmo, "exempt", json!({"size": 0}));
+    exempt["metadata"]["labels"] = json!({"exempt": "yes"});
+    cases.push(create("exempt".into(), Kind::Gizmo, exempt));
+    let mut labelled = object(Kind::Gizmo, "labelled", base());
+    labelled["metadata"]["labels"] = json!({"tier": "silver", "team": "x"});
+    cases.push(create("labelled".into(), Kind::Gizmo, labelled));
+    // Warn mode.
+    for (idx, spec) in [
+        json!({"colour": "red"}),
+        json!({"colour": "blue"}),
+        json!({"count": 9}),
+        json!({"colour": "blue", "count": 9}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("gadget-{idx}");
+        cases.push(create(
+            name.clone(),
+            Kind::Gadget,
+            object(Kind::Gadget, &name, spec),
+        ));
+    }
+    // UPDATEs of objects stored before the policies existed.
+    let update = |name: &str, kind: Kind, old_spec: Value, edit: Edit| Case {
+        name: name.into(),
+        kind,
+        old: Some(object(kind, name, old_spec)),
+        new: Value::Null,
+        edit: Some(edit),
+    };
+    let spec_of = |f: fn(&mut Value)| {
+        let mut spec = base();
+        f(&mut spec);
+        spec
+    };
+    cases.push(update("u-same", Kind::Gizmo, base(), |_| {}));
+    cases.push(update("u-grow", Kind::Gizmo, base(), |o| {
+        o["spec"]["size"] = json!(20)
+    }));
+    cases.push(update("u-shrink", Kind::Gizmo, base(), |o| {
+        o["spec"]["size"] = json!(5)
+    }));
+    cases.push(update("u-owner", Kind::Gizmo, base(), |o| {
+        o["spec"]["owner"] = json!("bea")
+    }));
+    cases.push(update("u-owner-gone", Kind::Gizmo, base(), |o| {
+        o["spec"].as_object_mut().unwrap().remove("owner");
+    }));
+    cases.push(update(
+        "u-done",
+        Kind::Gizmo,
+        spec_of(|s| s["phase"] = json!("done")),
+        |o| o["spec"]["phase"] = json!("new"),
+    ));
+    cases.push(update(
+        "u-done-stays",
+        Kind::Gizmo,
+        spec_of(|s| s["phase"] = json!("done")),
+        |o| o["spec"]["level"] = json!(3),
+    ));
+    cases.push(update("u-level-down", Kind::Gizmo, base(), |o| {
+        o["spec"]["level"] = json!(0)
+    }));
+    cases.push(update(
+        "u-level-new",
+        Kind::Gizmo,
+        spec_of(|s| {
+            s.as_object_mut().unwrap().remove("level");
+        }),
+        |o| o["spec"]["level"] = json!(0),
+    ));
+    // Ratcheting: values stored before the policy, left alone or changed.
+    let bad = || {
+        spec_of(|s| {
+            s["ratio"] = json!(3);
+            s["tags"] = json!(["a", "a"]);
+            s["limits"] = json!({"cpu": -1});
+        })
+    };
+    cases.push(update("r-untouched", Kind::Gizmo, bad(), |o| {
+        o["spec"]["size"] = json!(11)
+    }));
+    cases.push(update("r-changed", Kind::Gizmo, bad(), |o| {
+        o["spec"]["ratio"] = json!(4)
+    }));
+    cases.push(update("r-fixed", Kind::Gizmo, bad(), |o| {
+        o["spec"]["ratio"] = json!(0.1)
+    }));
+    cases.push(update("r-list", Kind::Gizmo, bad(), |o| {
+        o["spec"]["tags"] = json!(["b", "b"])
+    }));
+    cases.push(update("r-map", Kind::Gizmo, bad(), |o| {
+        o["spec"]["limits"]["mem"] = json!(-2)
+    }));
+    cases.push(update(
+        "r-rule",
+        Kind::Gizmo,
+        spec_of(|s| s["window"] = json!({"start": 9, "end": 2})),
+        |o| o["spec"]["size"] = json!(12),
+    ));
+    cases.push(update(
+        "r-rule-touched",
+        Kind::Gizmo,
+        spec_of(|s| s["window"] = json!({"start": 9, "end": 2})),
+        |o| o["spec"]["window"]["end"] = json!(3),
+    ));
+    cases.push(update(
+        "r-item-rule",
+        Kind::Gizmo,
+        spec_of(|s| s["parts"] = json!([{"name": "x"}])),
+        |o| o["spec"]["size"] = json!(12),
+    ));
+    cases.push(update("r-missing", Kind::Gizmo, json!({"size": 10}), |o| {
+        o["spec"]["size"] = json!(12)
+    }));
+    cases.push(update(
+        "r-gadget",
+        Kind::Gadget,
+        json!({"colour": "blue"}),
+        |o| o["spec"]["count"] = json!(1),
+    ));
+    // Letting go: a stored object nobody could update any more loses its finalizer.
+    cases.push(update(
+        "go-finalizer",
+        Kind::Gizmo,
+        json!({"size": 0}),
+        |o| {
+            o["metadata"]["finalizers"] = json!([]);
+        },
+    ));
+    cases.push(update(
+        "go-finalizer-and-spec",
+        Kind::Gizmo,
+        json!({"size": 0}),
+        |o| {
+            o["metadata"]["finalizers"] = json!([]);
+            o["spec"]["size"] = json!(-1);
+        },
+    ));
+    for case in &mut cases {
+        if let Some(old) = &mut case.old
+            && case.name.starts_with("go-")
+        {
+            old["metadata"]["finalizers"] = json!(["intree.tollgate.test/hold"]);
+        }
+    }
+    cases
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    allowed: bool,
+    violations: BTreeSet<String>,
+    warnings: BTreeSet<String>,
+    /// As it would be stored (allowed cases): spec and labels.
+    stored: Option<Value>,
+}
+
+fn stored_view(object: &Value) -> Value {
+    normalised(&json!({"spec": object["spec"], "labels": object["metadata"]["labels"]}))
+}
+
+/// Numbers as the apiserver writes them back: a whole `4.0` is stored as `4`.
+fn normalised(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => json!(f as i64),
+            _ => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(normalised).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), normalised(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The `"<path>: <message>"` items of a denial or warning: what follows `after`, split.
+fn items(text: &str, after: &str) -> Vec<String> {
+    let listed = text.split_once(after).map_or(text, |(_, rest)| rest);
+    listed.split("; ").map(str::to_string).collect()
+}
+
+async fn apiserver_outcome(client: &Client, case: &Case, new: &Value) -> Outcome {
+    let base = format!("/apis/{GROUP}/v1/namespaces/{NS}/{}", case.kind.plural());
+    let request = match &case.old {
+        None => http::Request::post(format!("{base}?dryRun=All")),
+        Some(_) => http::Request::put(format!("{base}/{}?dryRun=All", case.name)),
+    };
+    let request = request
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(new).unwrap())
+        .unwrap();
+    let response = client.send(request.map(Into::into)).await.unwrap();
+    let mut warnings = BTreeSet::new();
+    for warning in response.headers().get_all("warning") {
+        // `299 - "text"`, the text's quotes and backslashes escaped.
+        let text = warning.to_str().unwrap_or_default();
+        let quoted = text.strip_prefix("299 - ").unwrap_or(text);
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(quoted);
+        let text = inner.replace("\\\"", "\"").replace("\\\\", "\\");
+        warnings.extend(items(&text, "': "));
+    }
+    let status = response.status();
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    if status.is_success() {
+        return Outcome {
+            allowed: true,
+            violations: BTreeSet::new(),
+            warnings,
+            stored: Some(stored_view(&body)),
+        };
+    }
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ValidatingAdmissionPolicy"),
+        "{}: refused by something else: {body}",
+        case.name
+    );
+    Outcome {
+        allowed: false,
+        violations: items(message, "denied request: ")
+            .into_iter()
+            .map(|i| {
+                i.split_once(" is invalid: ")
+                    .map_or(i.clone(), |(_, v)| v.to_string())
+            })
+            .collect(),
+        warnings,
+        stored: None,
+    }
+}
+
+fn review(dir: &Path, case: &Case, object: &Value, old: Option<&Value>, mutate: bool) -> Value {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "00000000-0000-0000-0000-000000000001",
+            "kind": {"group": GROUP, "version": "v1", "kind": case.kind.name()},
+            "resource": {"group": GROUP, "version": "v1", "resource": case.kind.plural()},
+            "name": case.name,
+            "namespace": NS,
+            "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": object,
+            "oldObject": old.cloned().unwrap_or(Value::Null),
+        }
+    });
+    let file = dir.join("review.json");
+    std::fs::write(&file, serde_json::to_vec(&review).unwrap()).unwrap();
+    support::review(Path::new(POLICIES), &file, mutate)
+}
+
+fn tollgate_outcome(dir: &Path, case: &Case, new: &Value, old: Option<&Value>) -> Outcome {
+    let mut object = new.clone();
+    let mutated = review(dir, case, new, old, true);
+    if let Some(patch) = support::server::decode_patch(&mutated) {
+        json_patch::patch(&mut object, &patch).unwrap();
+    }
+    let answer = review(dir, case, &object, old, false)["response"].clone();
+    let allowed = answer["allowed"].as_bool().unwrap();
+    let warnings = answer["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    Outcome {
+        allowed,
+        violations: if allowed {
+            BTreeSet::new()
+        } else {
+            items(
+                answer["status"]["message"].as_str().unwrap_or_default(),
+                " is invalid: ",
+            )
+            .into_iter()
+            .collect()
+        },
+        warnings,
+        stored: allowed.then(|| stored_view(&object)),
+    }
+}
+
+fn manifests() -> Vec<Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "manifests",
+            "--in-tree",
+            "--policies",
+            POLICIES,
+            "--url",
+            "https://127.0.0.1:9",
+            "--no-ca-bundle",
+        ])
+        .output()
+        .expect("tollgate manifests runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tollgate_engine::policy::yaml::parse_documents(&String::from_utf8(out.stdout).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+#[tokio::test]
+async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    support::create_namespace(&client, NS).await;
+    let crds = std::fs::read_to_string(support::repo_path("tests/in_tree/crds.yaml")).unwrap();
+    for crd in tollgate_engine::policy::yaml::parse_documents(&crds).unwrap() {
+        support::create_document(&client, &crd.value, false).await;
+    }
+    let cases = cases();
+    assert!(cases.len() >= 100, "the corpus has {} cases", cases.len());
+    for kind in [Kind::Gizmo, Kind::Gadget] {
+        support::eventually("the CRD serves", Duration::from_secs(30), || {
+            let api = kind.api(&client);
+            async move {
+                api.list(&Default::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+    }
+    let mut stored = HashMap::new();
+    for case in &cases {
+        if let Some(old) = &case.old {
+            let object: DynamicObject = serde_json::from_value(old.clone()).unwrap();
+            let created = case
+                .kind
+                .api(&client)
+                .create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|e| panic!("{}: the old object stores: {e}", case.name));
+            stored.insert(case.name.clone(), serde_json::to_value(created).unwrap());
+        }
+    }
+
+    // Everything compiles: no webhook configuration is rendered, so none judges.
+    let docs = manifests();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(
+        !kinds.iter().any(|k| k.ends_with("WebhookConfiguration")),
+        "{kinds:?}"
+    );
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    for doc in &docs {
+        support::create_document(&client, doc, false).await;
+    }
+    // In force once a refusal and a default arrive from the apiserver.
+    let probe = &cases[0];
+    support::eventually(
+        "the admission policies are in force",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let refused = apiserver_outcome(
+                    &client,
+                    &Case {
+                        name: "probe".into(),
+                        kind: Kind::Gizmo,
+                        old: None,
+                        new: Value::Null,
+                        edit: None,
+                    },
+                    &object(Kind::Gizmo, "probe", json!({"size": 0})),
+                )
+                .await;
+                let defaulted = apiserver_outcome(&client, probe, &probe.new).await;
+                match (refused.allowed, defaulted.stored) {
+                    (false, Some(s)) if s["labels"]["tier"] == "gold" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let mut disagreements = Vec::new();
+    for case in &cases {
+        let old = stored.get(&case.name);
+        let new = match (old, case.edit) {
+            (Some(old), Some(edit)) => {
+                let mut new = old.clone();
+                edit(&mut new);
+                new
+            }
+            _ => case.new.clone(),
+        };
+        let apiserver = apiserver_outcome(&client, case, &new).await;
+        let tollgate = tollgate_outcome(scratch.path(), case, &new, old);
+        if apiserver != tollgate {
+            disagreements.push(format!(
+                "{}:\n  in-tree: {apiserver:?}\n  webhook: {tollgate:?}",
+                case.name
+            ));
+        }
+    }
+    let agreed = cases.len() - disagreements.len();
+    eprintln!("in-tree vs webhook: {agreed}/{} cases agree", cases.len());
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} cases disagree:\n{}",
+        disagreements.len(),
+        cases.len(),
+        disagreements.join("\n")
+    );
+}
