@@ -26,10 +26,15 @@ const NS: &str = "intree";
 const POLICIES: &str = "tests/in_tree/policies";
 const GROUP: &str = "intree.tollgate.test";
 
+/// The shipped example and its suite (policies/tests), replayed in-tree too.
+const EXAMPLE_POLICIES: &str = "policies";
+const EXAMPLE_SUITE: &str = "policies/tests/paymentgateway.yaml";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Gizmo,
     Gadget,
+    PaymentGateway,
 }
 
 impl Kind {
@@ -37,22 +42,42 @@ impl Kind {
         match self {
             Kind::Gizmo => "Gizmo",
             Kind::Gadget => "Gadget",
+            Kind::PaymentGateway => "PaymentGateway",
         }
     }
     fn plural(self) -> &'static str {
         match self {
             Kind::Gizmo => "gizmos",
             Kind::Gadget => "gadgets",
+            Kind::PaymentGateway => "paymentgateways",
+        }
+    }
+    fn group(self) -> &'static str {
+        match self {
+            Kind::PaymentGateway => "payments.example.com",
+            _ => GROUP,
+        }
+    }
+    fn namespace(self) -> &'static str {
+        match self {
+            Kind::PaymentGateway => "payments",
+            _ => NS,
+        }
+    }
+    fn policies(self) -> &'static str {
+        match self {
+            Kind::PaymentGateway => EXAMPLE_POLICIES,
+            _ => POLICIES,
         }
     }
     fn api(self, client: &Client) -> Api<DynamicObject> {
         Api::namespaced_with(
             client.clone(),
-            NS,
+            self.namespace(),
             &ApiResource {
-                group: GROUP.into(),
+                group: self.group().into(),
                 version: "v1".into(),
-                api_version: format!("{GROUP}/v1"),
+                api_version: format!("{}/v1", self.group()),
                 kind: self.name().into(),
                 plural: self.plural().into(),
             },
@@ -476,10 +501,19 @@ fn items(text: &str, after: &str) -> Vec<String> {
 }
 
 async fn apiserver_outcome(client: &Client, case: &Case, new: &Value) -> Outcome {
-    let base = format!("/apis/{GROUP}/v1/namespaces/{NS}/{}", case.kind.plural());
+    let kind = case.kind;
+    let base = format!(
+        "/apis/{}/v1/namespaces/{}/{}",
+        kind.group(),
+        kind.namespace(),
+        kind.plural()
+    );
     let request = match &case.old {
         None => http::Request::post(format!("{base}?dryRun=All")),
-        Some(_) => http::Request::put(format!("{base}/{}?dryRun=All", case.name)),
+        Some(_) => http::Request::put(format!(
+            "{base}/{}?dryRun=All",
+            new["metadata"]["name"].as_str().unwrap_or_default()
+        )),
     };
     let request = request
         .header("Content-Type", "application/json")
@@ -535,10 +569,10 @@ fn review(dir: &Path, case: &Case, object: &Value, old: Option<&Value>, mutate: 
         "kind": "AdmissionReview",
         "request": {
             "uid": "00000000-0000-0000-0000-000000000001",
-            "kind": {"group": GROUP, "version": "v1", "kind": case.kind.name()},
-            "resource": {"group": GROUP, "version": "v1", "resource": case.kind.plural()},
-            "name": case.name,
-            "namespace": NS,
+            "kind": {"group": case.kind.group(), "version": "v1", "kind": case.kind.name()},
+            "resource": {"group": case.kind.group(), "version": "v1", "resource": case.kind.plural()},
+            "name": object["metadata"]["name"],
+            "namespace": case.kind.namespace(),
             "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
             "userInfo": {"username": "kubernetes-admin"},
             "object": object,
@@ -547,7 +581,7 @@ fn review(dir: &Path, case: &Case, object: &Value, old: Option<&Value>, mutate: 
     });
     let file = dir.join("review.json");
     std::fs::write(&file, serde_json::to_vec(&review).unwrap()).unwrap();
-    support::review(Path::new(POLICIES), &file, mutate)
+    support::review(Path::new(case.kind.policies()), &file, mutate)
 }
 
 fn tollgate_outcome(dir: &Path, case: &Case, new: &Value, old: Option<&Value>) -> Outcome {
@@ -582,14 +616,77 @@ fn tollgate_outcome(dir: &Path, case: &Case, new: &Value, old: Option<&Value>) -
     }
 }
 
-fn manifests() -> Vec<Value> {
+/// The shipped suite's admission cases (its conversion cases stay with the webhook; DELETE is
+/// judged by neither).
+fn suite_cases() -> Vec<Case> {
+    let suites = tollgate_engine::suite::load(&support::repo_path(EXAMPLE_SUITE))
+        .unwrap_or_else(|e| panic!("{EXAMPLE_SUITE}: {e:?}"));
+    let mut cases = Vec::new();
+    for case in suites.iter().flat_map(|s| &s.cases) {
+        let Some((operation, object, old)) = case.admission() else {
+            continue;
+        };
+        if operation == tollgate_engine::suite::Operation::Delete {
+            continue;
+        }
+        cases.push(Case {
+            name: format!("suite: {}", case.name),
+            kind: Kind::PaymentGateway,
+            old: old.cloned(),
+            new: object.clone(),
+            edit: None,
+        });
+    }
+    // A CREATE of a name some UPDATE stores first would be refused as existing.
+    let stored: BTreeSet<String> = cases
+        .iter()
+        .filter_map(|c| c.old.as_ref())
+        .map(stored_key)
+        .collect();
+    for case in cases.iter_mut().filter(|c| c.old.is_none()) {
+        if stored.contains(&stored_key(&case.new)) {
+            let name = format!(
+                "{}-c",
+                case.new["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            case.new["metadata"]["name"] = json!(name);
+        }
+    }
+    cases
+}
+
+/// The example CRD with every version's schema accepting anything (only the admission
+/// policies judge) and no conversion webhook.
+fn permissive_example_crd() -> Value {
+    let text =
+        std::fs::read_to_string(support::repo_path("deploy/crd-paymentgateway.yaml")).unwrap();
+    let mut crd = tollgate_engine::policy::yaml::parse_documents(&text).unwrap()[0]
+        .value
+        .clone();
+    crd["spec"].as_object_mut().unwrap().remove("conversion");
+    for version in crd["spec"]["versions"].as_array_mut().unwrap() {
+        version["schema"] = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
+    }
+    crd
+}
+
+/// Where a stored object is kept: several cases may update the same one.
+fn stored_key(object: &Value) -> String {
+    format!(
+        "{}/{}",
+        object["kind"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+fn manifests(policies: &str) -> Vec<Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "manifests",
             "--in-tree",
             "--policies",
-            POLICIES,
+            policies,
             "--url",
             "https://127.0.0.1:9",
             "--no-ca-bundle",
@@ -615,13 +712,22 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     };
     let client = cluster.client.clone();
     support::create_namespace(&client, NS).await;
+    support::create_namespace(&client, Kind::PaymentGateway.namespace()).await;
     let crds = std::fs::read_to_string(support::repo_path("tests/in_tree/crds.yaml")).unwrap();
     for crd in tollgate_engine::policy::yaml::parse_documents(&crds).unwrap() {
         support::create_document(&client, &crd.value, false).await;
     }
-    let cases = cases();
-    assert!(cases.len() >= 100, "the corpus has {} cases", cases.len());
-    for kind in [Kind::Gizmo, Kind::Gadget] {
+    support::create_document(&client, &permissive_example_crd(), false).await;
+    let corpus = cases();
+    assert!(corpus.len() >= 100, "the corpus has {} cases", corpus.len());
+    let suite = suite_cases();
+    assert!(
+        suite.len() >= 10,
+        "the suite has {} admission cases",
+        suite.len()
+    );
+    let cases: Vec<Case> = corpus.into_iter().chain(suite).collect();
+    for kind in [Kind::Gizmo, Kind::Gadget, Kind::PaymentGateway] {
         support::eventually("the CRD serves", Duration::from_secs(30), || {
             let api = kind.api(&client);
             async move {
@@ -636,6 +742,15 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     let mut stored = HashMap::new();
     for case in &cases {
         if let Some(old) = &case.old {
+            if let Some(kept) = stored.get(&stored_key(old)) {
+                let kept: &Value = kept;
+                assert_eq!(
+                    kept["spec"], old["spec"],
+                    "{}: one name, two old objects",
+                    case.name
+                );
+                continue;
+            }
             let object: DynamicObject = serde_json::from_value(old.clone()).unwrap();
             let created = case
                 .kind
@@ -643,12 +758,17 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
                 .create(&PostParams::default(), &object)
                 .await
                 .unwrap_or_else(|e| panic!("{}: the old object stores: {e}", case.name));
-            stored.insert(case.name.clone(), serde_json::to_value(created).unwrap());
+            stored.insert(stored_key(old), serde_json::to_value(created).unwrap());
         }
     }
 
-    // Everything compiles: no webhook configuration is rendered, so none judges.
-    let docs = manifests();
+    // Everything compiles: no webhook configuration is rendered, so none judges. (The example
+    // converts between versions: that stays with the webhook, in its CRD's conversion stanza.)
+    let docs: Vec<Value> = [POLICIES, EXAMPLE_POLICIES]
+        .into_iter()
+        .flat_map(manifests)
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
+        .collect();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert!(
         !kinds.iter().any(|k| k.ends_with("WebhookConfiguration")),
@@ -698,14 +818,19 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     let scratch = tempfile::tempdir().unwrap();
     let mut disagreements = Vec::new();
     for case in &cases {
-        let old = stored.get(&case.name);
+        let old = case.old.as_ref().and_then(|o| stored.get(&stored_key(o)));
         let new = match (old, case.edit) {
             (Some(old), Some(edit)) => {
                 let mut new = old.clone();
                 edit(&mut new);
                 new
             }
-            _ => case.new.clone(),
+            (Some(old), None) => {
+                let mut new = case.new.clone();
+                new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                new
+            }
+            (None, _) => case.new.clone(),
         };
         let apiserver = apiserver_outcome(&client, case, &new).await;
         let tollgate = tollgate_outcome(scratch.path(), case, &new, old);

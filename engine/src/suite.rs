@@ -144,6 +144,21 @@ enum CaseKind {
     },
 }
 
+impl Case {
+    /// An admission case's request: its operation, object and old object (`None` for a
+    /// conversion case), for tests that replay the suite elsewhere.
+    pub fn admission(&self) -> Option<(Operation, &Value, Option<&Value>)> {
+        match &self.kind {
+            CaseKind::Admission {
+                operation,
+                object,
+                old_object,
+            } => Some((*operation, object, old_object.as_ref())),
+            CaseKind::Convert { .. } => None,
+        }
+    }
+}
+
 /// A loaded suite: its policies compiled, its cases read.
 #[derive(Debug)]
 pub struct Suite {
