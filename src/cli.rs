@@ -365,6 +365,12 @@ pub struct ServeArgs {
     /// CA (and the CA rotated automatically when due). Needs --url or --service.
     #[arg(long)]
     pub register: bool,
+    /// With --register: enforce in-tree where the policies compile, as `manifests --in-tree`
+    /// renders it (ValidatingAdmissionPolicies, MutatingAdmissionPolicies, their bindings, and
+    /// webhook configurations only for what stays with the webhook); what is no longer needed
+    /// is removed.
+    #[arg(long, requires = "register")]
+    pub in_tree: bool,
     #[command(flatten)]
     pub target: TargetArgs,
     /// With --register: tollgate's own namespace, excluded from the webhooks (default: the
@@ -543,6 +549,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             namespace: args.target.namespace(args.namespace.as_ref(), &target),
             target,
             timeout_seconds: args.timeout_seconds,
+            in_tree: args.in_tree,
+            restorer: Some(args.restorer.clone()).filter(|r| !r.is_empty()),
         });
     }
     let runtime = runtime()?;

@@ -5,6 +5,12 @@
 //! Every replica applies the same content under the same field manager, so replicas that share a
 //! CA converge instead of fighting. A CRD whose kind lost its conversion rules is released: an
 //! apply without the stanza makes the apiserver drop the fields tollgate owned there.
+//!
+//! With `--in-tree`, the admission policies and bindings `manifests --in-tree` renders are
+//! applied too, and the webhook configurations keep only what does not compile. Whatever
+//! tollgate registered before and no longer wants (an admission policy of a policy that
+//! changed or went, a webhook configuration with nothing left in it) is deleted once what
+//! replaces it is in place.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,7 +35,22 @@ pub struct RegisterConfig {
     /// tollgate's own namespace, excluded from the webhooks.
     pub namespace: String,
     pub timeout_seconds: u8,
+    /// Enforce in-tree where policies compile (`manifests --in-tree`).
+    pub in_tree: bool,
+    /// Whose restores the in-tree policies judge on the state they return to.
+    pub restorer: Option<String>,
 }
+
+/// The kinds tollgate registers apart from CRDs, in the order they are applied: policies before
+/// their bindings, both before the webhook configurations that may shrink because of them.
+const REGISTERED_KINDS: &[&str] = &[
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -46,6 +67,13 @@ pub enum RegisterError {
     },
     #[error("cannot list CustomResourceDefinitions: {0}")]
     List(#[source] kube::Error),
+    #[error("cannot remove {kind} {name}: {source}")]
+    Remove {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 pub struct Registrar {
@@ -126,8 +154,8 @@ impl Registrar {
             policies_dir: PathBuf::new(),
             cert_manager: None,
             audit_interval: None,
-            in_tree: false,
-            restorer: None,
+            in_tree: self.config.in_tree,
+            restorer: self.config.restorer.clone(),
         };
         manifests::registration(store, &options)
     }
@@ -152,13 +180,20 @@ impl Registrar {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut crds = BTreeSet::new();
         let mut complete = true;
-        // Webhook configurations first: a CRD not installed yet must not hold them back.
-        let (crd_docs, webhook_docs): (Vec<&Value>, Vec<&Value>) = desired
+        // Admission registration first: a CRD not installed yet must not hold it back.
+        let (crd_docs, mut registered): (Vec<&Value>, Vec<&Value>) = desired
             .iter()
             .partition(|doc| doc["kind"] == "CustomResourceDefinition");
-        for doc in webhook_docs {
+        registered.sort_by_key(|doc| {
+            REGISTERED_KINDS
+                .iter()
+                .position(|k| doc["kind"] == *k)
+                .unwrap_or(REGISTERED_KINDS.len())
+        });
+        for doc in &registered {
             self.apply(doc, &params).await?;
         }
+        self.remove_unwanted(&registered).await?;
         for doc in crd_docs {
             let (_, name) = identity(doc);
             if !self.crd_exists(&name).await? {
@@ -192,6 +227,53 @@ impl Registrar {
         // Incomplete: look again at the next tick.
         self.applied = complete.then(|| (desired, Instant::now()));
         Ok(true)
+    }
+
+    /// Deletes what tollgate registered (its `managed-by` label) and `desired` no longer holds.
+    /// A kind the apiserver does not serve holds nothing to delete.
+    async fn remove_unwanted(&self, desired: &[&Value]) -> Result<(), RegisterError> {
+        let wanted: BTreeSet<(String, String)> = desired.iter().map(|doc| identity(doc)).collect();
+        let selector = ListParams::default().labels(&format!(
+            "app.kubernetes.io/managed-by={}",
+            manifests::MANAGED_BY
+        ));
+        for kind in REGISTERED_KINDS.iter().rev() {
+            let api: Api<DynamicObject> = Api::all_with(
+                self.client.clone(),
+                &resource("admissionregistration.k8s.io/v1", kind),
+            );
+            let found = match api.list(&selector).await {
+                Ok(found) => found,
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(source) => {
+                    return Err(RegisterError::Remove {
+                        kind: kind.to_string(),
+                        name: "(list)".into(),
+                        source,
+                    });
+                }
+            };
+            for object in found.items {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                if wanted.contains(&(kind.to_string(), name.clone())) {
+                    continue;
+                }
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => {
+                        tracing::info!(kind = %kind, name = %name, "removed a registration no longer needed")
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(source) => {
+                        return Err(RegisterError::Remove {
+                            kind: kind.to_string(),
+                            name,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn crd_exists(&self, name: &str) -> Result<bool, RegisterError> {

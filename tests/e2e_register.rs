@@ -730,3 +730,118 @@ async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
     )
     .await;
 }
+
+fn cluster_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+            plural,
+        ),
+    )
+}
+
+/// The names of the objects of one admission-registration kind.
+async fn registered(client: &Client, kind: &str, plural: &str) -> BTreeSet<String> {
+    cluster_api(client, kind, plural)
+        .list(&Default::default())
+        .await
+        .map(|list| {
+            list.items
+                .into_iter()
+                .filter_map(|o| o.metadata.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_register_in_tree_enforces_without_the_webhook_and_removes_what_it_no_longer_needs() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (client, dir) = prepare(&cluster).await;
+    let port = free_port();
+    let in_tree = start_tollgate_with(&cluster, dir.path(), port, port, &["--in-tree"], "in-tree");
+    let policies = || {
+        registered(
+            &client,
+            "ValidatingAdmissionPolicy",
+            "validatingadmissionpolicies",
+        )
+    };
+    let mutating = || {
+        registered(
+            &client,
+            "MutatingAdmissionPolicy",
+            "mutatingadmissionpolicies",
+        )
+    };
+    let webhooks = || {
+        registered(
+            &client,
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+        )
+    };
+
+    // 1. The example's validation and defaults compile: admission policies, no webhook
+    //    configuration (conversion stays with the webhook, in the CRD's stanza).
+    eventually("in-tree registration", Duration::from_secs(60), || async {
+        let (p, m, w) = (policies().await, mutating().await, webhooks().await);
+        if p.contains("tollgate-paymentgateway")
+            && m.contains("tollgate-paymentgateway")
+            && w.is_empty()
+        {
+            Ok(())
+        } else {
+            Err(format!("{p:?} {m:?} {w:?}"))
+        }
+    })
+    .await;
+    until_admitted(&client, "pg-in-tree").await;
+
+    // 2. With tollgate gone, the apiserver still judges: the policy-level rule (which no CRD
+    //    schema can state) refuses a long name (once the apiserver has the new binding).
+    drop(in_tree);
+    let long = "a-gateway-name-well-beyond-forty-characters-long";
+    let refusal = || async {
+        let api = gateways(&client, "v1");
+        let result = api.create(&PostParams::default(), &gateway(long)).await;
+        if result.is_ok() {
+            let _ = api.delete(long, &DeleteParams::default()).await;
+        }
+        denial(result)
+    };
+    eventually("in-tree refusal", Duration::from_secs(60), || async {
+        refusal().await.map(|_| ())
+    })
+    .await;
+    let refused = refusal()
+        .await
+        .expect("a long name is refused with tollgate stopped");
+    assert!(
+        refused.contains("ValidatingAdmissionPolicy 'tollgate-paymentgateway'")
+            && refused.contains("(object): the name must be at most 40 characters"),
+        "{refused}"
+    );
+
+    // 3. Back to the webhook: the admission policies go once the webhook configurations are in.
+    let _webhook = start_tollgate_with(&cluster, dir.path(), port, port, &[], "webhook");
+    eventually("back to the webhook", Duration::from_secs(60), || async {
+        let (p, m, w) = (policies().await, mutating().await, webhooks().await);
+        if p.is_empty() && m.is_empty() && w.contains("tollgate") {
+            Ok(())
+        } else {
+            Err(format!("{p:?} {m:?} {w:?}"))
+        }
+    })
+    .await;
+    eventually("the webhook refuses", Duration::from_secs(60), || async {
+        match refusal().await {
+            Ok(message) if message.contains("admission webhook") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

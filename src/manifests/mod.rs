@@ -18,7 +18,7 @@ pub use cert_manager::{CertManager, INJECT_ANNOTATION};
 use serde_json::{Value, json};
 use tollgate_engine::Store;
 
-const MANAGED_BY: &str = "tollgate";
+pub const MANAGED_BY: &str = "tollgate";
 const APP_LABEL: &str = "app.kubernetes.io/name";
 
 /// Where the apiserver sends requests.
