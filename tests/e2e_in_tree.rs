@@ -100,6 +100,8 @@ type Edit = fn(&mut Value);
 struct Case {
     name: String,
     kind: Kind,
+    /// Who sends it (impersonated); `None` is the harness's admin.
+    user: Option<String>,
     /// Stored before the policies are installed; `None` for a CREATE.
     old: Option<Value>,
     /// The object sent (CREATE), or the stored object edited by `edit` (UPDATE).
@@ -252,6 +254,7 @@ fn cases() -> Vec<Case> {
     let create = |name: String, kind: Kind, new: Value| Case {
         name,
         kind,
+        user: None,
         old: None,
         new,
         edit: None,
@@ -340,6 +343,7 @@ fn cases() -> Vec<Case> {
     let update = |name: &str, kind: Kind, old_spec: Value, edit: Edit| Case {
         name: name.into(),
         kind,
+        user: None,
         old: Some(object(kind, name, old_spec)),
         new: Value::Null,
         edit: Some(edit),
@@ -453,15 +457,40 @@ fn cases() -> Vec<Case> {
             o["spec"]["size"] = json!(-1);
         },
     ));
+    // Restores: the reconciler's user setting a new marker is judged on the state it returns
+    // to (no transition rule); anyone else, or an old marker, is judged as usual.
+    let restore: Edit = |o| {
+        o["spec"]["size"] = json!(5);
+        o["metadata"]["annotations"] = json!({"tollgate.dev/restored": "rev-2"});
+    };
+    cases.push(update(
+        "restore-by-reconciler",
+        Kind::Gizmo,
+        base(),
+        restore,
+    ));
+    cases.push(update("restore-by-another", Kind::Gizmo, base(), restore));
+    cases.push(update("restore-old-marker", Kind::Gizmo, base(), restore));
     for case in &mut cases {
-        if let Some(old) = &mut case.old
-            && case.name.starts_with("go-")
-        {
-            old["metadata"]["finalizers"] = json!(["intree.tollgate.test/hold"]);
+        if let Some(old) = &mut case.old {
+            if case.name.starts_with("go-") {
+                old["metadata"]["finalizers"] = json!(["intree.tollgate.test/hold"]);
+            }
+            if case.name == "restore-old-marker" {
+                old["metadata"]["annotations"] = json!({"tollgate.dev/restored": "rev-2"});
+            }
         }
+        case.user = match case.name.as_str() {
+            "restore-by-reconciler" | "restore-old-marker" => Some(RESTORER.into()),
+            "restore-by-another" => Some("mallory".into()),
+            _ => None,
+        };
     }
     cases
 }
+
+/// The reconciler's username `manifests --url` and `review` trust with restores by default.
+const RESTORER: &str = "system:serviceaccount:tollgate:tollgate-reconciler";
 
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
@@ -515,10 +544,11 @@ async fn apiserver_outcome(client: &Client, case: &Case, new: &Value) -> Outcome
             new["metadata"]["name"].as_str().unwrap_or_default()
         )),
     };
-    let request = request
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(new).unwrap())
-        .unwrap();
+    let mut request = request.header("Content-Type", "application/json");
+    if let Some(user) = &case.user {
+        request = request.header("Impersonate-User", user);
+    }
+    let request = request.body(serde_json::to_vec(new).unwrap()).unwrap();
     let response = client.send(request.map(Into::into)).await.unwrap();
     let mut warnings = BTreeSet::new();
     for warning in response.headers().get_all("warning") {
@@ -574,7 +604,10 @@ fn review(dir: &Path, case: &Case, object: &Value, old: Option<&Value>, mutate: 
             "name": object["metadata"]["name"],
             "namespace": case.kind.namespace(),
             "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
-            "userInfo": {"username": "kubernetes-admin"},
+            "userInfo": match &case.user {
+                Some(user) => json!({"username": user, "groups": ["system:authenticated"]}),
+                None => json!({"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]}),
+            },
             "object": object,
             "oldObject": old.cloned().unwrap_or(Value::Null),
         }
@@ -632,6 +665,7 @@ fn suite_cases() -> Vec<Case> {
         cases.push(Case {
             name: format!("suite: {}", case.name),
             kind: Kind::PaymentGateway,
+            user: Some(case.user_info.username.clone()).filter(|u| !u.is_empty()),
             old: old.cloned(),
             new: object.clone(),
             edit: None,
@@ -718,6 +752,18 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         support::create_document(&client, &crd.value, false).await;
     }
     support::create_document(&client, &permissive_example_crd(), false).await;
+    // The users the corpus impersonates may write what they send.
+    for doc in [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": "in-tree-writers"},
+               "rules": [{"apiGroups": [GROUP, "payments.example.com"], "resources": ["*"], "verbs": ["*"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "in-tree-writers"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "in-tree-writers"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]}),
+    ] {
+        support::create_document(&client, &doc, false).await;
+    }
     let corpus = cases();
     assert!(corpus.len() >= 100, "the corpus has {} cases", corpus.len());
     let suite = suite_cases();
@@ -798,6 +844,7 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
                     &Case {
                         name: "probe".into(),
                         kind: Kind::Gizmo,
+                        user: None,
                         old: None,
                         new: Value::Null,
                         edit: None,
@@ -815,8 +862,27 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     )
     .await;
 
+    // Some verdicts the corpus is built to reach: agreement on these is not agreement by accident.
+    let expected: HashMap<&str, bool> = [
+        ("valid", true),
+        ("many", false),
+        ("u-shrink", false),
+        ("u-owner", false),
+        ("u-level-down", false),
+        ("r-untouched", true),
+        ("r-changed", false),
+        ("go-finalizer", true),
+        ("restore-by-reconciler", true),
+        ("restore-by-another", false),
+        ("restore-old-marker", false),
+        ("gadget-1", true),
+        ("exempt", true),
+    ]
+    .into_iter()
+    .collect();
     let scratch = tempfile::tempdir().unwrap();
     let mut disagreements = Vec::new();
+    let (mut denied, mut warned) = (0, 0);
     for case in &cases {
         let old = case.old.as_ref().and_then(|o| stored.get(&stored_key(o)));
         let new = match (old, case.edit) {
@@ -834,6 +900,11 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         };
         let apiserver = apiserver_outcome(&client, case, &new).await;
         let tollgate = tollgate_outcome(scratch.path(), case, &new, old);
+        if let Some(allowed) = expected.get(case.name.as_str()) {
+            assert_eq!(apiserver.allowed, *allowed, "{}: {apiserver:?}", case.name);
+        }
+        denied += usize::from(!apiserver.allowed);
+        warned += usize::from(!apiserver.warnings.is_empty());
         if apiserver != tollgate {
             disagreements.push(format!(
                 "{}:\n  in-tree: {apiserver:?}\n  webhook: {tollgate:?}",
@@ -842,7 +913,14 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         }
     }
     let agreed = cases.len() - disagreements.len();
-    eprintln!("in-tree vs webhook: {agreed}/{} cases agree", cases.len());
+    eprintln!(
+        "in-tree vs webhook: {agreed}/{} cases agree ({denied} denied, {warned} with warnings)",
+        cases.len()
+    );
+    assert!(
+        denied >= 40 && warned >= 5,
+        "a corpus that exercises little"
+    );
     assert!(
         disagreements.is_empty(),
         "{} of {} cases disagree:\n{}",

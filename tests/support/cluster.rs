@@ -155,6 +155,11 @@ impl Cluster {
         self.dir.path().join("webhook-client-ca.crt")
     }
 
+    /// The kube-apiserver's process id (benchmarks read its CPU time).
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.id()
+    }
+
     /// `None` (with the reason printed) when the harness binaries are not built.
     pub async fn start() -> Option<Cluster> {
         let bin = bin_dir();

@@ -1,0 +1,265 @@
+//! In-tree enforcement against the webhook, through the real kube-apiserver (the e2e harness):
+//! the shipped policy enforced by `tollgate serve --register` (the webhook) or by the admission
+//! policies `--in-tree` compiles it to, the same PaymentGateways created by `kubectl create`
+//! one request at a time. Prints, per create, the apiserver's CPU (from /proc), the webhook
+//! server's CPU where there is one, and the wall time; rounds alternate between the two.
+//! Needs `tests/e2e/build-binaries.sh` and a release build of tollgate:
+//!
+//!   cargo build --release && cargo bench --bench in_tree
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "shared/sections.rs"]
+mod sections;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::cluster::Cluster;
+
+const OBJECTS: usize = 300;
+const ROUNDS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Webhook,
+    InTree,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Webhook => "webhook",
+            Mode::InTree => "in-tree",
+        }
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start past the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn gateways_file(dir: &Path, prefix: &str) -> std::path::PathBuf {
+    let docs: Vec<String> = (0..OBJECTS)
+        .map(|i| {
+            json!({
+                "apiVersion": "payments.example.com/v1", "kind": "PaymentGateway",
+                "metadata": {"name": format!("{prefix}-{i:04}"), "namespace": "payments"},
+                "spec": {"provider": "stripe", "endpoint": "https://pay.example.com",
+                         "credentialsSecretRef": {"name": "keys"}, "currencies": ["EUR", "USD"],
+                         "retry": {"maxAttempts": 2}, "replicas": 3}
+            })
+            .to_string()
+        })
+        .collect();
+    let path = dir.join(format!("{prefix}.json"));
+    // kubectl reads a stream of JSON documents.
+    std::fs::write(&path, docs.join("\n")).unwrap();
+    path
+}
+
+fn start_tollgate(binary: &Path, cluster: &Cluster, dir: &Path, in_tree: bool) -> Child {
+    let port = support::cluster::free_port();
+    let log = std::fs::File::create(dir.join(format!("tollgate-{in_tree}.log"))).unwrap();
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "serve",
+            "--register",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--url", &format!("https://127.0.0.1:{port}")])
+        .arg("--policies")
+        .arg(support::repo_path("policies"))
+        .arg("--cert-dir")
+        .arg(dir.join("certs"));
+    if in_tree {
+        command.arg("--in-tree");
+    }
+    command
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("tollgate starts")
+}
+
+/// Waits until creates are defaulted (and, in-tree, until no webhook configuration is left).
+async fn until_enforced(cluster: &Cluster, mode: Mode) {
+    let api = support::payment_gateways(&cluster.client, "payments");
+    let webhooks: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        cluster.client.clone(),
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                "ValidatingWebhookConfiguration",
+            ),
+            "validatingwebhookconfigurations",
+        ),
+    );
+    let started = Instant::now();
+    loop {
+        let name = "probe";
+        let object: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "payments.example.com/v1", "kind": "PaymentGateway",
+            "metadata": {"name": name, "namespace": "payments"},
+            "spec": {"provider": "stripe", "endpoint": "https://pay.example.com",
+                     "credentialsSecretRef": {"name": "keys"}}
+        }))
+        .unwrap();
+        let params = kube::api::PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let defaulted = api
+            .create(&params, &object)
+            .await
+            .ok()
+            .and_then(|o| o.metadata.labels)
+            .is_some_and(|l| l.contains_key("app.kubernetes.io/managed-by"));
+        let webhook_left = webhooks.get_opt("tollgate").await.ok().flatten().is_some();
+        if defaulted && (mode == Mode::Webhook) == webhook_left {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} never in force",
+            mode.label()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Round {
+    mode: Mode,
+    apiserver_us: f64,
+    webhook_us: f64,
+    wall_ms: f64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let binary = support::repo_path("target/release/tollgate");
+    if !binary.exists() {
+        eprintln!(
+            "SKIPPED: {} not built (cargo build --release)",
+            binary.display()
+        );
+        return;
+    }
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    support::create_namespace(&cluster.client, "payments").await;
+    support::install_example_crd(&cluster.client, "payments").await;
+    let dir = tempfile::tempdir().unwrap();
+    let apiserver = cluster.apiserver_pid();
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS * 2 {
+        let mode = if round % 2 == 0 {
+            Mode::Webhook
+        } else {
+            Mode::InTree
+        };
+        // Registration in the mode wanted; in-tree, tollgate stops once it has registered.
+        let mut tollgate = start_tollgate(&binary, &cluster, dir.path(), mode == Mode::InTree);
+        until_enforced(&cluster, mode).await;
+        if mode == Mode::InTree {
+            let _ = tollgate.kill();
+            let _ = tollgate.wait();
+            // Let the apiserver settle after the registration churn.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let file = gateways_file(dir.path(), &format!("r{round}"));
+        let (api_before, hook_before) = (cpu_seconds(apiserver), cpu_seconds(tollgate.id()));
+        let started = Instant::now();
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args(["create", "-o", "name", "-f"])
+            .arg(&file)
+            .output()
+            .expect("kubectl runs");
+        let wall = started.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let api_used = cpu_seconds(apiserver) - api_before;
+        let hook_used = if mode == Mode::Webhook {
+            cpu_seconds(tollgate.id()) - hook_before
+        } else {
+            0.0
+        };
+        let per = |seconds: f64| seconds * 1e6 / OBJECTS as f64;
+        let row = Round {
+            mode,
+            apiserver_us: per(api_used),
+            webhook_us: per(hook_used),
+            wall_ms: wall.as_secs_f64() * 1e3 / OBJECTS as f64,
+        };
+        println!(
+            "round {round} {}: apiserver {:.0} µs/create, webhook server {:.0} µs/create, {:.2} ms/create",
+            mode.label(),
+            row.apiserver_us,
+            row.webhook_us,
+            row.wall_ms
+        );
+        rounds.push(row);
+        if mode == Mode::Webhook {
+            let _ = tollgate.kill();
+            let _ = tollgate.wait();
+        }
+    }
+    let median = |mode: Mode, f: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().filter(|r| r.mode == mode).map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    let mut table = String::from(
+        "| enforcement | apiserver CPU per create | webhook server CPU per create | wall time per create (kubectl, sequential) |\n|---|---:|---:|---:|\n",
+    );
+    for mode in [Mode::Webhook, Mode::InTree] {
+        table.push_str(&format!(
+            "| {} | {:.0} µs | {:.0} µs | {:.2} ms |\n",
+            mode.label(),
+            median(mode, |r| r.apiserver_us),
+            median(mode, |r| r.webhook_us),
+            median(mode, |r| r.wall_ms)
+        ));
+    }
+    println!("\n{table}");
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let section = format!(
+        "## In-tree enforcement\n\nWritten by `cargo bench --bench in_tree` ({date}): {OBJECTS} PaymentGateways per round created by `kubectl create -f` (one request each) with the shipped policy enforced through the webhook or in-tree, {ROUNDS} rounds each, alternating; medians. CPU from /proc for the harness's kube-apiserver and the release `tollgate serve`, on the same 2-core machine as kubectl and etcd.\n\n{table}"
+    );
+    if let Err(e) = sections::replace(&support::repo_path("BENCHMARKS.md"), "in-tree", &section) {
+        eprintln!("cannot write BENCHMARKS.md: {e}");
+    }
+}
