@@ -76,7 +76,17 @@ fn gateways_file(dir: &Path, prefix: &str) -> std::path::PathBuf {
     path
 }
 
-fn start_tollgate(binary: &Path, cluster: &Cluster, dir: &Path, in_tree: bool) -> Child {
+/// A running `tollgate serve`, stopped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_tollgate(binary: &Path, cluster: &Cluster, dir: &Path, in_tree: bool) -> Server {
     let port = support::cluster::free_port();
     let log = std::fs::File::create(dir.join(format!("tollgate-{in_tree}.log"))).unwrap();
     let mut command = Command::new(binary);
@@ -95,13 +105,15 @@ fn start_tollgate(binary: &Path, cluster: &Cluster, dir: &Path, in_tree: bool) -
     if in_tree {
         command.arg("--in-tree");
     }
-    command
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("tollgate starts")
+    Server(
+        command
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tollgate starts"),
+    )
 }
 
 /// Waits until creates are defaulted (and, in-tree, until no webhook configuration is left).
@@ -183,16 +195,20 @@ async fn main() {
             Mode::InTree
         };
         // Registration in the mode wanted; in-tree, tollgate stops once it has registered.
-        let mut tollgate = start_tollgate(&binary, &cluster, dir.path(), mode == Mode::InTree);
+        let tollgate = start_tollgate(&binary, &cluster, dir.path(), mode == Mode::InTree);
         until_enforced(&cluster, mode).await;
-        if mode == Mode::InTree {
-            let _ = tollgate.kill();
-            let _ = tollgate.wait();
-            // Let the apiserver settle after the registration churn.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        let webhook_pid = tollgate.0.id();
+        let serving = match mode {
+            Mode::Webhook => Some(tollgate),
+            Mode::InTree => {
+                drop(tollgate);
+                None
+            }
+        };
+        // Let the apiserver settle after the registration churn.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let file = gateways_file(dir.path(), &format!("r{round}"));
-        let (api_before, hook_before) = (cpu_seconds(apiserver), cpu_seconds(tollgate.id()));
+        let (api_before, hook_before) = (cpu_seconds(apiserver), cpu_seconds(webhook_pid));
         let started = Instant::now();
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -208,8 +224,8 @@ async fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
         let api_used = cpu_seconds(apiserver) - api_before;
-        let hook_used = if mode == Mode::Webhook {
-            cpu_seconds(tollgate.id()) - hook_before
+        let hook_used = if serving.is_some() {
+            cpu_seconds(webhook_pid) - hook_before
         } else {
             0.0
         };
@@ -228,10 +244,7 @@ async fn main() {
             row.wall_ms
         );
         rounds.push(row);
-        if mode == Mode::Webhook {
-            let _ = tollgate.kill();
-            let _ = tollgate.wait();
-        }
+        drop(serving);
     }
     let median = |mode: Mode, f: fn(&Round) -> f64| {
         let mut values: Vec<f64> = rounds.iter().filter(|r| r.mode == mode).map(f).collect();
