@@ -231,11 +231,7 @@ async fn main() {
     }
     println!();
     println!("{table}");
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let date = sections::utc_now();
     let section = format!(
         "## Audit\n\nWritten by `cargo bench --bench audit` ({date}): one full pass of `tollgate audit --write-reports` over stored PaymentGateways in {NAMESPACES} namespaces, a third of them invalid, against the harness's kube-apiserver on the same machine.\n\n{table}"
     );

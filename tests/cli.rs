@@ -395,13 +395,7 @@ fn manifests(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn documents(text: &str) -> Vec<Value> {
-    tollgate_engine::policy::yaml::parse_documents(text)
-        .expect("manifests are valid YAML")
-        .into_iter()
-        .map(|d| d.value)
-        .collect()
-}
+use support::documents;
 
 fn by_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
@@ -1107,4 +1101,87 @@ fn review_judges_by_the_crds_schema_and_ratchets_what_did_not_change() {
         released_and_changed["allowed"], false,
         "{released_and_changed}"
     );
+}
+
+/// A policy directory with a policy that compiles in-tree (warn mode) and one that does not (a
+/// checked format).
+fn in_tree_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        repo_path("tests/in_tree/policies/gadget.yaml"),
+        dir.path().join("gadget.yaml"),
+    )
+    .expect("copy");
+    std::fs::write(
+        dir.path().join("things.yaml"),
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: things}\nspec:\n  match: {group: t.test, kind: Thing, resource: things, versions: [v1]}\n  schema:\n    properties:\n      spec:\n        properties:\n          id: {type: string, format: uuid}\n",
+    )
+    .expect("write");
+    dir
+}
+
+#[test]
+fn check_in_tree_says_what_compiles_what_stays_and_why() {
+    let dir = in_tree_policies();
+    let out = tollgate()
+        .args(["check", "--in-tree", "--policies"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("in-tree gadget:\n")
+            && text.contains(
+                "validation: ValidatingAdmissionPolicy tollgate-gadget (Warn), estimated cost"
+            ),
+        "{text}"
+    );
+    assert!(
+        text.contains("in-tree things:\n  match conditions")
+            && text.contains("validation: stays with the webhook\n    spec.schema.properties.spec.properties.id.format: format \"k8s-uuid\" is checked by the webhook"),
+        "{text}"
+    );
+}
+
+#[test]
+fn manifests_in_tree_keep_with_the_webhook_only_what_does_not_compile() {
+    let dir = in_tree_policies();
+    let policies = dir.path().display().to_string();
+    let (code, stdout, stderr) = manifests(&[
+        "--in-tree",
+        "--policies",
+        &policies,
+        "--url",
+        "https://127.0.0.1:8443",
+        "--no-ca-bundle",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let docs = documents(&stdout);
+    let names = |kind: &str| -> Vec<&str> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .filter_map(|d| d["metadata"]["name"].as_str())
+            .collect()
+    };
+    assert_eq!(
+        names("ValidatingAdmissionPolicy"),
+        ["tollgate-gadget", "tollgate-gadget-ratcheted"]
+    );
+    assert_eq!(
+        names("ValidatingAdmissionPolicyBinding"),
+        ["tollgate-gadget", "tollgate-gadget-ratcheted"]
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .expect("binding");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Warn"]));
+    // Neither policy inserts anything: no mutating policy and no mutating webhook.
+    assert!(names("MutatingAdmissionPolicy").is_empty());
+    assert!(names("MutatingWebhookConfiguration").is_empty());
+    let webhook = by_kind(&docs, "ValidatingWebhookConfiguration");
+    let rules = webhook["webhooks"][0]["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["resources"], json!(["things"]));
 }

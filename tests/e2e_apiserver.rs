@@ -27,36 +27,24 @@ use support::server::RestartableServer as Tollgate;
 const NS: &str = "payments";
 
 fn manifests(tollgate: &Tollgate) -> Vec<Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "manifests",
-            "--policies",
-            "policies",
-            "--crd",
-            "deploy/crd-paymentgateway.yaml",
-            "--url",
-        ])
-        .arg(format!("https://127.0.0.1:{}", tollgate.addr.port()))
-        .arg("--cert-dir")
-        .arg(&tollgate.cert_dir)
-        .output()
-        .expect("tollgate manifests runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf8");
+    let url = format!("https://127.0.0.1:{}", tollgate.addr.port());
+    let cert_dir = tollgate.cert_dir.display().to_string();
+    let text = support::tollgate_stdout([
+        "manifests",
+        "--policies",
+        "policies",
+        "--crd",
+        "deploy/crd-paymentgateway.yaml",
+        "--url",
+        &url,
+        "--cert-dir",
+        &cert_dir,
+    ]);
     assert!(
         !text.contains("service:"),
         "local registration must use url, never a service reference"
     );
-    tollgate_engine::policy::yaml::parse_documents(&text)
-        .expect("manifests parse")
-        .into_iter()
-        .map(|d| d.value)
-        .collect()
+    support::documents(&text)
 }
 
 fn cluster_scoped(client: &Client, doc: &Value) -> (Api<DynamicObject>, String) {

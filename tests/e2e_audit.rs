@@ -159,16 +159,7 @@ async fn install(client: &Client) {
             &ApiResource::from_gvk_with_plural(&gvk, "gadgets"),
         )
     };
-    support::eventually("the gadget CRD serves", Duration::from_secs(30), || {
-        let api = gadget_api();
-        async move {
-            api.list(&Default::default())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
+    support::until_served("the gadget CRD", gadget_api()).await;
     for (name, size) in [("small-gadget", 1), ("big-gadget", 20)] {
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "audit.tollgate.test/v1", "kind": "Gadget",

@@ -319,6 +319,9 @@ fn cases() -> Vec<Case> {
     let mut exempt = object(Kind::Gizmo, "exempt", json!({"size": 0}));
     exempt["metadata"]["labels"] = json!({"exempt": "yes"});
     cases.push(create("exempt".into(), Kind::Gizmo, exempt));
+    let mut skipped = object(Kind::Gizmo, "skipped", json!({"size": 0}));
+    skipped["metadata"]["labels"] = json!({"skip-policy": "yes"});
+    cases.push(create("skipped".into(), Kind::Gizmo, skipped));
     let mut labelled = object(Kind::Gizmo, "labelled", base());
     labelled["metadata"]["labels"] = json!({"tier": "silver", "team": "x"});
     cases.push(create("labelled".into(), Kind::Gizmo, labelled));
@@ -714,29 +717,15 @@ fn stored_key(object: &Value) -> String {
 }
 
 fn manifests(policies: &str) -> Vec<Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "manifests",
-            "--in-tree",
-            "--policies",
-            policies,
-            "--url",
-            "https://127.0.0.1:9",
-            "--no-ca-bundle",
-        ])
-        .output()
-        .expect("tollgate manifests runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    tollgate_engine::policy::yaml::parse_documents(&String::from_utf8(out.stdout).unwrap())
-        .unwrap()
-        .into_iter()
-        .map(|d| d.value)
-        .collect()
+    support::documents(&support::tollgate_stdout([
+        "manifests",
+        "--in-tree",
+        "--policies",
+        policies,
+        "--url",
+        "https://127.0.0.1:9",
+        "--no-ca-bundle",
+    ]))
 }
 
 #[tokio::test]
@@ -774,16 +763,7 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     );
     let cases: Vec<Case> = corpus.into_iter().chain(suite).collect();
     for kind in [Kind::Gizmo, Kind::Gadget, Kind::PaymentGateway] {
-        support::eventually("the CRD serves", Duration::from_secs(30), || {
-            let api = kind.api(&client);
-            async move {
-                api.list(&Default::default())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
+        support::until_served(kind.name(), kind.api(&client)).await;
     }
     let mut stored = HashMap::new();
     for case in &cases {
@@ -877,6 +857,7 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         ("restore-old-marker", false),
         ("gadget-1", true),
         ("exempt", true),
+        ("skipped", true),
     ]
     .into_iter()
     .collect();

@@ -44,3 +44,12 @@ pub fn replace(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
     };
     std::fs::write(path, updated)
 }
+
+/// Now, as the sections' headers date their figures (`2026-12-07 16:00 UTC`).
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

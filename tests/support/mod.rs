@@ -49,6 +49,49 @@ pub fn review(policies: &Path, file: &Path, mutate: bool) -> Value {
         .unwrap_or_else(|e| panic!("tollgate review {} printed no JSON: {e}", file.display()))
 }
 
+/// What `tollgate ARGS` prints, run from the repository root; a failed run fails the test with
+/// its stderr.
+pub fn tollgate_stdout<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("tollgate runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("tollgate printed no UTF-8: {e}"))
+}
+
+/// The documents of a YAML (or JSON) stream, as `tollgate manifests` prints them.
+pub fn documents(text: &str) -> Vec<Value> {
+    tollgate_engine::policy::yaml::parse_documents(text)
+        .unwrap_or_else(|e| panic!("documents do not parse: {e:?}"))
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+/// Waits until `api`'s kind is served (a CRD just created takes a moment).
+pub async fn until_served(what: &str, api: kube::Api<kube::core::DynamicObject>) {
+    eventually(what, std::time::Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            api.list(&Default::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}
+
 /// The example PaymentGateway kind (v1) in `namespace`.
 pub fn payment_gateways(
     client: &kube::Client,

@@ -33,7 +33,7 @@ pub use schema_rules::{Failures, SchemaRules};
 use values::Keys;
 
 pub(crate) const RULES_KEY: &str = "x-kubernetes-validations";
-pub(crate) use values::escape_field_name;
+pub(crate) use values::{CEL_RESERVED_WORDS, escape_field_name};
 
 /// `spec.validations[]`.
 #[derive(Debug, Clone, Deserialize)]

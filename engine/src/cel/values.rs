@@ -210,7 +210,9 @@ fn go_duration(text: &str) -> Option<chrono::Duration> {
     (nanos.abs() < i64::MAX as f64).then(|| chrono::Duration::nanoseconds(nanos as i64))
 }
 
-const CEL_RESERVED_WORDS: &[&str] = &[
+/// CEL's reserved words: never an identifier (a property so named is escaped, and cannot follow
+/// a `.` in an expression).
+pub(crate) const CEL_RESERVED_WORDS: &[&str] = &[
     "true",
     "false",
     "null",

@@ -87,6 +87,16 @@ impl At {
         }
     }
 
+    /// A check of this value, failing with `message` at its path.
+    fn check(&self, fails: String, message: &str, weight: Weight) -> Item {
+        Item::Check {
+            fails,
+            message: self.path.message(message),
+            weight,
+            ratchet: Some(self.ratchet.clone()),
+        }
+    }
+
     /// A value of `schema` reached from this one; `old` is its old self when it correlates.
     fn child(
         &self,
@@ -186,12 +196,7 @@ impl SchemaCompiler<'_> {
         }
         let v = &at.value;
         let mut items = Vec::new();
-        let own = |fails: String, message: &str, weight: Weight| Item::Check {
-            fails,
-            message: at.path.message(message),
-            weight,
-            ratchet: Some(at.ratchet.clone()),
-        };
+        let own = |fails: String, message: &str, weight: Weight| at.check(fails, message, weight);
         if let Some(types) = types_of(node) {
             let any: Vec<String> = types.iter().map(|t| text::is_type(v, t)).collect();
             items.push(own(
@@ -238,12 +243,8 @@ impl SchemaCompiler<'_> {
     fn string_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
         let v = &at.value;
         let mut items = Vec::new();
-        let own = |fails: String, message: String, weight: Weight| Item::Check {
-            fails,
-            message: at.path.message(&message),
-            weight,
-            ratchet: Some(at.ratchet.clone()),
-        };
+        let own =
+            |fails: String, message: String, weight: Weight| at.check(fails, &message, weight);
         if let Some(limit) = node.get("maxLength").and_then(Value::as_u64) {
             items.push(own(
                 format!("size({v}) > {limit}"),
@@ -279,12 +280,8 @@ impl SchemaCompiler<'_> {
     fn list_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
         let v = &at.value;
         let mut items = Vec::new();
-        let own = |fails: String, message: String, weight: Weight| Item::Check {
-            fails,
-            message: at.path.message(&message),
-            weight,
-            ratchet: Some(at.ratchet.clone()),
-        };
+        let own =
+            |fails: String, message: String, weight: Weight| at.check(fails, &message, weight);
         if let Some(limit) = node.get("maxItems").and_then(Value::as_u64) {
             items.push(own(
                 format!("size({v}) > {limit}"),
@@ -339,12 +336,8 @@ impl SchemaCompiler<'_> {
     fn object_checks(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
         let v = &at.value;
         let mut items = Vec::new();
-        let own = |fails: String, message: String, weight: Weight| Item::Check {
-            fails,
-            message: at.path.message(&message),
-            weight,
-            ratchet: Some(at.ratchet.clone()),
-        };
+        let own =
+            |fails: String, message: String, weight: Weight| at.check(fails, &message, weight);
         if let Some(limit) = node.get("maxProperties").and_then(Value::as_u64) {
             items.push(own(
                 format!("size({v}) > {limit}"),
@@ -598,12 +591,11 @@ fn number_checks(node: &Map<String, Value>, at: &At) -> Vec<Item> {
         let Some(Value::Number(limit)) = node.get(keyword) else {
             return None;
         };
-        Some(Item::Check {
-            fails: format!("{v} {fails_when} {}", text::number(limit)),
-            message: at.path.message(&format!("{phrase} {limit}")),
-            weight: Weight::Plain,
-            ratchet: Some(at.ratchet.clone()),
-        })
+        Some(at.check(
+            format!("{v} {fails_when} {}", text::number(limit)),
+            &format!("{phrase} {limit}"),
+            Weight::Plain,
+        ))
     })
     .collect()
 }

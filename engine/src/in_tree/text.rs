@@ -4,30 +4,7 @@
 
 use serde_json::Value;
 
-/// CEL's reserved words: never usable after a `.` (`namespace` is one).
-const RESERVED: &[&str] = &[
-    "true",
-    "false",
-    "null",
-    "in",
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "for",
-    "function",
-    "if",
-    "import",
-    "let",
-    "loop",
-    "package",
-    "namespace",
-    "return",
-    "var",
-    "void",
-    "while",
-];
+use crate::cel::CEL_RESERVED_WORDS as RESERVED;
 
 /// `text` as a CEL string literal.
 pub fn string(text: &str) -> String {
