@@ -243,6 +243,25 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
             ],
         ),
         ("colour", vec![Some(json!("red"))]),
+        (
+            "flags",
+            vec![
+                Some(json!(["a", "b"])),
+                Some(json!(["a", "a"])),
+                Some(json!(["a", "b", "a", "b", "a"])),
+                Some(json!([{"x": 1}, {"x": 1}, {"x": 2}])),
+            ],
+        ),
+        (
+            "ports",
+            vec![
+                Some(json!([{"name": "http", "port": 80}])),
+                Some(json!([{"name": "http", "port": 80}, {"name": "http", "port": 81}])),
+                Some(json!([{"port": 80}, {"port": 81}])),
+                Some(json!([{"name": "a"}, "b"])),
+                Some(json!([{"name": "a", "port": 0}, {"name": "b", "port": 2}, {"name": "a"}])),
+            ],
+        ),
         ("level", vec![Some(json!(5)), Some(json!("high")), None]),
         ("phase", vec![Some(json!("done")), Some(json!(3))]),
         ("extra", vec![Some(json!({"a": 1})), Some(json!(null))]),
@@ -441,6 +460,51 @@ fn cases() -> Vec<Case> {
         Kind::Gadget,
         json!({"colour": "blue"}),
         |o| o["spec"]["count"] = json!(1),
+    ));
+    // Map lists: items correlate with their old selves by key, wherever they moved.
+    let ports = |p: Value| spec_of_value(p);
+    fn spec_of_value(ports: Value) -> Value {
+        let mut spec = base();
+        spec["ports"] = ports;
+        spec
+    }
+    let two = json!([{"name": "a", "port": 10}, {"name": "b", "port": 20}]);
+    cases.push(update("m-down", Kind::Gizmo, ports(two.clone()), |o| {
+        o["spec"]["ports"][1]["port"] = json!(5)
+    }));
+    cases.push(update("m-up", Kind::Gizmo, ports(two.clone()), |o| {
+        o["spec"]["ports"][1]["port"] = json!(25)
+    }));
+    cases.push(update(
+        "m-moved-down",
+        Kind::Gizmo,
+        ports(two.clone()),
+        |o| {
+            o["spec"]["ports"] = json!([{"name": "b", "port": 15}, {"name": "a", "port": 10}]);
+        },
+    ));
+    cases.push(update(
+        "m-moved",
+        Kind::Gizmo,
+        ports(json!([{"name": "a", "port": 0}, {"name": "b", "port": 20}])),
+        |o| {
+            o["spec"]["ports"] = json!([{"name": "b", "port": 20}, {"name": "a", "port": 0}]);
+        },
+    ));
+    cases.push(update(
+        "m-dup-kept",
+        Kind::Gizmo,
+        ports(json!([{"name": "a"}, {"name": "a"}])),
+        |o| o["spec"]["size"] = json!(11),
+    ));
+    cases.push(update("m-dup-new", Kind::Gizmo, ports(two), |o| {
+        o["spec"]["ports"][1]["name"] = json!("a")
+    }));
+    cases.push(update(
+        "s-dup-kept",
+        Kind::Gizmo,
+        spec_of(|s| s["flags"] = json!(["x", "x"])),
+        |o| o["spec"]["flags"] = json!(["y", "y"]),
     ));
     // Letting go: a stored object nobody could update any more loses its finalizer.
     cases.push(update(
@@ -858,6 +922,13 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         ("gadget-1", true),
         ("exempt", true),
         ("skipped", true),
+        ("m-down", false),
+        ("m-up", true),
+        ("m-moved-down", false),
+        ("m-moved", true),
+        ("m-dup-kept", true),
+        ("m-dup-new", false),
+        ("s-dup-kept", true),
     ]
     .into_iter()
     .collect();

@@ -24,6 +24,9 @@ pub enum Weight {
     Plain,
     /// A schema rule: never blocking, run only when nothing blocks.
     Rule,
+    /// A `set` or `map` list invariant: never ratcheted, checked on UPDATE only if the old
+    /// object kept every one.
+    List,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +77,7 @@ impl Select {
     fn weight_matches(self, weight: Weight) -> bool {
         match self {
             Select::Denied(w) => w == weight,
-            Select::RatchetedSchema => weight != Weight::Rule,
+            Select::RatchetedSchema => matches!(weight, Weight::Blocking | Weight::Plain),
             Select::RatchetedRules => weight == Weight::Rule,
         }
     }

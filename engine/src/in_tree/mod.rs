@@ -230,18 +230,35 @@ fn validating(
     cost_of: &dyn Fn(&str) -> u64,
 ) -> Part<Vec<Validating>> {
     let mut unsupported = Vec::new();
-    let items = source
-        .schema
+    let dialect = source.schema.map(crate::schema::dialect_of);
+    let items = dialect
+        .as_ref()
         .map(|schema| {
             schema::SchemaCompiler {
                 unsupported: &mut unsupported,
             }
-            .compile(&crate::schema::dialect_of(schema))
+            .compile(schema)
         })
         .unwrap_or_default();
     if !unsupported.is_empty() {
         return Part::Webhook(unsupported);
     }
+    // List invariants are checked on UPDATE only if the old object kept them.
+    let old_items = dialect
+        .as_ref()
+        .map(|schema| {
+            schema::SchemaCompiler {
+                unsupported: &mut Vec::new(),
+            }
+            .compile_old(schema)
+        })
+        .unwrap_or_default();
+    let lists = checks::render(&items, Select::Denied(Weight::List)).map(|lists| {
+        match checks::render(&old_items, Select::Denied(Weight::List)) {
+            Some(old) => format!("(oldObject == null || size({old}) == 0 ? {lists} : [])"),
+            None => lists,
+        }
+    });
     let policy_checks = policy_validations(source.validations);
     let immutable = immutable_checks(source.immutable);
     let render = |select| checks::render(&items, select);
@@ -253,6 +270,7 @@ fn validating(
     if blocking.is_none()
         && schema_plain.is_none()
         && rules.is_none()
+        && lists.is_none()
         && policy_checks.is_none()
         && immutable.is_none()
     {
@@ -286,6 +304,13 @@ fn validating(
             expression: plain,
         });
         listed.push("variables.tg_schema");
+    }
+    if let Some(lists) = lists {
+        variables.push(Variable {
+            name: "tg_lists".into(),
+            expression: lists,
+        });
+        listed.push("variables.tg_lists");
     }
     if let Some(rules) = rules {
         variables.push(Variable {
@@ -546,10 +571,10 @@ mod tests {
                 "spec.schema.properties.id.format: format \"k8s-uuid\" is checked by the webhook (its checks are Go code in the apiserver, not CEL)"
             ]
         );
-        let map_list = compiled(
-            "{properties: {ports: {type: array, x-kubernetes-list-type: map, x-kubernetes-list-map-keys: [name], items: {type: object, required: [name], properties: {name: {type: string}}}}}}",
+        let embedded = compiled(
+            "{properties: {template: {type: object, x-kubernetes-embedded-resource: true, x-kubernetes-preserve-unknown-fields: true}}}",
         );
-        assert!(reasons(&map_list.validating)[0].contains("x-kubernetes-list-type: map"));
+        assert!(reasons(&embedded.validating)[0].contains("x-kubernetes-embedded-resource"));
         let escaped = compiled(
             "{properties: {spec: {type: object, x-kubernetes-validations: [{rule: 'self.a != 1'}], properties: {a-b: {type: integer}}}}}",
         );

@@ -70,16 +70,16 @@ struct At {
 }
 
 impl At {
-    fn root(schema: &Value) -> Self {
+    fn root(schema: &Value, value: &str) -> Self {
         let old_exists = "oldObject != null".to_string();
         Self {
-            value: "object".into(),
+            value: value.into(),
             path: Path::default(),
             pointer: String::new(),
             old: Some("oldObject".into()),
             ratchet: Ratchet {
                 old_exists: old_exists.clone(),
-                equal: equal_to_defaulted("object", "oldObject", schema),
+                equal: equal_to_defaulted(value, "oldObject", schema),
             },
             old_exists,
             depth: 0,
@@ -138,7 +138,13 @@ pub struct SchemaCompiler<'u> {
 impl SchemaCompiler<'_> {
     /// The checks `schema` (the whole object's) makes.
     pub fn compile(&mut self, schema: &Value) -> Vec<Item> {
-        self.node(schema, &At::root(schema))
+        self.node(schema, &At::root(schema, "object"))
+    }
+
+    /// The checks of `schema` over the old object, of which only the list invariants make
+    /// sense (the apiserver checks them on UPDATE only if the old object kept them).
+    pub fn compile_old(&mut self, schema: &Value) -> Vec<Item> {
+        self.node(schema, &At::root(schema, "oldObject"))
     }
 
     fn refuse(&mut self, pointer: &str, reason: String) {
@@ -185,14 +191,6 @@ impl SchemaCompiler<'_> {
                     ),
                 );
             }
-        }
-        if let Some(kind @ ("set" | "map")) =
-            node.get("x-kubernetes-list-type").and_then(Value::as_str)
-        {
-            self.refuse(
-                &format!("{}/x-kubernetes-list-type", at.pointer),
-                format!("x-kubernetes-list-type: {kind} is not compiled"),
-            );
         }
         let v = &at.value;
         let mut items = Vec::new();
@@ -303,15 +301,51 @@ impl SchemaCompiler<'_> {
                 Weight::Plain,
             ));
         }
+        let map_keys = map_list_keys(node);
+        match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => items.push(Item::List {
+                messages: set_repeats(v, &at.path, at.depth),
+                weight: Weight::List,
+                ratchet: None,
+            }),
+            Some("map") => items.push(Item::List {
+                messages: map_repeats(v, &at.path, at.depth, &map_keys),
+                weight: Weight::List,
+                ratchet: None,
+            }),
+            _ => {}
+        }
         match node.get("items") {
             Some(schema @ Value::Object(_)) => {
                 let variable = format!("tg_i{}", at.depth);
+                let item_value = format!("{v}[{variable}]");
+                // Items of a map list correlate with the old item of the same keys; items of
+                // other lists with none.
+                let old = match (&at.old, node.get("x-kubernetes-list-type")) {
+                    (Some(old), Some(Value::String(kind))) if kind == "map" => {
+                        let same = |o: &str| {
+                            format!(
+                                "type({o}) == map && {}",
+                                keys_equal(o, &item_value, &map_keys)
+                            )
+                        };
+                        let candidate = format!("tg_o{}", at.depth);
+                        Some((
+                            format!("{old}.filter({candidate}, {})[0]", same(&candidate)),
+                            format!(
+                                "{} && type({old}) == list && {old}.exists({candidate}, {})",
+                                at.old_exists,
+                                same(&candidate)
+                            ),
+                        ))
+                    }
+                    _ => None,
+                };
                 let mut item = at.child(
-                    format!("{v}[{variable}]"),
+                    item_value,
                     at.path.index(&variable),
                     format!("{}/items", at.pointer),
-                    // Items of a list that is not a map list correlate with no old item.
-                    None,
+                    old,
                     schema,
                 );
                 item.depth = at.depth + 1;
@@ -557,6 +591,67 @@ impl SchemaCompiler<'_> {
         }
         items
     }
+}
+
+/// `x-kubernetes-list-map-keys` of a map list.
+fn map_list_keys(node: &Map<String, Value>) -> Vec<String> {
+    node.get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether two items of a map list (either may be `null`, which has no keys) hold the same
+/// keys: a key missing from both counts as equal (`crate::schema::listtype`).
+fn keys_equal(a: &str, b: &str, keys: &[String]) -> String {
+    if keys.is_empty() {
+        return "true".into();
+    }
+    keys.iter()
+        .map(|k| {
+            let (in_a, in_b) = (text::has(a, k), text::has(b, k));
+            let (at_a, at_b) = (text::select(a, k), text::select(b, k));
+            format!(
+                "(({a} == null || !{in_a}) ? ({b} == null || !{in_b}) : ({b} != null && {in_b} && type({at_a}) == type({at_b}) && {at_a} == {at_b}))"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
+/// The first repeat of each value of a `set` list, as the webhook reports them.
+fn set_repeats(list: &str, path: &Path, depth: usize) -> String {
+    let (i, j) = (format!("tg_s{depth}"), format!("tg_t{depth}"));
+    format!(
+        "lists.range(size({list})).filter({i}, lists.range({i}).filter({j}, type({list}[{j}]) == type({list}[{i}]) && {list}[{j}] == {list}[{i}]).size() == 1).map({i}, {})",
+        path.index(&i)
+            .message("must not repeat an earlier item (x-kubernetes-list-type: set)")
+    )
+}
+
+/// A `map` list's first item that is not an object, or else the first repeat of each key.
+fn map_repeats(list: &str, path: &Path, depth: usize, keys: &[String]) -> String {
+    let (i, j) = (format!("tg_s{depth}"), format!("tg_t{depth}"));
+    let not_objects = format!(
+        "lists.range(size({list})).filter({i}, {list}[{i}] != null && type({list}[{i}]) != map)"
+    );
+    let names = keys.join(", ");
+    let first_not_object = format!("{not_objects}[0]");
+    format!(
+        "(size({not_objects}) > 0 ? [{}] : lists.range(size({list})).filter({i}, lists.range({i}).filter({j}, {}).size() == 1).map({i}, {}))",
+        path.message_with(&format!(
+            "'[' + string({first_not_object}) + ']: must be an object (x-kubernetes-list-type: map)'"
+        )),
+        keys_equal(&format!("{list}[{j}]"), &format!("{list}[{i}]"), keys),
+        path.index(&i).message(&format!(
+            "must not repeat the keys ({names}) of an earlier item (x-kubernetes-list-type: map)"
+        ))
+    )
 }
 
 /// The types the node's `type` allows, in the order the webhook names them.
