@@ -1114,7 +1114,7 @@ fn in_tree_policies() -> tempfile::TempDir {
     .expect("copy");
     std::fs::write(
         dir.path().join("things.yaml"),
-        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: things}\nspec:\n  match: {group: t.test, kind: Thing, resource: things, versions: [v1]}\n  schema:\n    properties:\n      spec:\n        properties:\n          id: {type: string, format: uuid}\n",
+        "apiVersion: tollgate.dev/v1alpha1\nkind: Policy\nmetadata: {name: things}\nspec:\n  match: {group: t.test, kind: Thing, resource: things, versions: [v1]}\n  schema:\n    properties:\n      spec:\n        properties:\n          host: {type: string, format: hostname}\n",
     )
     .expect("write");
     dir
@@ -1139,7 +1139,7 @@ fn check_in_tree_says_what_compiles_what_stays_and_why() {
     );
     assert!(
         text.contains("in-tree things:\n  match conditions")
-            && text.contains("validation: stays with the webhook\n    spec.schema.properties.spec.properties.id.format: format \"k8s-uuid\" is checked by the webhook"),
+            && text.contains("validation: stays with the webhook\n    spec.schema.properties.spec.properties.host.format: format \"k8s-hostname\" is checked by the webhook"),
         "{text}"
     );
 }

@@ -244,6 +244,24 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
         ),
         ("colour", vec![Some(json!("red"))]),
         (
+            "id",
+            vec![
+                Some(json!("6f1c3e2a-0b7d-4c1e-9a55-2f7d1c0e9b11")),
+                Some(json!("6F1C3E2A0B7D4C1E9A552F7D1C0E9B11")),
+                Some(json!("not-a-uuid")),
+                Some(json!(12)),
+            ],
+        ),
+        (
+            "blob",
+            vec![
+                Some(json!("aGVsbG8=")),
+                Some(json!("aGVsbG8")),
+                Some(json!("!!!!")),
+            ],
+        ),
+        ("secret", vec![Some(json!("anything at all"))]),
+        (
             "flags",
             vec![
                 Some(json!(["a", "b"])),

@@ -224,6 +224,27 @@ pub(crate) fn references(text: &str, variable: &str) -> bool {
     Program::compile(text).is_ok_and(|p| p.references().has_variable(variable))
 }
 
+/// Whether `text` can read the value at `path` (property names as written) below `variable`,
+/// or all of it; `true` when it does not compile.
+pub(crate) fn reads_path(text: &str, variable: &str, path: &[String]) -> bool {
+    let Ok(program) = Program::compile(text) else {
+        return true;
+    };
+    let mut uses = Projection::default();
+    uses.add_uses(program.expression(), variable);
+    let mut at = &uses;
+    for step in path {
+        if matches!(at, Projection::Whole) {
+            return true;
+        }
+        let Some(below) = escape_field_name(step).and_then(|name| at.field(&name)) else {
+            return false;
+        };
+        at = below;
+    }
+    at.is_used()
+}
+
 /// Whether a rule at a resource's root can read `self.metadata` (which CRD rules see trimmed
 /// to `name` and `generateName`).
 pub(crate) fn reads_root_metadata(text: &str) -> bool {

@@ -564,21 +564,32 @@ mod tests {
 
     #[test]
     fn what_cannot_be_judged_exactly_stays_with_the_webhook_and_says_why() {
-        let with_format = compiled("{properties: {id: {type: string, format: uuid}}}");
+        let with_format = compiled("{properties: {host: {type: string, format: hostname}}}");
         assert_eq!(
             reasons(&with_format.validating),
             [
-                "spec.schema.properties.id.format: format \"k8s-uuid\" is checked by the webhook (its checks are Go code in the apiserver, not CEL)"
+                "spec.schema.properties.host.format: format \"k8s-hostname\" is checked by the webhook (its checks are Go code in the apiserver, not CEL)"
             ]
         );
+        let with_pattern_format = compiled("{properties: {id: {type: string, format: uuid}}}");
+        assert!(with_pattern_format.validating.in_tree().is_some());
         let embedded = compiled(
             "{properties: {template: {type: object, x-kubernetes-embedded-resource: true, x-kubernetes-preserve-unknown-fields: true}}}",
         );
         assert!(reasons(&embedded.validating)[0].contains("x-kubernetes-embedded-resource"));
         let escaped = compiled(
-            "{properties: {spec: {type: object, x-kubernetes-validations: [{rule: 'self.a != 1'}], properties: {a-b: {type: integer}}}}}",
+            "{properties: {spec: {type: object, x-kubernetes-validations: [{rule: 'self.a__dash__b != 1'}], properties: {a-b: {type: integer}}}}}",
         );
         assert!(reasons(&escaped.validating)[0].contains("escaped name"));
+        // A rule that reads neither the escaped name nor its object whole compiles.
+        let elsewhere = compiled(
+            "{properties: {spec: {type: object, x-kubernetes-validations: [{rule: 'self.b != 1'}], properties: {a-b: {type: integer}, b: {type: integer}}}}}",
+        );
+        assert!(
+            elsewhere.validating.in_tree().is_some(),
+            "{:?}",
+            reasons(&elsewhere.validating)
+        );
         let any_of = compiled("{anyOf: [{required: [a]}, {required: [b]}]}");
         assert!(reasons(&any_of.validating)[0].contains("the keyword anyOf is not compiled"));
     }

@@ -10,6 +10,7 @@ use super::text::{self, Path};
 use super::{RESTORE, Unsupported};
 use crate::cel::{RULES_KEY, escape_field_name, reads_root_metadata};
 use crate::path::{FieldPath, escape_pointer};
+use crate::schema::formats;
 
 /// Keywords compiled here, or that change nothing a check sees.
 const UNDERSTOOD: &[&str] = &[
@@ -161,7 +162,12 @@ impl SchemaCompiler<'_> {
             }
             return Vec::new();
         };
+        let format = node.get("format").and_then(Value::as_str);
+        let format_pattern = format.and_then(formats::in_tree_pattern);
         for keyword in node.keys() {
+            if keyword == "format" && format_pattern.is_some() {
+                continue;
+            }
             if !UNDERSTOOD.contains(&keyword.as_str()) {
                 let reason = match keyword.as_str() {
                     "format" => format!(
@@ -200,6 +206,17 @@ impl SchemaCompiler<'_> {
             items.push(own(
                 format!("!({})", any.join(" || ")),
                 &format!("must be of type {}", types.join(" or ")),
+                Weight::Blocking,
+            ));
+        }
+        if let (Some(format), Some(Some(pattern))) = (format, format_pattern) {
+            items.push(own(
+                format!(
+                    "{} && !{v}.matches({})",
+                    text::is_type(v, "string"),
+                    text::string(pattern)
+                ),
+                &format!("must be a valid {}", formats::display_name(format)),
                 Weight::Blocking,
             ));
         }
@@ -502,11 +519,7 @@ impl SchemaCompiler<'_> {
         let Some(rules) = node.get(RULES_KEY).and_then(Value::as_array) else {
             return Vec::new();
         };
-        let schema = Value::Object(node.clone());
-        if let Some(reason) = rules_see_otherwise(&schema) {
-            self.refuse(&format!("{}/{RULES_KEY}", at.pointer), reason);
-            return Vec::new();
-        }
+        let differences = rules_see_otherwise(&Value::Object(node.clone()));
         let mut items = Vec::new();
         for (idx, rule) in rules.iter().enumerate() {
             let pointer = format!("{}/{RULES_KEY}/{idx}", at.pointer);
@@ -515,6 +528,14 @@ impl SchemaCompiler<'_> {
                 continue;
             };
             let message_expression = field("messageExpression");
+            let expressions = || [Some(text), message_expression].into_iter().flatten();
+            if let Some((_, reason)) = differences
+                .iter()
+                .find(|(path, _)| expressions().any(|e| crate::cel::reads_path(e, "self", path)))
+            {
+                self.refuse(&pointer, reason.clone());
+                continue;
+            }
             if at.root
                 && [Some(text), message_expression]
                     .into_iter()
@@ -758,35 +779,55 @@ fn present(map: &str, name: &str, schema: Option<&Value>) -> String {
     }
 }
 
-/// Why the rules of this node would see values other than a CRD's rules see, if they would:
-/// property names CRD rules see escaped, and strings typed by their format.
-fn rules_see_otherwise(schema: &Value) -> Option<String> {
-    let node = schema.as_object()?;
+/// Where below this node a CRD rule would see values other than an admission policy sees, and
+/// why: a property CRD rules see under an escaped name (at the property), a string CRD rules
+/// see typed by its format (at the string). Inside lists and maps, at the list or map. A rule
+/// is compiled only if it reads none of these places.
+fn rules_see_otherwise(schema: &Value) -> Vec<(Vec<String>, String)> {
+    let mut found = Vec::new();
+    let Some(node) = schema.as_object() else {
+        return found;
+    };
     if let Some(format) = node.get("format").and_then(Value::as_str)
         && ["date-time", "datetime", "duration", "byte"]
             .iter()
             .any(|typed| format.contains(typed))
     {
-        return Some(format!(
-            "CRD rules see format {format:?} strings as typed values; an admission policy sees strings"
+        found.push((
+            Vec::new(),
+            format!(
+                "CRD rules see format {format:?} strings as typed values; an admission policy sees strings"
+            ),
         ));
     }
-    if let Some(properties) = node.get("properties").and_then(Value::as_object) {
-        for (name, child) in properties {
-            if escape_field_name(name).is_none_or(|escaped| escaped != name.as_str()) {
-                return Some(format!(
+    for (name, child) in node
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if escape_field_name(name).is_none_or(|escaped| escaped != name.as_str()) {
+            found.push((
+                vec![name.clone()],
+                format!(
                     "CRD rules see the property {name:?} under an escaped name; an admission policy sees it as it is"
-                ));
-            }
-            if let Some(reason) = rules_see_otherwise(child) {
-                return Some(reason);
-            }
+                ),
+            ));
+        }
+        for (mut path, reason) in rules_see_otherwise(child) {
+            path.insert(0, name.clone());
+            found.push((path, reason));
         }
     }
-    ["items", "additionalProperties"]
-        .iter()
-        .filter_map(|k| node.get(*k))
-        .find_map(rules_see_otherwise)
+    for container in ["items", "additionalProperties"] {
+        if let Some((_, reason)) = node
+            .get(container)
+            .and_then(|below| rules_see_otherwise(below).into_iter().next())
+        {
+            found.push((Vec::new(), reason));
+        }
+    }
+    found
 }
 
 /// A schema pointer as `tollgate check` names places: `.properties.spec`.

@@ -78,6 +78,45 @@ pub fn register<'i, R, F: jsonschema::json::Json>(
     options
 }
 
+/// The formats whose whole check is one regular expression (Go's, the same RE2 syntax as CEL's
+/// `matches()`), so that in-tree policies can check them with the very same pattern.
+const PATTERN_FORMATS: &[(&str, &str)] = &[
+    ("uuid", UUID_PATTERN),
+    ("uuid3", UUID3_PATTERN),
+    ("uuid4", UUID4_PATTERN),
+    ("uuid5", UUID5_PATTERN),
+    ("ssn", SSN_PATTERN),
+    ("hexcolor", HEX_COLOR_PATTERN),
+    ("byte", BASE64_PATTERN),
+    ("bsonobjectid", BSON_OBJECT_ID_PATTERN),
+];
+const UUID_PATTERN: &str =
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$";
+const UUID3_PATTERN: &str =
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$";
+const UUID4_PATTERN: &str =
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$";
+const UUID5_PATTERN: &str =
+    r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$";
+const SSN_PATTERN: &str = r"^\d{3}[- ]?\d{2}[- ]?\d{4}$";
+const HEX_COLOR_PATTERN: &str = r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$";
+const BASE64_PATTERN: &str =
+    r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$";
+const BSON_OBJECT_ID_PATTERN: &str = r"^[0-9a-fA-F]{24}$";
+
+/// How in-tree policies check the format `checked` (a `checked_name`): its regular expression,
+/// `Some(None)` for one that checks nothing (`password`), `None` for one checked by code.
+pub(crate) fn in_tree_pattern(checked: &str) -> Option<Option<&'static str>> {
+    let name = checked.strip_prefix(PREFIX)?;
+    if name == "password" {
+        return Some(None);
+    }
+    PATTERN_FORMATS
+        .iter()
+        .find(|(format, _)| *format == name)
+        .map(|(_, pattern)| Some(*pattern))
+}
+
 fn regex(pattern: &str) -> Regex {
     // Every pattern here is a literal of this file, covered by the tests below.
     Regex::new(pattern).unwrap_or_else(|e| unreachable!("format pattern {pattern:?}: {e}"))
@@ -87,33 +126,23 @@ fn matches(re: &LazyLock<Regex>, text: &str) -> bool {
     re.is_match(text)
 }
 
-static UUID: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
-});
-static UUID3: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$")
-});
-static UUID4: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
-});
-static UUID5: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$")
-});
+static UUID: LazyLock<Regex> = LazyLock::new(|| regex(UUID_PATTERN));
+static UUID3: LazyLock<Regex> = LazyLock::new(|| regex(UUID3_PATTERN));
+static UUID4: LazyLock<Regex> = LazyLock::new(|| regex(UUID4_PATTERN));
+static UUID5: LazyLock<Regex> = LazyLock::new(|| regex(UUID5_PATTERN));
 static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
     regex(
         r"^([a-zA-Z0-9\p{S}\p{L}]((-?[a-zA-Z0-9\p{S}\p{L}]{0,62})?)|([a-zA-Z0-9\p{S}\p{L}](([a-zA-Z0-9-\p{S}\p{L}]{0,61}[a-zA-Z0-9\p{S}\p{L}])?)(\.)){1,}([a-zA-Z\p{L}]){2,63})$",
     )
 });
-static SSN: LazyLock<Regex> = LazyLock::new(|| regex(r"^\d{3}[- ]?\d{2}[- ]?\d{4}$"));
-static HEX_COLOR: LazyLock<Regex> = LazyLock::new(|| regex(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| regex(SSN_PATTERN));
+static HEX_COLOR: LazyLock<Regex> = LazyLock::new(|| regex(HEX_COLOR_PATTERN));
 static RGB_COLOR: LazyLock<Regex> = LazyLock::new(|| {
     regex(
         r"^rgb\(\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*,\s*(0|[1-9]\d?|1\d\d?|2[0-4]\d|25[0-5])\s*\)$",
     )
 });
-static BASE64: LazyLock<Regex> = LazyLock::new(|| {
-    regex(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
-});
+static BASE64: LazyLock<Regex> = LazyLock::new(|| regex(BASE64_PATTERN));
 static DATE: LazyLock<Regex> = LazyLock::new(|| regex(r"^\d{4}-\d{2}-\d{2}$"));
 static TIME_OF_DAY: LazyLock<Regex> = LazyLock::new(|| {
     regex(r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$")
@@ -122,7 +151,7 @@ static SCALA_DURATION: LazyLock<Regex> = LazyLock::new(|| regex(r"(\d+)\s*([A-Za
 static SHORT_NAME: LazyLock<Regex> = LazyLock::new(|| regex(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"));
 static LONG_NAME: LazyLock<Regex> =
     LazyLock::new(|| regex(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"));
-static BSON_OBJECT_ID: LazyLock<Regex> = LazyLock::new(|| regex(r"^[0-9a-fA-F]{24}$"));
+static BSON_OBJECT_ID: LazyLock<Regex> = LazyLock::new(|| regex(BSON_OBJECT_ID_PATTERN));
 fn is_bson_object_id(text: &str) -> bool {
     BSON_OBJECT_ID.is_match(text)
 }
