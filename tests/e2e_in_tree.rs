@@ -262,6 +262,17 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
         ),
         ("secret", vec![Some(json!("anything at all"))]),
         (
+            "template",
+            vec![
+                Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}})),
+                Some(json!({"apiVersion": "apps/v1", "kind": "Deployment"})),
+                Some(json!({"kind": "ConfigMap"})),
+                Some(json!({"apiVersion": "a/b/c", "kind": "Config_Map"})),
+                Some(json!({"apiVersion": "", "kind": 3})),
+                Some(json!({"apiVersion": "/v1", "kind": "9lives"})),
+            ],
+        ),
+        (
             "flags",
             vec![
                 Some(json!(["a", "b"])),

@@ -573,10 +573,12 @@ mod tests {
         );
         let with_pattern_format = compiled("{properties: {id: {type: string, format: uuid}}}");
         assert!(with_pattern_format.validating.in_tree().is_some());
-        let embedded = compiled(
-            "{properties: {template: {type: object, x-kubernetes-embedded-resource: true, x-kubernetes-preserve-unknown-fields: true}}}",
+        let embedded_rule = compiled(
+            "{properties: {template: {type: object, x-kubernetes-embedded-resource: true, x-kubernetes-preserve-unknown-fields: true, x-kubernetes-validations: [{rule: 'self.kind != \"\"'}]}}}",
         );
-        assert!(reasons(&embedded.validating)[0].contains("x-kubernetes-embedded-resource"));
+        assert!(reasons(&embedded_rule.validating)[0].contains("embedded resource completed"));
+        let all_of = compiled("{allOf: [{required: [a]}]}");
+        assert!(reasons(&all_of.validating)[0].contains("the keyword allOf is not compiled"));
         let escaped = compiled(
             "{properties: {spec: {type: object, x-kubernetes-validations: [{rule: 'self.a__dash__b != 1'}], properties: {a-b: {type: integer}}}}}",
         );

@@ -49,6 +49,7 @@ const UNDERSTOOD: &[&str] = &[
     "x-kubernetes-map-type",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
+    "x-kubernetes-embedded-resource",
     RULES_KEY,
 ];
 
@@ -174,9 +175,6 @@ impl SchemaCompiler<'_> {
                         "format {} is checked by the webhook (its checks are Go code in the apiserver, not CEL)",
                         node.get("format").unwrap_or(&Value::Null)
                     ),
-                    "x-kubernetes-embedded-resource" => {
-                        "x-kubernetes-embedded-resource is not compiled".into()
-                    }
                     other => format!("the keyword {other} is not compiled"),
                 };
                 self.refuse(
@@ -403,6 +401,9 @@ impl SchemaCompiler<'_> {
                 Weight::Plain,
             ));
         }
+        if node.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)) {
+            items.extend(embedded_resource(at));
+        }
         let properties = node.get("properties").and_then(Value::as_object);
         for name in node
             .get("required")
@@ -614,6 +615,50 @@ impl SchemaCompiler<'_> {
     }
 }
 
+/// The checks the apiserver makes of an embedded resource's `apiVersion` and `kind` when they
+/// are there (`crate::schema::listtype`): never ratcheted, never blocking.
+fn embedded_resource(at: &At) -> Vec<Item> {
+    let v = &at.value;
+    let check = |field: &str, fails: String, message: &str| {
+        let value = text::select(v, field);
+        Item::Within {
+            guard: text::has(v, field),
+            items: vec![Item::Check {
+                fails: fails.replace("VALUE", &value),
+                message: at.path.key(field).message(message),
+                weight: Weight::Plain,
+                ratchet: None,
+            }],
+        }
+    };
+    let string_checks = |field: &str, last: (&str, &str)| {
+        vec![
+            check(field, "type(VALUE) != string".into(), "must be a string"),
+            check(field, "VALUE == ''".into(), "must not be empty"),
+            check(
+                field,
+                format!("type(VALUE) == string && VALUE != '' && ({})", last.0),
+                last.1,
+            ),
+        ]
+    };
+    let mut items = string_checks(
+        "apiVersion",
+        (
+            "size(VALUE.split('/')) > 2 || VALUE.startsWith('/')",
+            "must be a version or group/version",
+        ),
+    );
+    items.extend(string_checks(
+        "kind",
+        (
+            "size(VALUE) > 63 || !VALUE.lowerAscii().matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "may have mixed case, but should otherwise be a DNS-1035 label (a letter, then letters, digits or '-', at most 63)",
+        ),
+    ));
+    items
+}
+
 /// `x-kubernetes-list-map-keys` of a map list.
 fn map_list_keys(node: &Map<String, Value>) -> Vec<String> {
     node.get("x-kubernetes-list-map-keys")
@@ -798,6 +843,13 @@ fn rules_see_otherwise(schema: &Value) -> Vec<(Vec<String>, String)> {
             format!(
                 "CRD rules see format {format:?} strings as typed values; an admission policy sees strings"
             ),
+        ));
+    }
+    if node.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)) {
+        found.push((
+            Vec::new(),
+            "CRD rules see an embedded resource completed with apiVersion, kind and metadata"
+                .into(),
         ));
     }
     for (name, child) in node
