@@ -83,6 +83,9 @@ pub struct Registrar {
     managed_crds: BTreeSet<String>,
     /// The documents last applied successfully, and when.
     applied: Option<(Vec<Value>, Instant)>,
+    /// The documents last rendered, by the policy set's digest and the CA: asked every reload
+    /// tick, and compiling policies in-tree is not free.
+    rendered: std::sync::Mutex<Option<((String, String), Vec<Value>)>>,
 }
 
 fn resource(api_version: &str, kind: &str) -> ApiResource {
@@ -137,12 +140,20 @@ impl Registrar {
             config,
             managed_crds,
             applied: None,
+            rendered: std::sync::Mutex::new(None),
         })
     }
 
     /// The documents for this policy set and CA bundle (PEM), exactly as `tollgate manifests
     /// --url/--service` renders them.
     pub fn desired(&self, store: &Store, ca_pem: &str) -> Result<Vec<Value>, ManifestError> {
+        let key = (store.digest().to_string(), ca_pem.to_string());
+        if let Ok(rendered) = self.rendered.lock()
+            && let Some((at, docs)) = rendered.as_ref()
+            && *at == key
+        {
+            return Ok(docs.clone());
+        }
         let options = Options {
             target: self.config.target.clone(),
             ca_bundle: Some(manifests::ca_bundle_from(ca_pem)),
@@ -157,7 +168,11 @@ impl Registrar {
             in_tree: self.config.in_tree,
             restorer: self.config.restorer.clone(),
         };
-        manifests::registration(store, &options)
+        let docs = manifests::registration(store, &options)?;
+        if let Ok(mut rendered) = self.rendered.lock() {
+            *rendered = Some((key, docs.clone()));
+        }
+        Ok(docs)
     }
 
     /// Whether `ca_pem` is what the apiserver was last given as the caBundle.
