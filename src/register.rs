@@ -85,8 +85,11 @@ pub struct Registrar {
     applied: Option<(Vec<Value>, Instant)>,
     /// The documents last rendered, by the policy set's digest and the CA: asked every reload
     /// tick, and compiling policies in-tree is not free.
-    rendered: std::sync::Mutex<Option<((String, String), Vec<Value>)>>,
+    rendered: std::sync::Mutex<Option<Rendered>>,
 }
+
+/// Documents rendered for (policy-set digest, CA PEM).
+type Rendered = ((String, String), Vec<Value>);
 
 fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
