@@ -262,6 +262,25 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
         ),
         ("secret", vec![Some(json!("anything at all"))]),
         (
+            "contact",
+            vec![
+                Some(json!({"email": "a@b"})),
+                Some(json!({"phone": "1"})),
+                Some(json!({"email": "nope", "phone": "1234567890123"})),
+                Some(json!({"email": null})),
+                Some(json!(null)),
+            ],
+        ),
+        (
+            "tier",
+            vec![
+                Some(json!("gold")),
+                Some(json!("bronze")),
+                Some(json!(5)),
+                Some(json!("silverish")),
+            ],
+        ),
+        (
             "template",
             vec![
                 Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}})),

@@ -51,6 +51,18 @@ const UNDERSTOOD: &[&str] = &[
     "x-kubernetes-list-map-keys",
     "x-kubernetes-embedded-resource",
     RULES_KEY,
+    "allOf",
+    "$ref",
+    "$defs",
+    "definitions",
+];
+
+/// Keywords the webhook gives meaning only outside `allOf` branches and `$ref` targets.
+const OUTSIDE_BRANCHES_ONLY: &[&str] = &[
+    "default",
+    "x-kubernetes-list-type",
+    "x-kubernetes-embedded-resource",
+    RULES_KEY,
 ];
 
 /// Where a schema node's value sits in the object, and the old value it pairs with.
@@ -69,6 +81,9 @@ struct At {
     /// How deep in comprehensions: names their variables.
     depth: usize,
     root: bool,
+    /// Inside an `allOf` branch or a `$ref` target: the webhook's null pruning, defaults and
+    /// list checks look only at `properties`, `items` and `additionalProperties`, never here.
+    in_branch: bool,
 }
 
 impl At {
@@ -86,6 +101,7 @@ impl At {
             old_exists,
             depth: 0,
             root: true,
+            in_branch: false,
         }
     }
 
@@ -128,6 +144,7 @@ impl At {
             ratchet,
             depth: self.depth,
             root: false,
+            in_branch: self.in_branch,
         }
     }
 }
@@ -135,17 +152,33 @@ impl At {
 /// Walks one schema.
 pub struct SchemaCompiler<'u> {
     pub unsupported: &'u mut Vec<Unsupported>,
+    /// The whole schema, where same-document `$ref`s resolve.
+    root: Value,
+    /// The `$ref`s being expanded, outermost first: one met again is recursive.
+    expanding: Vec<String>,
+}
+
+impl<'u> SchemaCompiler<'u> {
+    pub fn new(unsupported: &'u mut Vec<Unsupported>) -> Self {
+        Self {
+            unsupported,
+            root: Value::Null,
+            expanding: Vec::new(),
+        }
+    }
 }
 
 impl SchemaCompiler<'_> {
     /// The checks `schema` (the whole object's) makes.
     pub fn compile(&mut self, schema: &Value) -> Vec<Item> {
+        self.root = schema.clone();
         self.node(schema, &At::root(schema, "object"))
     }
 
     /// The checks of `schema` over the old object, of which only the list invariants make
     /// sense (the apiserver checks them on UPDATE only if the old object kept them).
     pub fn compile_old(&mut self, schema: &Value) -> Vec<Item> {
+        self.root = schema.clone();
         self.node(schema, &At::root(schema, "oldObject"))
     }
 
@@ -163,6 +196,16 @@ impl SchemaCompiler<'_> {
             }
             return Vec::new();
         };
+        if at.in_branch {
+            for keyword in OUTSIDE_BRANCHES_ONLY {
+                if node.contains_key(*keyword) {
+                    self.refuse(
+                        &format!("{}/{}", at.pointer, escape_pointer(keyword)),
+                        format!("{keyword} inside allOf or a $ref target is not compiled"),
+                    );
+                }
+            }
+        }
         let format = node.get("format").and_then(Value::as_str);
         let format_pattern = format.and_then(formats::in_tree_pattern);
         for keyword in node.keys() {
@@ -250,6 +293,50 @@ impl SchemaCompiler<'_> {
         typed(text::is_type(v, "array"), self.list_checks(node, at));
         typed(text::is_type(v, "object"), self.object_checks(node, at));
         items.extend(self.rules(node, at));
+        items.extend(self.branches(node, at));
+        items
+    }
+
+    /// `allOf` branches and a same-document `$ref` target judge the same value: their checks
+    /// are this node's, as jsonschema reports them.
+    fn branches(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (idx, branch) in node
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let mut inside = at.clone();
+            inside.pointer = format!("{}/allOf/{idx}", at.pointer);
+            inside.in_branch = true;
+            inside.root = false;
+            items.extend(self.node(branch, &inside));
+        }
+        if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+            let pointer = format!("{}/$ref", at.pointer);
+            let target =
+                crate::schema::ref_target(&self.root, &Value::Object(node.clone())).cloned();
+            match target {
+                None => self.refuse(
+                    &pointer,
+                    format!("$ref {reference:?} does not resolve in this schema"),
+                ),
+                Some(_) if self.expanding.iter().any(|r| r == reference) => {
+                    self.refuse(&pointer, format!("$ref {reference:?} is recursive"))
+                }
+                Some(target) => {
+                    self.expanding.push(reference.to_string());
+                    let mut inside = at.clone();
+                    inside.pointer = reference.trim_start_matches('#').to_string();
+                    inside.in_branch = true;
+                    inside.root = false;
+                    items.extend(self.node(&target, &inside));
+                    self.expanding.pop();
+                }
+            }
+        }
         items
     }
 
@@ -413,6 +500,7 @@ impl SchemaCompiler<'_> {
             .filter_map(Value::as_str)
         {
             let child = properties.and_then(|p| p.get(name));
+            let child = child.filter(|_| !at.in_branch);
             items.push(Item::Check {
                 fails: format!("!({})", present(v, name, child)),
                 message: at.path.key(name).message("is required"),
@@ -447,7 +535,7 @@ impl SchemaCompiler<'_> {
             let inner = self.node(child, &below);
             if !inner.is_empty() {
                 items.push(Item::Within {
-                    guard: present(v, name, Some(child)),
+                    guard: present(v, name, Some(child).filter(|_| !at.in_branch)),
                     items: inner,
                 });
             }
@@ -493,7 +581,7 @@ impl SchemaCompiler<'_> {
                 below.depth = at.depth + 1;
                 let inner = self.node(schema, &below);
                 if !inner.is_empty() {
-                    let inner = if droppable(schema) {
+                    let inner = if droppable(schema) && !at.in_branch {
                         vec![Item::Within {
                             guard: format!("{member} != null"),
                             items: inner,
