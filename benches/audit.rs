@@ -196,14 +196,9 @@ async fn run_size(binary: &Path, count: usize) -> Option<Row> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binary = support::repo_path("target/release/tollgate");
-    if !binary.exists() {
-        eprintln!(
-            "SKIPPED: {} not built (cargo build --release)",
-            binary.display()
-        );
+    let Some(binary) = support::release_binary() else {
         return;
-    }
+    };
     let sizes: Vec<usize> = std::env::var("TOLLGATE_BENCH_OBJECTS")
         .unwrap_or_else(|_| "3000,10000".into())
         .split(',')

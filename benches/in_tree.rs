@@ -175,14 +175,9 @@ struct Round {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let binary = support::repo_path("target/release/tollgate");
-    if !binary.exists() {
-        eprintln!(
-            "SKIPPED: {} not built (cargo build --release)",
-            binary.display()
-        );
+    let Some(binary) = support::release_binary() else {
         return;
-    }
+    };
     let Some(cluster) = Cluster::start().await else {
         return;
     };

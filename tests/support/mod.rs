@@ -49,6 +49,21 @@ pub fn review(policies: &Path, file: &Path, mutate: bool) -> Value {
         .unwrap_or_else(|e| panic!("tollgate review {} printed no JSON: {e}", file.display()))
 }
 
+/// The release build of tollgate a benchmark drives; `None` (with the reason printed) when it
+/// is not built.
+pub fn release_binary() -> Option<PathBuf> {
+    let binary = repo_path("target/release/tollgate");
+    if binary.exists() {
+        Some(binary)
+    } else {
+        eprintln!(
+            "SKIPPED: {} not built (cargo build --release)",
+            binary.display()
+        );
+        None
+    }
+}
+
 /// What `tollgate ARGS` prints, run from the repository root; a failed run fails the test with
 /// its stderr.
 pub fn tollgate_stdout<I, S>(args: I) -> String

@@ -234,15 +234,7 @@ fn build<'s>(
         })
         .map(Box::new);
     if node.items.is_some() && object.get("x-kubernetes-list-type") == Some(&Value::from("map")) {
-        node.list_map_keys = object
-            .get("x-kubernetes-list-map-keys")
-            .and_then(Value::as_array)
-            .map(|keys| {
-                keys.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            });
+        node.list_map_keys = crate::schema::listtype::map_keys(object);
     }
     node.additional = object
         .get("additionalProperties")

@@ -403,7 +403,7 @@ impl SchemaCompiler<'_> {
                 Weight::Plain,
             ));
         }
-        let map_keys = map_list_keys(node);
+        let map_keys = crate::schema::listtype::map_keys(node).unwrap_or_default();
         match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("set") => items.push(Item::List {
                 messages: set_repeats(v, &at.path, at.depth),
@@ -745,19 +745,6 @@ fn embedded_resource(at: &At) -> Vec<Item> {
         ),
     ));
     items
-}
-
-/// `x-kubernetes-list-map-keys` of a map list.
-fn map_list_keys(node: &Map<String, Value>) -> Vec<String> {
-    node.get("x-kubernetes-list-map-keys")
-        .and_then(Value::as_array)
-        .map(|keys| {
-            keys.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Whether two items of a map list (either may be `null`, which has no keys) hold the same

@@ -33,6 +33,18 @@ pub struct Found {
     pub embedded: Vec<Violation>,
 }
 
+/// `x-kubernetes-list-map-keys` of a schema node, `None` where it has none.
+pub(crate) fn map_keys(node: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+    node.get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+}
+
 /// Whether `schema` uses anything this module checks (asked once, at load).
 pub fn is_needed(schema: &Value) -> bool {
     let Some(node) = schema.as_object() else {
