@@ -272,6 +272,35 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
             ],
         ),
         (
+            "shape",
+            vec![
+                Some(json!("abc")),
+                Some(json!("abcd")),
+                Some(json!(7)),
+                Some(json!(3)),
+                Some(json!(true)),
+            ],
+        ),
+        (
+            "unit",
+            vec![
+                Some(json!("kg")),
+                Some(json!("kilo")),
+                Some(json!("g")),
+                Some(json!("mass")),
+            ],
+        ),
+        ("plain", vec![Some(json!("x")), Some(json!(3))]),
+        (
+            "step",
+            vec![
+                Some(json!(10)),
+                Some(json!(12)),
+                Some(json!(15.0)),
+                Some(json!(7.5)),
+            ],
+        ),
+        (
             "tier",
             vec![
                 Some(json!("gold")),
@@ -977,6 +1006,13 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         ("m-dup-kept", true),
         ("m-dup-new", false),
         ("s-dup-kept", true),
+        ("shape-1", false),
+        ("shape-2", true),
+        ("unit-0", false),
+        ("unit-1", true),
+        ("plain-1", false),
+        ("step-2", true),
+        ("step-3", false),
     ]
     .into_iter()
     .collect();

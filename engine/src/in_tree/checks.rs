@@ -71,6 +71,8 @@ pub enum Select {
     RatchetedSchema,
     /// Rule failures ratcheting lets through.
     RatchetedRules,
+    /// Every failure, ratcheted or not: whether a subschema (an `anyOf` branch) holds.
+    Any,
 }
 
 impl Select {
@@ -79,18 +81,27 @@ impl Select {
             Select::Denied(w) => w == weight,
             Select::RatchetedSchema => matches!(weight, Weight::Blocking | Weight::Plain),
             Select::RatchetedRules => weight == Weight::Rule,
+            Select::Any => true,
         }
     }
 
     /// The condition under which a failure of this kind is listed, `None` when it never is.
     fn condition(self, fails: &str, ratchet: Option<&Ratchet>) -> Option<String> {
         match (self, ratchet) {
-            (Select::Denied(_), None) => Some(fails.to_string()),
+            (Select::Any, _) | (Select::Denied(_), None) => Some(fails.to_string()),
             (Select::Denied(_), Some(r)) => Some(format!("!{} && ({fails})", r.unchanged())),
             (_, None) => None,
             (_, Some(r)) => Some(format!("{} && ({fails})", r.unchanged())),
         }
     }
+}
+
+/// Whether `items` raise no failure at all: the value is valid under their subschema.
+pub fn holds(items: &[Item]) -> String {
+    render(items, Select::Any).map_or_else(
+        || "true".into(),
+        |failures| format!("size({failures}) == 0"),
+    )
 }
 
 /// The CEL list of the failures `items` raise, of the kind `select` picks; `None` when none can.
@@ -126,7 +137,7 @@ fn render_one(item: &Item, select: Select) -> Option<String> {
                 return None;
             }
             match (select, ratchet) {
-                (Select::Denied(_), None) => Some(messages.clone()),
+                (Select::Any, _) | (Select::Denied(_), None) => Some(messages.clone()),
                 (Select::Denied(_), Some(r)) => {
                     Some(format!("({} ? [] : {messages})", r.unchanged()))
                 }

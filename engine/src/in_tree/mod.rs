@@ -571,8 +571,15 @@ mod tests {
         assert!(reasons(&embedded_rule.validating)[0].contains("embedded resource completed"));
         let all_of = compiled("{allOf: [{required: [a]}]}");
         assert!(all_of.validating.in_tree().is_some());
-        let any_of = compiled("{anyOf: [{required: [a]}]}");
-        assert!(reasons(&any_of.validating)[0].contains("the keyword anyOf is not compiled"));
+        let any_of = compiled("{anyOf: [{required: [a]}, {required: [b]}]}");
+        assert!(any_of.validating.in_tree().is_some());
+        let pattern_properties = compiled("{patternProperties: {'^x': {type: string}}}");
+        assert!(
+            reasons(&pattern_properties.validating)[0]
+                .contains("the keyword patternProperties is not compiled")
+        );
+        let fractional = compiled("{properties: {f: {type: number, multipleOf: 0.5}}}");
+        assert!(reasons(&fractional.validating)[0].contains("multipleOf is compiled only"));
         let rules_in_branch =
             compiled("{allOf: [{x-kubernetes-validations: [{rule: 'has(self.a)'}]}]}");
         assert!(reasons(&rules_in_branch.validating)[0].contains("inside allOf or a $ref target"));
@@ -593,8 +600,6 @@ mod tests {
             "{:?}",
             reasons(&elsewhere.validating)
         );
-        let any_of = compiled("{anyOf: [{required: [a]}, {required: [b]}]}");
-        assert!(reasons(&any_of.validating)[0].contains("the keyword anyOf is not compiled"));
     }
 
     #[test]

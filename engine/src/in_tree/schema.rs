@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::checks::{Item, Ratchet, Weight};
+use super::checks::{self, Item, Ratchet, Weight};
 use super::text::{self, Path};
 use super::{RESTORE, Unsupported};
 use crate::cel::{RULES_KEY, escape_field_name, reads_root_metadata};
@@ -52,6 +52,10 @@ const UNDERSTOOD: &[&str] = &[
     "x-kubernetes-embedded-resource",
     RULES_KEY,
     "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "multipleOf",
     "$ref",
     "$defs",
     "definitions",
@@ -294,6 +298,79 @@ impl SchemaCompiler<'_> {
         typed(text::is_type(v, "object"), self.object_checks(node, at));
         items.extend(self.rules(node, at));
         items.extend(self.branches(node, at));
+        items.extend(self.alternatives(node, at));
+        items
+    }
+
+    /// A branch of `anyOf`, `oneOf` or `not`, compiled only to say whether the value holds
+    /// under it (its own failures are never listed).
+    fn holds_under(&mut self, branch: &Value, at: &At, pointer: String) -> String {
+        let mut inside = at.clone();
+        inside.pointer = pointer;
+        inside.in_branch = true;
+        inside.root = false;
+        let items = self.node(branch, &inside);
+        checks::holds(&items)
+    }
+
+    /// `anyOf`, `oneOf` and `not`, failing with jsonschema's words at the value.
+    fn alternatives(&mut self, node: &Map<String, Value>, at: &At) -> Vec<Item> {
+        let mut items = Vec::new();
+        for keyword in ["anyOf", "oneOf"] {
+            let Some(branches) = node.get(keyword).and_then(Value::as_array) else {
+                continue;
+            };
+            let holding: Vec<String> = branches
+                .iter()
+                .enumerate()
+                .map(|(idx, b)| {
+                    let held = self.holds_under(b, at, format!("{}/{keyword}/{idx}", at.pointer));
+                    format!("({held} ? 1 : 0)")
+                })
+                .collect();
+            let count = if holding.is_empty() {
+                "0".to_string()
+            } else {
+                format!("({})", holding.join(" + "))
+            };
+            let none = format!(
+                "value is not valid under any of the schemas listed in the '{keyword}' keyword"
+            );
+            items.push(at.check(format!("{count} == 0"), &none, Weight::Plain));
+            if keyword == "oneOf" {
+                items.push(at.check(
+                    format!("{count} > 1"),
+                    "value is valid under more than one of the schemas listed in the 'oneOf' keyword",
+                    Weight::Plain,
+                ));
+            }
+        }
+        if let Some(forbidden) = node.get("not") {
+            let held = self.holds_under(forbidden, at, format!("{}/not", at.pointer));
+            items.push(at.check(
+                held,
+                &format!("{forbidden} is not allowed for value"),
+                Weight::Plain,
+            ));
+        }
+        if let Some(multiple) = node.get("multipleOf") {
+            let v = &at.value;
+            let integral = multiple.as_u64().filter(|m| *m > 0);
+            let integer_typed = types_of(node).is_some_and(|t| t == ["integer"]);
+            match integral.filter(|_| integer_typed) {
+                Some(m) => items.push(at.check(
+                    format!(
+                        "type({v}) == int ? {v} % {m} != 0 : (type({v}) == double && ({v} < -9.0e18 || {v} > 9.0e18 || double(int({v})) != {v} || int({v}) % {m} != 0))"
+                    ),
+                    &format!("must be a multiple of {multiple}"),
+                    Weight::Plain,
+                )),
+                None => self.refuse(
+                    &format!("{}/multipleOf", at.pointer),
+                    "multipleOf is compiled only as a positive integer on `type: integer` (fractional remainders differ between CEL and jsonschema)".into(),
+                ),
+            }
+        }
         items
     }
 
