@@ -952,36 +952,72 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     for doc in &docs {
         support::create_document(&client, doc, false).await;
     }
-    // In force once a refusal and a default arrive from the apiserver.
-    let probe = &cases[0];
+    // In force once every policy's refusal, warning or default arrives from the apiserver.
+    let first = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name.starts_with(name) && c.old.is_none())
+            .unwrap_or_else(|| panic!("no case {name}"))
+    };
+    let (gizmo, gadget, gateway) = (first("valid"), first("gadget-1"), first("suite: a minimal"));
+    let refusal = |kind: Kind, name: &str, spec: Value| Case {
+        name: name.into(),
+        kind,
+        user: None,
+        old: None,
+        new: object(kind, name, spec),
+        edit: None,
+    };
+    let probes = [
+        refusal(Kind::Gizmo, "probe", json!({"size": 0})),
+        refusal(
+            Kind::PaymentGateway,
+            "a-probe-with-a-name-longer-than-forty-characters",
+            gateway.new["spec"].clone(),
+        ),
+    ];
     support::eventually(
         "the admission policies are in force",
         Duration::from_secs(60),
         || {
             let client = client.clone();
+            let probes = &probes;
             async move {
-                let refused = apiserver_outcome(
-                    &client,
-                    &Case {
-                        name: "probe".into(),
-                        kind: Kind::Gizmo,
-                        user: None,
-                        old: None,
-                        new: Value::Null,
-                        edit: None,
-                    },
-                    &object(Kind::Gizmo, "probe", json!({"size": 0})),
-                )
-                .await;
-                let defaulted = apiserver_outcome(&client, probe, &probe.new).await;
-                match (refused.allowed, defaulted.stored) {
-                    (false, Some(s)) if s["labels"]["tier"] == "gold" => Ok(()),
-                    other => Err(format!("{other:?}")),
+                for probe in probes {
+                    let mut sent = probe.new.clone();
+                    sent["apiVersion"] = json!(format!("{}/v1", probe.kind.group()));
+                    sent["metadata"]["namespace"] = json!(probe.kind.namespace());
+                    if apiserver_outcome(&client, probe, &sent).await.allowed {
+                        return Err(format!("{} admitted", probe.name));
+                    }
                 }
+                let defaulted = apiserver_outcome(&client, gizmo, &gizmo.new).await.stored;
+                if defaulted.is_none_or(|s| s["labels"]["tier"] != "gold") {
+                    return Err("no gizmo default".into());
+                }
+                let defaulted = apiserver_outcome(&client, gateway, &gateway.new)
+                    .await
+                    .stored;
+                if defaulted
+                    .is_none_or(|s| s["labels"]["app.kubernetes.io/managed-by"] != "tollgate")
+                {
+                    return Err("no gateway default".into());
+                }
+                if apiserver_outcome(&client, gadget, &gadget.new)
+                    .await
+                    .warnings
+                    .is_empty()
+                {
+                    return Err("no gadget warning".into());
+                }
+                Ok(())
             }
         },
     )
     .await;
+    // The UPDATE-only (ratcheting) policies arrive with the others; give the apiserver's
+    // informers a moment more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Some verdicts the corpus is built to reach: agreement on these is not agreement by accident.
     let expected: HashMap<&str, bool> = [
