@@ -11,15 +11,17 @@
 
 mod checks;
 mod defaults;
+mod policy_level;
+mod ratchet;
 mod schema;
+mod structural;
 mod text;
 
 use serde_json::Value;
 
 use crate::cel::{MatchConditionSpec, ValidationSpec};
-use crate::path::{FieldPath, Segment};
+use crate::path::FieldPath;
 use crate::policy::{CompiledPolicy, Enforcement, OperationName};
-use crate::rollout::RESTORED_ANNOTATION;
 use checks::{Select, Weight};
 
 /// The variable saying an UPDATE is a restore by the trusted reconciler.
@@ -158,7 +160,10 @@ fn compile_here(policy: &CompiledPolicy, options: &Options) -> InTree {
         .map(|c| (c.name.clone(), c.expression.clone()))
         .collect();
     let mut validation_conditions = match_conditions.clone();
-    validation_conditions.push(("tollgate-not-letting-go".into(), lets_go_condition()));
+    validation_conditions.push((
+        "tollgate-not-letting-go".into(),
+        policy_level::lets_go_condition(),
+    ));
     let match_cost = validation_conditions
         .iter()
         .map(|(_, e)| cost_of(e))
@@ -249,8 +254,8 @@ fn validating(
             None => lists,
         }
     });
-    let policy_checks = policy_validations(source.validations);
-    let immutable = immutable_checks(source.immutable);
+    let policy_checks = policy_level::policy_validations(source.validations);
+    let immutable = policy_level::immutable_checks(source.immutable);
     let render = |select| checks::render(&items, select);
     let blocking = render(Select::Denied(Weight::Blocking));
     let schema_plain = render(Select::Denied(Weight::Plain));
@@ -268,7 +273,7 @@ fn validating(
     }
     let restore = Variable {
         name: "tg_restore".into(),
-        expression: restore_expression(options.restorer.as_deref()),
+        expression: policy_level::restore_expression(options.restorer.as_deref()),
     };
     // The webhook lists a failure raised twice at one place (by a node and its `allOf`) once.
     let blocking_variable = Variable {
@@ -408,111 +413,6 @@ fn validating(
     Part::InTree(programs)
 }
 
-/// `spec.validations`, each failing at the object as the webhook reports it.
-fn policy_validations(validations: &[ValidationSpec]) -> Option<String> {
-    let parts: Vec<String> = validations
-        .iter()
-        .map(|v| {
-            let message = match (&v.message_expression, &v.message) {
-                (Some(m), _) => format!("'(object): ' + ({m})"),
-                (None, Some(m)) => text::string(&format!("(object): {m}")),
-                (None, None) => {
-                    text::string(&format!("(object): failed expression: {}", v.expression))
-                }
-            };
-            let holds = if crate::cel::references(&v.expression, "oldObject") {
-                format!("{RESTORE} || ({})", v.expression)
-            } else {
-                format!("({})", v.expression)
-            };
-            format!("({holds} ? [] : [{message}])")
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" + "))
-}
-
-/// Immutable fields on UPDATE: a value that was set may not change or go (a restore may drop
-/// one its revision lacked).
-fn immutable_checks(paths: &[FieldPath]) -> Option<String> {
-    let parts: Vec<String> = paths
-        .iter()
-        .map(|path| {
-            let (old_exists, old) = reach("oldObject", path);
-            let (new_exists, new) = reach("object", path);
-            let message = text::string(&format!(
-                "{path}: is immutable and cannot be changed once set"
-            ));
-            format!(
-                "(oldObject != null && {old_exists} && (({new_exists}) ? {new} != {old} : !{RESTORE}) ? [{message}] : [])"
-            )
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" + "))
-}
-
-/// Whether `path` exists below `root`, and the value there.
-fn reach(root: &str, path: &FieldPath) -> (String, String) {
-    let mut guards = Vec::new();
-    let mut at = root.to_string();
-    for segment in &path.0 {
-        match segment {
-            Segment::Key(key) => {
-                guards.push(format!("type({at}) == map"));
-                guards.push(text::has(&at, key));
-                at = text::select(&at, key);
-            }
-            Segment::Index(index) => {
-                guards.push(format!("type({at}) == list"));
-                guards.push(format!("size({at}) > {index}"));
-                at = format!("{at}[{index}]");
-            }
-        }
-    }
-    (format!("({})", guards.join(" && ")), at)
-}
-
-/// Whether an UPDATE is a restore by the trusted reconciler (`crate::rollout::is_restore`).
-fn restore_expression(restorer: Option<&str>) -> String {
-    let Some(restorer) = restorer else {
-        return "false".into();
-    };
-    let key = text::string(RESTORED_ANNOTATION);
-    let marker = |object: &str| {
-        format!(
-            "(has({object}.metadata.annotations) && {key} in {object}.metadata.annotations ? optional.of({object}.metadata.annotations[{key}]) : optional.none())"
-        )
-    };
-    format!(
-        "oldObject != null && request.userInfo.username == {} && {}.hasValue() && {} != {}",
-        text::string(restorer),
-        marker("object"),
-        marker("object"),
-        marker("oldObject"),
-    )
-}
-
-/// False for an UPDATE tollgate never denies (`crate::ratchet::only_lets_go`): it removes
-/// finalizers and changes nothing else, or it touches only metadata once the object is being
-/// deleted.
-fn lets_go_condition() -> String {
-    let rest_same = "object.filter(k, k != 'metadata').all(k, k in oldObject && oldObject[k] == object[k]) && size(object.filter(k, k != 'metadata')) == size(oldObject.filter(k, k != 'metadata'))";
-    let being_deleted =
-        "has(object.metadata.deletionTimestamp) && object.metadata.deletionTimestamp != null";
-    let finalizers = |o: &str| {
-        format!(
-            "(has({o}.metadata.finalizers) && {o}.metadata.finalizers != null ? {o}.metadata.finalizers : [])"
-        )
-    };
-    let (now, before) = (finalizers("object"), finalizers("oldObject"));
-    let skipped = "['finalizers', 'resourceVersion', 'managedFields']";
-    let metadata_same = format!(
-        "object.metadata.filter(k, !(k in {skipped})).all(k, k in oldObject.metadata && oldObject.metadata[k] == object.metadata[k]) && size(object.metadata.filter(k, !(k in {skipped}))) == size(oldObject.metadata.filter(k, !(k in {skipped})))"
-    );
-    format!(
-        "oldObject == null || !(({being_deleted} && {rest_same}) || (size({now}) < size({before}) && {now}.all(f, f in {before}) && {rest_same} && {metadata_same}))"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,9 +524,9 @@ mod tests {
 
     #[test]
     fn a_restore_is_recognised_by_user_and_a_new_marker() {
-        let expression = restore_expression(Some("sa"));
+        let expression = policy_level::restore_expression(Some("sa"));
         assert!(expression.starts_with("oldObject != null && request.userInfo.username == 'sa'"));
         assert!(expression.contains("'tollgate.dev/restored'"));
-        assert_eq!(restore_expression(None), "false");
+        assert_eq!(policy_level::restore_expression(None), "false");
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::checks::{self, Item, Ratchet, Weight};
 use super::text::{self, Path};
 use super::{RESTORE, Unsupported};
+use super::{ratchet, structural};
 use crate::cel::{RULES_KEY, escape_field_name, reads_root_metadata};
 use crate::path::{FieldPath, escape_pointer};
 use crate::schema::formats;
@@ -100,7 +101,7 @@ impl At {
             old: Some("oldObject".into()),
             ratchet: Ratchet {
                 old_exists: old_exists.clone(),
-                equal: equal_to_defaulted(value, "oldObject", schema),
+                equal: ratchet::equal_to_defaulted(value, "oldObject", schema),
             },
             old_exists,
             depth: 0,
@@ -135,7 +136,7 @@ impl At {
         let ratchet = match &old {
             Some(old) => Ratchet {
                 old_exists: old_exists.clone(),
-                equal: equal_to_defaulted(&value, old, schema),
+                equal: ratchet::equal_to_defaulted(&value, old, schema),
             },
             None => self.ratchet.clone(),
         };
@@ -483,12 +484,12 @@ impl SchemaCompiler<'_> {
         let map_keys = crate::schema::listtype::map_keys(node).unwrap_or_default();
         match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("set") => items.push(Item::List {
-                messages: set_repeats(v, &at.path, at.depth),
+                messages: structural::set_repeats(v, &at.path, at.depth),
                 weight: Weight::List,
                 ratchet: None,
             }),
             Some("map") => items.push(Item::List {
-                messages: map_repeats(v, &at.path, at.depth, &map_keys),
+                messages: structural::map_repeats(v, &at.path, at.depth, &map_keys),
                 weight: Weight::List,
                 ratchet: None,
             }),
@@ -505,7 +506,7 @@ impl SchemaCompiler<'_> {
                         let same = |o: &str| {
                             format!(
                                 "type({o}) == map && {}",
-                                keys_equal(o, &item_value, &map_keys)
+                                structural::keys_equal(o, &item_value, &map_keys)
                             )
                         };
                         let candidate = format!("tg_o{}", at.depth);
@@ -566,7 +567,7 @@ impl SchemaCompiler<'_> {
             ));
         }
         if node.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true)) {
-            items.extend(embedded_resource(at));
+            items.extend(structural::embedded_resource(&at.value, &at.path));
         }
         let properties = node.get("properties").and_then(Value::as_object);
         for name in node
@@ -780,98 +781,6 @@ impl SchemaCompiler<'_> {
     }
 }
 
-/// The checks the apiserver makes of an embedded resource's `apiVersion` and `kind` when they
-/// are there (`crate::schema::listtype`): never ratcheted, never blocking.
-fn embedded_resource(at: &At) -> Vec<Item> {
-    let v = &at.value;
-    let check = |field: &str, fails: String, message: &str| {
-        let value = text::select(v, field);
-        Item::Within {
-            guard: text::has(v, field),
-            items: vec![Item::Check {
-                fails: fails.replace("VALUE", &value),
-                message: at.path.key(field).message(message),
-                weight: Weight::Plain,
-                ratchet: None,
-            }],
-        }
-    };
-    let string_checks = |field: &str, last: (&str, &str)| {
-        vec![
-            check(field, "type(VALUE) != string".into(), "must be a string"),
-            check(field, "VALUE == ''".into(), "must not be empty"),
-            check(
-                field,
-                format!("type(VALUE) == string && VALUE != '' && ({})", last.0),
-                last.1,
-            ),
-        ]
-    };
-    let mut items = string_checks(
-        "apiVersion",
-        (
-            "size(VALUE.split('/')) > 2 || VALUE.startsWith('/')",
-            "must be a version or group/version",
-        ),
-    );
-    items.extend(string_checks(
-        "kind",
-        (
-            "size(VALUE) > 63 || !VALUE.lowerAscii().matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "may have mixed case, but should otherwise be a DNS-1035 label (a letter, then letters, digits or '-', at most 63)",
-        ),
-    ));
-    items
-}
-
-/// Whether two items of a map list (either may be `null`, which has no keys) hold the same
-/// keys: a key missing from both counts as equal (`crate::schema::listtype`).
-fn keys_equal(a: &str, b: &str, keys: &[String]) -> String {
-    if keys.is_empty() {
-        return "true".into();
-    }
-    keys.iter()
-        .map(|k| {
-            let (in_a, in_b) = (text::has(a, k), text::has(b, k));
-            let (at_a, at_b) = (text::select(a, k), text::select(b, k));
-            format!(
-                "(({a} == null || !{in_a}) ? ({b} == null || !{in_b}) : ({b} != null && {in_b} && type({at_a}) == type({at_b}) && {at_a} == {at_b}))"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" && ")
-}
-
-/// The first repeat of each value of a `set` list, as the webhook reports them.
-fn set_repeats(list: &str, path: &Path, depth: usize) -> String {
-    let (i, j) = (format!("tg_s{depth}"), format!("tg_t{depth}"));
-    format!(
-        "lists.range(size({list})).filter({i}, lists.range({i}).filter({j}, type({list}[{j}]) == type({list}[{i}]) && {list}[{j}] == {list}[{i}]).size() == 1).map({i}, {})",
-        path.index(&i)
-            .message("must not repeat an earlier item (x-kubernetes-list-type: set)")
-    )
-}
-
-/// A `map` list's first item that is not an object, or else the first repeat of each key.
-fn map_repeats(list: &str, path: &Path, depth: usize, keys: &[String]) -> String {
-    let (i, j) = (format!("tg_s{depth}"), format!("tg_t{depth}"));
-    let not_objects = format!(
-        "lists.range(size({list})).filter({i}, {list}[{i}] != null && type({list}[{i}]) != map)"
-    );
-    let names = keys.join(", ");
-    let first_not_object = format!("{not_objects}[0]");
-    format!(
-        "(size({not_objects}) > 0 ? [{}] : lists.range(size({list})).filter({i}, lists.range({i}).filter({j}, {}).size() == 1).map({i}, {}))",
-        path.message_with(&format!(
-            "'[' + string({first_not_object}) + ']: must be an object (x-kubernetes-list-type: map)'"
-        )),
-        keys_equal(&format!("{list}[{j}]"), &format!("{list}[{i}]"), keys),
-        path.index(&i).message(&format!(
-            "must not repeat the keys ({names}) of an earlier item (x-kubernetes-list-type: map)"
-        ))
-    )
-}
-
 /// The types the node's `type` allows, in the order the webhook names them.
 fn types_of(node: &Map<String, Value>) -> Option<Vec<&str>> {
     const ORDER: &[&str] = &[
@@ -911,54 +820,6 @@ fn number_checks(node: &Map<String, Value>, at: &At) -> Vec<Item> {
         ))
     })
     .collect()
-}
-
-/// Whether `new` equals `old` once `old` has the defaults the webhook fills in before it
-/// compares (it judges the old object defaulted, so a default filled in since is no change).
-fn equal_to_defaulted(new: &str, old: &str, schema: &Value) -> String {
-    let Some(properties) = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .filter(|_| schema.to_string().contains("\"default\""))
-    else {
-        return format!("{old} == {new}");
-    };
-    let mut parts = Vec::new();
-    let mut compared = Vec::new();
-    for (name, child) in properties {
-        let filled = child.get("default").map(|default| {
-            let mut filled = default.clone();
-            crate::defaults::Defaulter::from_schema(child).apply(&mut filled);
-            filled
-        });
-        let defaults_below = child.to_string().contains("\"default\"");
-        if filled.is_none() && !defaults_below {
-            continue;
-        }
-        compared.push(text::string(name));
-        let (in_new, in_old) = (text::has(new, name), text::has(old, name));
-        let (new_child, old_child) = (text::select(new, name), text::select(old, name));
-        let when_absent = match &filled {
-            Some(value) => format!("{in_new} && {new_child} == dyn({})", text::literal(value)),
-            None => format!("!{in_new}"),
-        };
-        parts.push(format!(
-            "({in_old} ? {in_new} && {} : {when_absent})",
-            equal_to_defaulted(&new_child, &old_child, child)
-        ));
-    }
-    let listed = compared.join(", ");
-    let rest = |map: &str| format!("{map}.filter(k, !(k in [{listed}]))");
-    parts.push(format!(
-        "{}.all(k, k in {old} && {old}[k] == {new}[k]) && size({}) == size({})",
-        rest(new),
-        rest(new),
-        rest(old)
-    ));
-    format!(
-        "(type({new}) == map && type({old}) == map ? ({}) : {old} == {new})",
-        parts.join(" && ")
-    )
 }
 
 /// Whether the apiserver drops a `null` at a member of this schema (`crate::schema::nulls`).
