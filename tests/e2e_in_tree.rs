@@ -292,6 +292,17 @@ fn variations() -> Vec<(&'static str, Vec<Option<Value>>)> {
         ),
         ("plain", vec![Some(json!("x")), Some(json!(3))]),
         (
+            "env",
+            vec![
+                Some(json!({"HOME": "x", "PATH": "/usr/local/bin"})),
+                Some(json!({"HOME": "toolong"})),
+                Some(json!({"home": "x"})),
+                Some(json!({"A": 1, "X_A": "y"})),
+                Some(json!({"X_B": "ab"})),
+                Some(json!({"PATH": "/bin", "TERM": "vt"})),
+            ],
+        ),
+        (
             "step",
             vec![
                 Some(json!(10)),
@@ -1049,6 +1060,10 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
         ("plain-1", false),
         ("step-2", true),
         ("step-3", false),
+        ("env-0", false),
+        ("env-1", false),
+        ("env-2", false),
+        ("env-5", true),
     ]
     .into_iter()
     .collect();

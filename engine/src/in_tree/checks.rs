@@ -53,11 +53,12 @@ pub enum Item {
         variable: String,
         items: Vec<Item>,
     },
-    /// `items` apply to each key `variable` of the map `map` that `declared` does not list.
+    /// `items` apply to each key `variable` of the map `map` that `keep` keeps.
     EachKey {
         map: String,
         variable: String,
-        declared: Vec<String>,
+        /// Which keys: a CEL condition on `variable` (`None`: every key).
+        keep: Option<String>,
         items: Vec<Item>,
     },
 }
@@ -162,18 +163,13 @@ fn render_one(item: &Item, select: Select) -> Option<String> {
         Item::EachKey {
             map,
             variable,
-            declared,
+            keep,
             items,
         } => {
             let inner = render(items, select)?;
-            let keys = if declared.is_empty() {
-                map.clone()
-            } else {
-                let names: Vec<String> = declared.iter().map(|d| super::text::string(d)).collect();
-                format!(
-                    "{map}.filter({variable}, !({variable} in [{}]))",
-                    names.join(", ")
-                )
+            let keys = match keep {
+                None => map.clone(),
+                Some(keep) => format!("{map}.filter({variable}, {keep})"),
             };
             Some(format!("{keys}.map({variable}, {inner}).flatten()"))
         }

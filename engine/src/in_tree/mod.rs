@@ -474,15 +474,21 @@ mod tests {
         let any_of = compiled("{anyOf: [{required: [a]}, {required: [b]}]}");
         assert!(any_of.validating.in_tree().is_some());
         let pattern_properties = compiled("{patternProperties: {'^x': {type: string}}}");
-        assert!(
-            reasons(&pattern_properties.validating)[0]
-                .contains("the keyword patternProperties is not compiled")
+        assert!(pattern_properties.validating.in_tree().is_some());
+        let beside_additional = compiled(
+            "{patternProperties: {'^x': {type: string}}, additionalProperties: {type: integer}}",
         );
+        assert!(
+            reasons(&beside_additional.validating)[0]
+                .contains("beside an additionalProperties schema")
+        );
+        let if_then = compiled("{if: {required: [a]}, then: {required: [b]}}");
+        assert!(reasons(&if_then.validating)[0].contains("the keyword if is not compiled"));
         let fractional = compiled("{properties: {f: {type: number, multipleOf: 0.5}}}");
         assert!(reasons(&fractional.validating)[0].contains("multipleOf is compiled only"));
         let rules_in_branch =
             compiled("{allOf: [{x-kubernetes-validations: [{rule: 'has(self.a)'}]}]}");
-        assert!(reasons(&rules_in_branch.validating)[0].contains("inside allOf or a $ref target"));
+        assert!(reasons(&rules_in_branch.validating)[0].contains("inside allOf, a $ref target"));
         let recursive = compiled(
             "{$defs: {node: {type: object, properties: {next: {$ref: '#/$defs/node'}}}}, properties: {list: {$ref: '#/$defs/node'}}}",
         );

@@ -52,6 +52,7 @@ const UNDERSTOOD: &[&str] = &[
     "x-kubernetes-list-map-keys",
     "x-kubernetes-embedded-resource",
     RULES_KEY,
+    "patternProperties",
     "allOf",
     "anyOf",
     "oneOf",
@@ -86,8 +87,9 @@ struct At {
     /// How deep in comprehensions: names their variables.
     depth: usize,
     root: bool,
-    /// Inside an `allOf` branch or a `$ref` target: the webhook's null pruning, defaults and
-    /// list checks look only at `properties`, `items` and `additionalProperties`, never here.
+    /// Inside an `allOf` branch, a `$ref` target or `patternProperties`: the webhook's null
+    /// pruning, defaults, list checks and rules look only at `properties`, `items` and
+    /// `additionalProperties`, never here.
     in_branch: bool,
 }
 
@@ -206,7 +208,9 @@ impl SchemaCompiler<'_> {
                 if node.contains_key(*keyword) {
                     self.refuse(
                         &format!("{}/{}", at.pointer, escape_pointer(keyword)),
-                        format!("{keyword} inside allOf or a $ref target is not compiled"),
+                        format!(
+                            "{keyword} inside allOf, a $ref target or patternProperties is not compiled"
+                        ),
                     );
                 }
             }
@@ -590,8 +594,8 @@ impl SchemaCompiler<'_> {
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         for (name, child) in properties.into_iter().flatten() {
-            let correlates = node.get("x-kubernetes-map-type") != Some(&Value::from("atomic"));
-            let old = at.old.as_ref().filter(|_| correlates).map(|old| {
+            // Ratcheting pairs members by name, atomic maps' too (`crate::ratchet`).
+            let old = at.old.as_ref().map(|old| {
                 (
                     text::select(old, name),
                     format!(
@@ -618,14 +622,29 @@ impl SchemaCompiler<'_> {
                 });
             }
         }
+        let patterns = self.pattern_properties(node, at, &mut items);
+        let key = format!("tg_k{}", at.depth);
+        // The keys `additionalProperties` judges: neither declared nor matching a pattern.
+        let undeclared = {
+            let names: Vec<String> = declared.iter().map(|d| text::string(d)).collect();
+            let mut conditions = Vec::new();
+            if !names.is_empty() {
+                conditions.push(format!("!({key} in [{}])", names.join(", ")));
+            }
+            for pattern in &patterns {
+                conditions.push(format!("!{key}.matches({})", text::string(pattern)));
+            }
+            (!conditions.is_empty()).then(|| conditions.join(" && "))
+        };
         match node.get("additionalProperties") {
             Some(Value::Bool(false)) => {
-                let names: Vec<String> = declared.iter().map(|d| text::string(d)).collect();
-                let key = format!("tg_k{}", at.depth);
+                let keys = match &undeclared {
+                    Some(keep) => format!("{v}.filter({key}, {keep})"),
+                    None => v.clone(),
+                };
                 items.push(Item::List {
                     messages: format!(
-                        "{v}.filter({key}, !({key} in [{}])).map({key}, {})",
-                        names.join(", "),
+                        "{keys}.map({key}, {})",
                         at.path.map_key(&key).message("is not a known field")
                     ),
                     weight: Weight::Plain,
@@ -633,7 +652,6 @@ impl SchemaCompiler<'_> {
                 });
             }
             Some(schema @ Value::Object(_)) => {
-                let key = format!("tg_k{}", at.depth);
                 let member = format!("{v}[{key}]");
                 let old = at.old.as_ref().map(|old| {
                     (
@@ -670,7 +688,7 @@ impl SchemaCompiler<'_> {
                     items.push(Item::EachKey {
                         map: v.clone(),
                         variable: key,
-                        declared,
+                        keep: undeclared,
                         items: inner,
                     });
                 }
@@ -678,6 +696,71 @@ impl SchemaCompiler<'_> {
             _ => {}
         }
         items
+    }
+
+    /// `patternProperties`: each member whose name matches a pattern (RE2, as CEL's
+    /// `matches()`) judged by that pattern's schema. The webhook's nulls, defaults, list checks
+    /// and rules never look there, so neither does anything compiled below (`in_branch`).
+    /// Returns the patterns, which `additionalProperties` then leaves alone.
+    fn pattern_properties(
+        &mut self,
+        node: &Map<String, Value>,
+        at: &At,
+        items: &mut Vec<Item>,
+    ) -> Vec<String> {
+        let Some(patterns) = node.get("patternProperties").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        let pointer = format!("{}/patternProperties", at.pointer);
+        if node
+            .get("additionalProperties")
+            .is_some_and(Value::is_object)
+        {
+            self.refuse(
+                &pointer,
+                "patternProperties beside an additionalProperties schema is not compiled (the webhook drops nulls by the additionalProperties schema for every undeclared key)".into(),
+            );
+            return Vec::new();
+        }
+        let v = &at.value;
+        let key = format!("tg_p{}", at.depth);
+        let mut compiled = Vec::new();
+        for (pattern, schema) in patterns {
+            if regex::Regex::new(pattern).is_err() {
+                self.refuse(
+                    &format!("{pointer}/{}", escape_pointer(pattern)),
+                    "the pattern is not an RE2 expression CEL's matches() accepts".into(),
+                );
+                continue;
+            }
+            let member = format!("{v}[{key}]");
+            let old = at.old.as_ref().map(|old| {
+                (
+                    format!("{old}[{key}]"),
+                    format!("{} && type({old}) == map && {key} in {old}", at.old_exists),
+                )
+            });
+            let mut below = at.child(
+                member,
+                at.path.map_key(&key),
+                format!("{pointer}/{}", escape_pointer(pattern)),
+                old,
+                schema,
+            );
+            below.depth = at.depth + 1;
+            below.in_branch = true;
+            let inner = self.node(schema, &below);
+            if !inner.is_empty() {
+                items.push(Item::EachKey {
+                    map: v.clone(),
+                    variable: key.clone(),
+                    keep: Some(format!("{key}.matches({})", text::string(pattern))),
+                    items: inner,
+                });
+            }
+            compiled.push(pattern.clone());
+        }
+        compiled
     }
 
     /// `x-kubernetes-validations` of the node, evaluated with `self` (and `oldSelf`) bound by
