@@ -124,16 +124,11 @@ async fn install(client: &Client) {
         ),
         ("team-c", "ownerless-too", json!({"size": 3})),
     ];
-    support::eventually("the widget CRD serves", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move {
-            widgets(&client, "team-a")
-                .list(&Default::default())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
+    support::until_served(
+        "the widget CRD",
+        widgets(client, "team-a"),
+        Duration::from_secs(30),
+    )
     .await;
     let gadgets: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
@@ -159,7 +154,7 @@ async fn install(client: &Client) {
             &ApiResource::from_gvk_with_plural(&gvk, "gadgets"),
         )
     };
-    support::until_served("the gadget CRD", gadget_api()).await;
+    support::until_served("the gadget CRD", gadget_api(), Duration::from_secs(30)).await;
     for (name, size) in [("small-gadget", 1), ("big-gadget", 20)] {
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "audit.tollgate.test/v1", "kind": "Gadget",
@@ -326,16 +321,11 @@ async fn reports(client: &Client, kubeconfig: &Path, policies: &Path) {
             .await
             .expect("OpenReports CRD");
     }
-    support::eventually("the Report CRD serves", Duration::from_secs(30), || {
-        let client = client.clone();
-        async move {
-            report_api(&client, "team-a")
-                .list(&Default::default())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
+    support::until_served(
+        "the Report CRD",
+        report_api(client, "team-a"),
+        Duration::from_secs(30),
+    )
     .await;
 
     let first = audit(

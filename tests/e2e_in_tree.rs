@@ -915,7 +915,7 @@ async fn in_tree_policies_judge_every_case_as_the_webhook_does() {
     );
     let cases: Vec<Case> = corpus.into_iter().chain(suite).collect();
     for kind in [Kind::Gizmo, Kind::Gadget, Kind::PaymentGateway] {
-        support::until_served(kind.name(), kind.api(&client)).await;
+        support::until_served(kind.name(), kind.api(&client), Duration::from_secs(30)).await;
     }
     let mut stored = HashMap::new();
     for case in &cases {

@@ -561,14 +561,7 @@ async fn registration_takes_over_a_conversion_stanza_another_manager_wrote() {
         .create(&params, &serde_json::from_value(crd).unwrap())
         .await
         .expect("CRD created as kubectl apply creates it");
-    eventually("the CRD served", Duration::from_secs(60), || async {
-        gateways(&client, "v1")
-            .list(&Default::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    support::until_served("the CRD", gateways(&client, "v1"), Duration::from_secs(60)).await;
     // Stored in v1 (the storage version: no conversion needed to write it).
     let mut stored = gateway("gw-stored");
     stored.metadata.namespace = Some(NS.into());

@@ -93,9 +93,13 @@ pub fn documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until `api`'s kind is served (a CRD just created takes a moment).
-pub async fn until_served(what: &str, api: kube::Api<kube::core::DynamicObject>) {
-    eventually(what, std::time::Duration::from_secs(30), || {
+/// Waits (up to `limit`) until `api`'s kind is served (a CRD just created takes a moment).
+pub async fn until_served(
+    what: &str,
+    api: kube::Api<kube::core::DynamicObject>,
+    limit: std::time::Duration,
+) {
+    eventually(what, limit, || {
         let api = api.clone();
         async move {
             api.list(&Default::default())
