@@ -12,6 +12,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "shared/procfs.rs"]
+mod procfs;
 #[path = "shared/sections.rs"]
 mod sections;
 #[path = "../tests/support/mod.rs"]
@@ -60,21 +62,6 @@ async fn create_objects(client: &kube::Client, count: usize) -> Duration {
     started.elapsed()
 }
 
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 async fn metric(addr: &str, name: &str) -> Option<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -91,7 +78,7 @@ async fn metric(addr: &str, name: &str) -> Option<f64> {
 struct Row {
     objects: usize,
     pass: f64,
-    peak_kib: u64,
+    peak_mib: f64,
     largest_report: usize,
     total_reports: usize,
 }
@@ -151,7 +138,7 @@ async fn run_size(binary: &Path, count: usize) -> Option<Row> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let peak_kib = memory_kib(pid, "VmHWM:");
+    let peak_mib = procfs::rss_mib(pid).map_or(0.0, |(_, peak)| peak);
     let pass = metric(&addr, "tollgate_audit_pass_duration_seconds_sum")
         .await
         .unwrap_or(0.0);
@@ -177,7 +164,7 @@ async fn run_size(binary: &Path, count: usize) -> Option<Row> {
     println!(
         "[{count}] one pass with {} reports written: {pass:.1}s, peak RSS {:.1} MiB, {fails} failing results, largest report {} KiB",
         sizes.len(),
-        peak_kib as f64 / 1024.0,
+        peak_mib,
         sizes.iter().max().copied().unwrap_or(0) / 1024
     );
     assert_eq!(
@@ -188,7 +175,7 @@ async fn run_size(binary: &Path, count: usize) -> Option<Row> {
     Some(Row {
         objects: count,
         pass,
-        peak_kib,
+        peak_mib,
         largest_report: sizes.iter().max().copied().unwrap_or(0),
         total_reports: sizes.iter().sum(),
     })
@@ -219,7 +206,7 @@ async fn main() {
             "| {} | {:.1} s | {:.1} MiB | {} KiB | {} KiB |\n",
             row.objects,
             row.pass,
-            row.peak_kib as f64 / 1024.0,
+            row.peak_mib,
             row.largest_report / 1024,
             row.total_reports / 1024
         ));

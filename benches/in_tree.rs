@@ -12,6 +12,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "shared/procfs.rs"]
+mod procfs;
 #[path = "shared/sections.rs"]
 mod sections;
 #[path = "../tests/support/mod.rs"]
@@ -40,24 +42,6 @@ impl Mode {
             Mode::InTree => "in-tree",
         }
     }
-}
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start past the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn gateways_file(dir: &Path, prefix: &str) -> std::path::PathBuf {
@@ -206,7 +190,8 @@ async fn main() {
         // Let the apiserver settle after the registration churn.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let file = gateways_file(dir.path(), &format!("r{round}"));
-        let (api_before, hook_before) = (cpu_seconds(apiserver), cpu_seconds(webhook_pid));
+        let reading = |pid| procfs::CpuReading::of(pid).expect("CPU time from /proc");
+        let (api_before, hook_before) = (reading(apiserver), reading(webhook_pid));
         let started = Instant::now();
         let out = Command::new("kubectl")
             .arg("--kubeconfig")
@@ -221,9 +206,9 @@ async fn main() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let api_used = cpu_seconds(apiserver) - api_before;
+        let api_used = reading(apiserver).seconds_since(&api_before);
         let hook_used = if serving.is_some() {
-            cpu_seconds(webhook_pid) - hook_before
+            reading(webhook_pid).seconds_since(&hook_before)
         } else {
             0.0
         };

@@ -17,6 +17,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "shared/procfs.rs"]
+mod procfs;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -59,21 +61,6 @@ fn bench_policy(dir: &Path) -> std::path::PathBuf {
         );
     std::fs::write(policies.join("paymentgateway.yaml"), text).expect("write");
     policies
-}
-
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 async fn count_ready(api: &Api<DynamicObject>) -> usize {
@@ -309,8 +296,8 @@ struct Row {
     objects: usize,
     sync: Duration,
     floor: Duration,
-    rss_after_sync_kib: u64,
-    peak_kib: u64,
+    rss_after_sync_mib: f64,
+    peak_mib: f64,
 }
 
 async fn run_size(binary: &Path, count: usize, measure_change: bool) -> Option<Row> {
@@ -358,7 +345,7 @@ async fn run_size(binary: &Path, count: usize, measure_change: bool) -> Option<R
     }
     let sync = started.elapsed();
     let after = requests(&client).await;
-    let rss_after_sync_kib = memory_kib(pid, "VmRSS:");
+    let rss_after_sync_mib = procfs::rss_mib(pid).map_or(0.0, |(rss, _)| rss);
     println!(
         "[{count}] first full sync: every object Ready (revision recorded, finalizer added, status applied) in {:.1}s ({:.1} ms/object)",
         sync.as_secs_f64(),
@@ -377,7 +364,7 @@ async fn run_size(binary: &Path, count: usize, measure_change: bool) -> Option<R
             ms(ready)
         );
     }
-    let peak_kib = memory_kib(pid, "VmHWM:");
+    let peak_mib = procfs::rss_mib(pid).map_or(0.0, |(_, peak)| peak);
     let _ = child.kill();
     let _ = child.wait();
     let failed = std::fs::read_to_string(&log)
@@ -402,8 +389,8 @@ async fn run_size(binary: &Path, count: usize, measure_change: bool) -> Option<R
         objects: count,
         sync,
         floor,
-        rss_after_sync_kib,
-        peak_kib,
+        rss_after_sync_mib,
+        peak_mib,
     })
 }
 
@@ -436,8 +423,8 @@ async fn main() {
             row.sync.as_secs_f64(),
             row.floor.as_secs_f64(),
             row.sync.as_secs_f64() / row.floor.as_secs_f64(),
-            row.rss_after_sync_kib as f64 / 1024.0,
-            row.peak_kib as f64 / 1024.0
+            row.rss_after_sync_mib,
+            row.peak_mib
         );
     }
 }

@@ -10,6 +10,7 @@
 
 mod driver;
 mod floor;
+#[path = "../shared/procfs.rs"]
 mod procfs;
 mod report;
 #[path = "../shared/sections.rs"]
