@@ -73,6 +73,29 @@ fn compile_for<F: Json>(schema: &Value) -> Result<Validator<F>, SchemaError> {
         })
 }
 
+/// Whether `schema` or any subschema of it (same-document `$ref` targets in `root` included)
+/// has a `default` keyword.
+pub(crate) fn declares_default(root: &Value, schema: &Value) -> bool {
+    fn visit<'s>(root: &'s Value, schema: &'s Value, seen: &mut Vec<&'s Value>) -> bool {
+        let Some(node) = schema.as_object() else {
+            return false;
+        };
+        if node.contains_key("default") {
+            return true;
+        }
+        if let Some(target) = ref_target(root, schema)
+            && !seen.iter().any(|s| std::ptr::eq(*s, target))
+        {
+            seen.push(target);
+            if visit(root, target, seen) {
+                return true;
+            }
+        }
+        dialect::subschemas(node).any(|sub| visit(root, sub, seen))
+    }
+    visit(root, schema, &mut Vec::new())
+}
+
 /// `schema` as plain JSON Schema: the CRD dialect rewritten (`dialect`).
 pub(crate) fn dialect_of(schema: &Value) -> Value {
     dialect::to_json_schema(schema)

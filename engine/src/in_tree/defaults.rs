@@ -27,6 +27,7 @@ pub fn patch_expression(
     if let Some(schema) = schema {
         walk(
             schema,
+            schema,
             "object",
             &[],
             "spec.schema",
@@ -79,6 +80,7 @@ fn metadata_part(field: &str, wanted: &BTreeMap<String, String>) -> Option<Strin
 
 /// Defaults under the object `value` (a map wherever this is evaluated) described by `schema`.
 fn walk(
+    root: &Value,
     schema: &Value,
     value: &str,
     keys: &[&str],
@@ -97,10 +99,16 @@ fn walk(
         "oneOf",
         "$ref",
     ] {
-        if node
-            .get(keyword)
-            .is_some_and(|below| below.to_string().contains("\"default\""))
-        {
+        let below_declares = match node.get(keyword) {
+            None => false,
+            Some(Value::String(_)) => crate::schema::ref_target(root, schema)
+                .is_some_and(|target| crate::schema::declares_default(root, target)),
+            Some(Value::Array(branches)) => branches
+                .iter()
+                .any(|b| crate::schema::declares_default(root, b)),
+            Some(below) => crate::schema::declares_default(root, below),
+        };
+        if below_declares {
             unsupported.push(Unsupported {
                 at: format!("{pointer}.{keyword}"),
                 reason: format!(
@@ -134,6 +142,7 @@ fn walk(
         }
         let mut nested = Vec::new();
         walk(
+            root,
             child,
             &member,
             &at,
@@ -191,5 +200,34 @@ mod tests {
         );
         assert_eq!(unsupported.len(), 1);
         assert!(unsupported[0].at.ends_with("properties.list.items"));
+    }
+
+    #[test]
+    fn defaults_behind_a_ref_stay_with_the_webhook_and_a_field_named_default_is_no_default() {
+        let behind_ref = json!({
+            "$defs": {"retry": {"type": "object", "properties": {"n": {"default": 3}}}},
+            "properties": {"retry": {"$ref": "#/$defs/retry"}}
+        });
+        let mut unsupported = Vec::new();
+        patch_expression(
+            Some(&behind_ref),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut unsupported,
+        );
+        assert_eq!(unsupported.len(), 1, "{unsupported:?}");
+        assert!(unsupported[0].at.ends_with("properties.retry.$ref"));
+
+        let named_default = json!({"properties": {"list": {"type": "array", "items": {
+            "properties": {"default": {"type": "string", "enum": ["default"]}}
+        }}}});
+        let mut unsupported = Vec::new();
+        patch_expression(
+            Some(&named_default),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut unsupported,
+        );
+        assert!(unsupported.is_empty(), "{unsupported:?}");
     }
 }

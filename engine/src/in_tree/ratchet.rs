@@ -5,13 +5,19 @@ use serde_json::Value;
 
 use super::text;
 
+/// Whether defaults sit in or below `schema`. `$ref`s need not be followed: for validation a
+/// default under a `$ref` (or `allOf`, or `items`) stays with the webhook.
+fn declares_default(schema: &Value) -> bool {
+    crate::schema::declares_default(&Value::Null, schema)
+}
+
 /// Whether `new` equals `old` once `old` has the defaults the webhook fills in before it
 /// compares (it judges the old object defaulted, so a default filled in since is no change).
 pub fn equal_to_defaulted(new: &str, old: &str, schema: &Value) -> String {
     let Some(properties) = schema
         .get("properties")
         .and_then(Value::as_object)
-        .filter(|_| schema.to_string().contains("\"default\""))
+        .filter(|_| declares_default(schema))
     else {
         return format!("{old} == {new}");
     };
@@ -23,7 +29,7 @@ pub fn equal_to_defaulted(new: &str, old: &str, schema: &Value) -> String {
             crate::defaults::Defaulter::from_schema(child).apply(&mut filled);
             filled
         });
-        let defaults_below = child.to_string().contains("\"default\"");
+        let defaults_below = declares_default(child);
         if filled.is_none() && !defaults_below {
             continue;
         }

@@ -43,6 +43,26 @@ const SCHEMA_SLOTS: &[&str] = &[
 /// Keywords whose value is a list of schemas.
 const SCHEMA_LISTS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems"];
 
+/// Every subschema one level below the schema node `node`, wherever a keyword holds one.
+pub fn subschemas(node: &Map<String, Value>) -> impl Iterator<Item = &Value> {
+    let maps = SCHEMA_MAPS
+        .iter()
+        .filter_map(|k| node.get(*k)?.as_object())
+        .flat_map(|m| m.values());
+    let slots = SCHEMA_SLOTS
+        .iter()
+        .filter_map(|k| node.get(*k))
+        .flat_map(|slot| match slot {
+            Value::Array(items) => items.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        });
+    let lists = SCHEMA_LISTS
+        .iter()
+        .filter_map(|k| node.get(*k)?.as_array())
+        .flatten();
+    maps.chain(slots).chain(lists)
+}
+
 /// `schema` as jsonschema should validate it.
 pub fn to_json_schema(schema: &Value) -> Value {
     let mut out = schema.clone();
