@@ -164,10 +164,10 @@ fn compile_here(policy: &CompiledPolicy, options: &Options) -> InTree {
         "tollgate-not-letting-go".into(),
         policy_level::lets_go_condition(),
     ));
-    let match_cost = validation_conditions
-        .iter()
-        .map(|(_, e)| cost_of(e))
-        .fold(0u64, u64::saturating_add);
+    let match_cost = total_cost(
+        validation_conditions.iter().map(|(_, e)| e.as_str()),
+        &cost_of,
+    );
     let mutating = {
         let mut unsupported = Vec::new();
         match defaults::patch_expression(
@@ -213,6 +213,15 @@ fn over_limit(cost: u64) -> Option<Unsupported> {
             "estimated cost {cost} exceeds the apiserver's per-expression limit of {PER_CALL_LIMIT}"
         ),
     })
+}
+
+/// The estimated cost of evaluating all of `expressions` in one call (variables count towards
+/// the expression that reads them).
+fn total_cost<'e>(
+    expressions: impl Iterator<Item = &'e str>,
+    cost_of: &dyn Fn(&str) -> u64,
+) -> u64 {
+    expressions.map(cost_of).fold(0, u64::saturating_add)
 }
 
 /// The estimate of an expression whose cost grows with the object's size without a bound.
@@ -349,10 +358,7 @@ fn validating(
             ),
         ),
     };
-    let cost = variables
-        .iter()
-        .map(|v| cost_of(&v.expression))
-        .fold(0u64, u64::saturating_add);
+    let cost = total_cost(variables.iter().map(|v| v.expression.as_str()), cost_of);
     let mut programs = vec![Validating {
         suffix: "",
         operations: policy.matcher.operations.clone(),
@@ -385,10 +391,7 @@ fn validating(
                 expression: ratcheted,
             },
         ];
-        let cost = variables
-            .iter()
-            .map(|v| cost_of(&v.expression))
-            .fold(0u64, u64::saturating_add);
+        let cost = total_cost(variables.iter().map(|v| v.expression.as_str()), cost_of);
         programs.push(Validating {
             suffix: "-ratcheted",
             operations: vec![OperationName::Update],

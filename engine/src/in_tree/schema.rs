@@ -112,6 +112,17 @@ impl At {
         }
     }
 
+    /// The same value judged by a subschema of this node's (`allOf`, `$ref`, `anyOf`...), at
+    /// `pointer` in the schema.
+    fn branch(&self, pointer: String) -> Self {
+        Self {
+            pointer,
+            in_branch: true,
+            root: false,
+            ..self.clone()
+        }
+    }
+
     /// A check of this value, failing with `message` at its path.
     fn check(&self, fails: String, message: &str, weight: Weight) -> Item {
         Item::Check {
@@ -238,7 +249,7 @@ impl SchemaCompiler<'_> {
         for keyword in ["items", "additionalProperties"] {
             if node
                 .get(keyword)
-                .is_some_and(|below| below.is_object() && below.to_string().contains("\"default\""))
+                .is_some_and(|below| crate::schema::declares_default(&self.root, below))
             {
                 self.refuse(
                     &format!("{}/{keyword}", at.pointer),
@@ -310,11 +321,7 @@ impl SchemaCompiler<'_> {
     /// A branch of `anyOf`, `oneOf` or `not`, compiled only to say whether the value holds
     /// under it (its own failures are never listed).
     fn holds_under(&mut self, branch: &Value, at: &At, pointer: String) -> String {
-        let mut inside = at.clone();
-        inside.pointer = pointer;
-        inside.in_branch = true;
-        inside.root = false;
-        let items = self.node(branch, &inside);
+        let items = self.node(branch, &at.branch(pointer));
         checks::holds(&items)
     }
 
@@ -390,10 +397,7 @@ impl SchemaCompiler<'_> {
             .flatten()
             .enumerate()
         {
-            let mut inside = at.clone();
-            inside.pointer = format!("{}/allOf/{idx}", at.pointer);
-            inside.in_branch = true;
-            inside.root = false;
+            let inside = at.branch(format!("{}/allOf/{idx}", at.pointer));
             items.extend(self.node(branch, &inside));
         }
         if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
@@ -410,10 +414,7 @@ impl SchemaCompiler<'_> {
                 }
                 Some(target) => {
                     self.expanding.push(reference.to_string());
-                    let mut inside = at.clone();
-                    inside.pointer = reference.trim_start_matches('#').to_string();
-                    inside.in_branch = true;
-                    inside.root = false;
+                    let inside = at.branch(reference.trim_start_matches('#').to_string());
                     items.extend(self.node(&target, &inside));
                     self.expanding.pop();
                 }
