@@ -1,5 +1,8 @@
 # Multi-stage build: compile with the Rust toolchain, ship only the binary and the example
-# policies on a minimal, non-root runtime image.
+# policies on a minimal, non-root runtime image. For those with a registry to pull rust and
+# distroless from; scripts/build-image.sh builds the same layout (binary, its shared libraries, CA
+# certificates, user 65532, policies, entrypoint and arguments) without pulling anything, and
+# tests/image.rs starts it.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # llvm-profdata for the profile-guided build.

@@ -19,6 +19,7 @@ pub mod register;
 pub mod server;
 mod shutdown;
 mod telemetry;
+pub mod traces;
 
 pub use server::{ServeConfig, run};
 

@@ -170,6 +170,7 @@ impl Registrar {
             audit_interval: None,
             in_tree: self.config.in_tree,
             restorer: self.config.restorer.clone(),
+            webhook: manifests::WebhookInstall::default(),
         };
         let docs = manifests::registration(store, &options)?;
         if let Ok(mut rendered) = self.rendered.lock() {

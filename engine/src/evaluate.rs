@@ -47,9 +47,43 @@ pub fn judgements<'s: 't, 't>(
         .map(|policy| (policy, policy.judge(target)))
 }
 
+/// What one policy made of one review: what the server's traces record, policy by policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    pub policy: String,
+    /// "denied", "warned" or "allowed" when validating; "defaulted" when mutating.
+    pub decision: &'static str,
+    /// Violations raised (denying, or warning for a `warn` policy).
+    pub violations: usize,
+    /// Violations ratcheting admitted.
+    pub ratcheted: usize,
+}
+
 pub fn validate(store: &Store, target: &Target<'_>) -> Verdict {
+    validate_noting(store, target, None)
+}
+
+/// `validate`, also noting each policy's outcome in `outcomes` when it is given.
+pub fn validate_noting(
+    store: &Store,
+    target: &Target<'_>,
+    mut outcomes: Option<&mut Vec<PolicyOutcome>>,
+) -> Verdict {
     let mut verdict = Verdict::default();
     for (policy, judgement) in judgements(store, target) {
+        if let Some(outcomes) = outcomes.as_deref_mut() {
+            let decision = match (judgement.denials.is_empty(), policy.enforcement) {
+                (true, _) => "allowed",
+                (false, Enforcement::Enforce) => "denied",
+                (false, Enforcement::Warn) => "warned",
+            };
+            outcomes.push(PolicyOutcome {
+                policy: policy.name.clone(),
+                decision,
+                violations: judgement.denials.len(),
+                ratcheted: judgement.ratcheted.len(),
+            });
+        }
         match policy.enforcement {
             Enforcement::Enforce => verdict.denials.extend(judgement.denials),
             Enforcement::Warn => verdict.warnings.extend(
@@ -99,6 +133,19 @@ pub fn defaults_for<'s>(store: &'s Store, target: &Target<'_>) -> Defaults<'s> {
 pub struct Defaults<'s>(Vec<&'s CompiledPolicy>);
 
 impl Defaults<'_> {
+    /// The outcome of each defaulting policy, for the review's trace.
+    pub fn outcomes(&self) -> Vec<PolicyOutcome> {
+        self.0
+            .iter()
+            .map(|policy| PolicyOutcome {
+                policy: policy.name.clone(),
+                decision: "defaulted",
+                violations: 0,
+                ratcheted: 0,
+            })
+            .collect()
+    }
+
     /// Fills in `object`'s missing defaults and returns the patch from the object as it was:
     /// the patch `json_patch::diff` of the two would give, without a copy or a comparison.
     pub fn apply(&self, object: &mut Value) -> json_patch::Patch {

@@ -36,6 +36,7 @@ pub use conversion::{
 };
 pub use front::Front;
 pub use guard::AnonymousClient;
+pub use observe::{ReviewTag, Reviewed};
 pub use routes::Endpoint;
 pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
 #[doc(hidden)]
@@ -48,14 +49,16 @@ fn handler(endpoint: Endpoint, state: &AppState) -> MethodRouter<AppState> {
             review::endpoint(kind.clone(), state, request)
         })
     }
+    let traced = state.traces().is_some();
     let admission = |mode| admission::Admission {
         mode,
         restorer: state.config().restorer.as_deref().map(Arc::from),
+        traced,
     };
     match endpoint {
         Endpoint::Validate => review(admission(Mode::Validate)),
         Endpoint::Mutate => review(admission(Mode::Mutate)),
-        Endpoint::Convert => review(conversion::Conversion),
+        Endpoint::Convert => review(conversion::Conversion { traced }),
         Endpoint::Healthz => get(probes::healthz),
         Endpoint::Readyz => get(probes::readyz),
         Endpoint::Metrics => get(probes::metrics),

@@ -9,18 +9,31 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
+use tollgate_engine::evaluate::PolicyOutcome;
 use tower::{Layer, Service};
 use tracing::Span;
 
 use super::error::DecisionTag;
 use super::routes::Endpoint;
 use super::state::AppState;
+use crate::traces::ReviewSpan;
 
 /// What a judged review decided, carried in its response's extensions to this layer.
 #[derive(Debug, Clone)]
 pub struct Reviewed {
     pub decision: &'static str,
     pub tag: ReviewTag,
+    /// For the review's trace, when reviews are traced.
+    pub notes: Option<Box<ReviewNotes>>,
+}
+
+/// What a traced review's span records besides the decision.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewNotes {
+    /// Each policy that judged (or defaulted) the review, and its outcome.
+    pub policies: Vec<PolicyOutcome>,
+    /// Time spent judging, converting or defaulting, reading and encoding excluded.
+    pub evaluation: Duration,
 }
 
 /// What the handler learnt from the review, handed back in `Answered` for the log line.
@@ -121,6 +134,13 @@ where
         let path = request.uri().path();
         let span = request_span(request.method(), path);
         let label = Endpoint::from_path(path).and_then(Endpoint::review_label);
+        // Only reviews are traced; with traces off this is the one check they cost.
+        let trace = match (self.state.traces(), label) {
+            (Some(traces), Some(_)) => {
+                Some(traces.review_span(request.method(), path, request.headers()))
+            }
+            _ => None,
+        };
         let in_flight = InFlight::enter(self.state.clone());
         Observed {
             started: Instant::now(),
@@ -128,6 +148,7 @@ where
             in_flight,
             label,
             span,
+            trace,
         }
     }
 }
@@ -140,6 +161,7 @@ pin_project_lite::pin_project! {
         in_flight: InFlight,
         label: Option<&'static str>,
         span: Span,
+        trace: Option<ReviewSpan>,
         started: Instant,
     }
 }
@@ -164,6 +186,7 @@ where
             &this.in_flight.0,
             *this.label,
             this.span,
+            this.trace.take(),
             this.started.elapsed(),
             &mut response,
         );
@@ -183,6 +206,7 @@ fn record(
     state: &AppState,
     label: Option<&'static str>,
     span: &Span,
+    trace: Option<ReviewSpan>,
     elapsed: Duration,
     response: &mut Response,
 ) {
@@ -190,10 +214,13 @@ fn record(
     let refused = response.extensions().get::<DecisionTag>();
     let detail = refused.map(|d| d.detail.as_str());
     let (decision, review) = match reviewed {
-        Some(Reviewed { decision, tag }) => (decision, Some(tag)),
+        Some(reviewed) => (reviewed.decision, Some(reviewed)),
         None => (refused.map_or("none", |d| d.decision), None),
     };
     let status = response.status().as_u16();
+    if let Some(trace) = trace {
+        trace.finish(status, decision, review.as_ref());
+    }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let Some(endpoint) = label else {
         span.in_scope(|| tracing::debug!(status, latency_ms, "request answered"));
@@ -202,9 +229,10 @@ fn record(
     state
         .metrics()
         .record(endpoint, decision, elapsed.as_secs_f64());
-    let uid = review.as_ref().map_or("", ReviewTag::uid);
-    let kind = review.as_ref().map(tracing::field::display);
-    let operation = review.as_ref().map_or("", |r| r.operation);
+    let tag = review.as_ref().map(|r| &r.tag);
+    let uid = tag.map_or("", ReviewTag::uid);
+    let kind = tag.map(tracing::field::display);
+    let operation = tag.map_or("", |r| r.operation);
     span.in_scope(|| {
         if routine(decision) {
             tracing::debug!(

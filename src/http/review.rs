@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_engine::Store;
 
 use super::error::ApiError;
-use super::observe::{ReviewTag, Reviewed};
+use super::observe::{ReviewNotes, ReviewTag, Reviewed};
 use super::state::AppState;
 use super::worker::{self, WorkError};
 use super::{body, guard};
@@ -23,6 +23,25 @@ use super::{body, guard};
 pub struct Answer {
     pub body: Vec<u8>,
     pub decision: &'static str,
+    /// What the review's trace records besides the decision; `None` when reviews are not traced.
+    pub notes: Option<Box<ReviewNotes>>,
+}
+
+impl Answer {
+    pub fn new(body: Vec<u8>, decision: &'static str) -> Self {
+        Self {
+            body,
+            decision,
+            notes: None,
+        }
+    }
+
+    pub fn noted(self, notes: ReviewNotes) -> Self {
+        Self {
+            notes: Some(Box::new(notes)),
+            ..self
+        }
+    }
 }
 
 /// One kind of review (AdmissionReview for validate or mutate, ConversionReview).
@@ -154,6 +173,7 @@ fn respond(answer: Answer, tag: ReviewTag) -> Response {
     response.extensions_mut().insert(Reviewed {
         decision: answer.decision,
         tag,
+        notes: answer.notes,
     });
     response
 }

@@ -11,6 +11,7 @@ use super::deadline;
 use super::routes::Endpoint;
 use super::worker::{WorkError, WorkerPool};
 use crate::metrics::Metrics;
+use crate::traces::Traces;
 
 /// Reviews being read or judged at once, across all connections. Excess reviews are answered at
 /// once with 429 and `Retry-After` instead of queueing without bound.
@@ -102,6 +103,7 @@ struct Inner {
     registration_problem: std::sync::Mutex<Option<String>>,
     workers: WorkerPool,
     in_flight_limit: InFlightLimit,
+    traces: Option<Arc<Traces>>,
 }
 
 #[derive(Clone)]
@@ -109,6 +111,16 @@ pub struct AppState(Arc<Inner>);
 
 impl AppState {
     pub fn new(config: HttpConfig, store: Store, metrics: Metrics) -> Self {
+        Self::traced(config, store, metrics, None)
+    }
+
+    /// A state whose reviews are traced through `traces` (when given).
+    pub fn traced(
+        config: HttpConfig,
+        store: Store,
+        metrics: Metrics,
+        traces: Option<Arc<Traces>>,
+    ) -> Self {
         metrics.set_policy_set(&store);
         let workers = WorkerPool::new(config.eval_concurrency);
         let in_flight_limit = InFlightLimit::new(config.max_in_flight);
@@ -120,6 +132,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             registration_problem: std::sync::Mutex::new(None),
             workers,
+            traces,
         }))
     }
 
@@ -133,6 +146,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    pub fn traces(&self) -> Option<&Traces> {
+        self.0.traces.as_deref()
     }
 
     pub fn in_flight_limit(&self) -> &InFlightLimit {

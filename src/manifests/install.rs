@@ -3,6 +3,8 @@
 //! reconciler and the continuous audit (each with its own ServiceAccount, least-privilege RBAC
 //! and a leader-elected Deployment; the audit also with the OpenReports CRDs it writes).
 
+use std::path::Path;
+
 use serde_json::{Map, Value, json};
 use tollgate_engine::Store;
 use tollgate_engine::rollout::{HealthRule, WorkloadKind};
@@ -19,11 +21,15 @@ pub fn in_cluster(
     let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
     let mut docs = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels()}}),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name), "automountServiceAccountToken": false}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name),
+               "automountServiceAccountToken": options.webhook.register}),
     ];
+    if options.webhook.register {
+        docs.extend(registration_rbac(options, namespace, name));
+    }
     docs.extend([
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&format!("{name}-policies")),
-               "data": policy_files(options)?}),
+               "data": policy_files(&options.policies_dir)?}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name),
                "spec": {"selector": selector, "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(name),
@@ -41,9 +47,9 @@ pub fn in_cluster(
 }
 
 /// Every policy file by its file name, as the ConfigMap the pods mount.
-fn policy_files(options: &Options) -> Result<Map<String, Value>, ManifestError> {
+fn policy_files(dir: &Path) -> Result<Map<String, Value>, ManifestError> {
     let mut files = Map::new();
-    let entries = tollgate_engine::policy::policy_files(&options.policies_dir)
+    let entries = tollgate_engine::policy::policy_files(dir)
         .map_err(|e| ManifestError::Usage(e.to_string()))?;
     for path in entries {
         let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
@@ -133,26 +139,11 @@ fn audit(
     namespace: &str,
     name: &str,
 ) -> Result<Vec<Value>, ManifestError> {
-    let mut docs = Vec::new();
-    for document in tollgate_engine::policy::yaml::parse_documents(OPENREPORTS_CRDS)
-        .map_err(|e| ManifestError::Usage(format!("deploy/crd-openreports.yaml: {}", e.message)))?
-    {
-        docs.push(document.value);
-    }
-    let mut rules: Vec<Value> = store
-        .policies()
-        .iter()
-        .map(|p| json!({"apiGroups": [p.matcher.group], "resources": [p.matcher.resource], "verbs": ["get", "list"]}))
-        .collect();
-    rules.dedup();
-    rules.push(
-        json!({"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"],
-                      "verbs": ["get", "list", "create", "patch", "delete"]}),
-    );
+    let mut docs = openreports_crds()?;
     let account = format!("{name}-audit");
     let audit = Component {
         suffix: "audit",
-        rules,
+        rules: audit_rules(store),
         args: [
             "audit",
             "--policies",
@@ -171,6 +162,115 @@ fn audit(
     };
     docs.extend(component(audit, options, namespace, name));
     Ok(docs)
+}
+
+fn openreports_crds() -> Result<Vec<Value>, ManifestError> {
+    Ok(
+        tollgate_engine::policy::yaml::parse_documents(OPENREPORTS_CRDS)
+            .map_err(|e| {
+                ManifestError::Usage(format!("deploy/crd-openreports.yaml: {}", e.message))
+            })?
+            .into_iter()
+            .map(|document| document.value)
+            .collect(),
+    )
+}
+
+/// What the audit reads (every kind a policy judges) and writes (its reports).
+fn audit_rules(store: &Store) -> Vec<Value> {
+    let mut rules: Vec<Value> = store
+        .policies()
+        .iter()
+        .map(|p| json!({"apiGroups": [p.matcher.group], "resources": [p.matcher.resource], "verbs": ["get", "list"]}))
+        .collect();
+    rules.dedup();
+    rules.push(
+        json!({"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"],
+                      "verbs": ["get", "list", "create", "patch", "delete"]}),
+    );
+    rules
+}
+
+/// What a self-registering webhook (`serve --register`) applies, reads and prunes: webhook
+/// configurations and CRD conversion stanzas, admission policies in-tree, and the shared
+/// certificate Secret when it makes its own.
+fn registration_rbac(options: &Options, namespace: &str, name: &str) -> Vec<Value> {
+    let mut registered = vec![
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    ];
+    if options.in_tree {
+        registered.extend([
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings",
+        ]);
+    }
+    let rules = json!([
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": registered,
+         "verbs": ["get", "list", "create", "patch", "update", "delete"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "patch"]},
+    ]);
+    let subjects = json!([{"kind": "ServiceAccount", "name": name, "namespace": namespace}]);
+    let mut docs = vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": name, "labels": labels()}, "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": name, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": subjects}),
+    ];
+    if makes_own_certificates(options) {
+        let meta = json!({"name": name, "namespace": namespace, "labels": labels()});
+        docs.extend([
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+                   "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": [tls_secret_name(options, name)],
+                              "verbs": ["get", "update"]},
+                             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                   "subjects": subjects}),
+        ]);
+    }
+    docs
+}
+
+/// A self-registering webhook with neither a given Secret nor cert-manager makes its own CA and
+/// serving pair and shares them through the Secret `NAME-tls`.
+fn makes_own_certificates(options: &Options) -> bool {
+    options.webhook.register
+        && options.webhook.tls_secret.is_none()
+        && options.cert_manager.is_none()
+}
+
+fn tls_secret_name(options: &Options, name: &str) -> String {
+    options
+        .webhook
+        .tls_secret
+        .clone()
+        .unwrap_or_else(|| format!("{name}-tls"))
+}
+
+/// The chart's policy-derived values (`deploy/chart`): the policy files and the RBAC rules that
+/// `tollgate manifests` derives from them, so a Helm install of these policies renders what
+/// `tollgate manifests --service NAMESPACE/NAME --register` renders.
+/// Everything sits under one key, and the files are a list: Helm merges maps from several values
+/// files key by key but replaces lists, so a user's values replace the example policies instead
+/// of adding to them.
+pub fn helm_values(store: &Store, policies_dir: &Path) -> Result<Value, ManifestError> {
+    let files: Vec<Value> = policy_files(policies_dir)?
+        .into_iter()
+        .map(|(name, content)| json!({"name": name, "content": content}))
+        .collect();
+    Ok(json!({"fromPolicies": {
+        "policyFiles": files,
+        "reconciler": store.policies().iter().any(|p| p.rollout.is_some()),
+        "reconcilerRules": reconciler_rules(store),
+        "auditRules": audit_rules(store),
+    }}))
 }
 
 /// The OpenReports API the audit writes (`deploy/crd-openreports.yaml`).
@@ -270,16 +370,19 @@ fn deployment_spec(options: &Options, namespace: &str, name: &str, selector: &Va
             "metadata": {"labels": labels()},
             "spec": {
                 "serviceAccountName": name,
-                "automountServiceAccountToken": false,
+                "automountServiceAccountToken": options.webhook.register,
                 "terminationGracePeriodSeconds": 40,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                     "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}],
-                "containers": [webhook_container(options, &restorer(namespace, name))],
+                "containers": [webhook_container(options, namespace, name)],
                 "volumes": [
-                    {"name": "certs", "secret": {"secretName": format!("{name}-tls")}},
-                    {"name": "policies", "configMap": {"name": format!("{name}-policies")}}
+                    certs_volume(options, name),
+                    {"name": "policies", "configMap": {"name": format!("{name}-policies")}},
+                    // The root filesystem is read-only; certificates are checked in scratch
+                    // directories before they are adopted.
+                    {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
                 ]
             }
         }
@@ -298,12 +401,64 @@ fn reconciler_account(name: &str) -> String {
     format!("{name}-reconciler")
 }
 
-fn webhook_container(options: &Options, restorer: &str) -> Value {
+/// Where the webhook's certificates come from: a Secret it is given (cert-manager's, the one
+/// named by `tls_secret`, or `NAME-tls` made at install time), or, when it makes its own, a
+/// scratch directory holding its working copy of the shared Secret.
+fn certs_volume(options: &Options, name: &str) -> Value {
+    if makes_own_certificates(options) {
+        json!({"name": "certs", "emptyDir": {}})
+    } else {
+        json!({"name": "certs", "secret": {"secretName": tls_secret_name(options, name)}})
+    }
+}
+
+fn webhook_args(options: &Options, namespace: &str, name: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--policies",
+        "/etc/tollgate/policies",
+        "--cert-dir",
+        "/etc/tollgate/certs",
+        "--addr",
+        "0.0.0.0:8443",
+        "--log-format",
+        "json",
+        "--restorer",
+        &restorer(namespace, name),
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(endpoint) = &options.webhook.otlp_endpoint {
+        args.extend(["--otlp-endpoint".into(), endpoint.clone()]);
+    }
+    if options.webhook.register {
+        args.extend([
+            "--register".into(),
+            "--service".into(),
+            format!("{namespace}/{name}"),
+            "--timeout-seconds".into(),
+            options.timeout_seconds.to_string(),
+        ]);
+        if options.in_tree {
+            args.push("--in-tree".into());
+        }
+    }
+    if makes_own_certificates(options) {
+        args.extend([
+            "--cert-secret".into(),
+            format!("{namespace}/{}", tls_secret_name(options, name)),
+            "--san".into(),
+            format!("{name}.{namespace}.svc"),
+        ]);
+    }
+    args
+}
+
+fn webhook_container(options: &Options, namespace: &str, name: &str) -> Value {
     json!({
         "name": "tollgate",
         "image": options.image,
-        "args": ["serve", "--policies", "/etc/tollgate/policies", "--cert-dir", "/etc/tollgate/certs",
-                 "--addr", "0.0.0.0:8443", "--log-format", "json", "--restorer", restorer],
+        "args": webhook_args(options, namespace, name),
         "ports": [{"name": "https", "containerPort": 8443}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
                            "periodSeconds": 5, "failureThreshold": 2},
@@ -315,8 +470,9 @@ fn webhook_container(options: &Options, restorer: &str) -> Value {
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
-            {"name": "certs", "mountPath": "/etc/tollgate/certs", "readOnly": true},
-            {"name": "policies", "mountPath": "/etc/tollgate/policies", "readOnly": true}
+            {"name": "certs", "mountPath": "/etc/tollgate/certs", "readOnly": !makes_own_certificates(options)},
+            {"name": "policies", "mountPath": "/etc/tollgate/policies", "readOnly": true},
+            {"name": "tmp", "mountPath": "/tmp"}
         ]
     })
 }

@@ -9,6 +9,7 @@ mod install;
 mod output;
 mod webhooks;
 
+pub use install::helm_values;
 pub use output::to_yaml;
 
 use std::path::PathBuf;
@@ -95,6 +96,22 @@ pub struct Options {
     pub in_tree: bool,
     /// Whose restores the in-tree policies judge on the state they return to.
     pub restorer: Option<String>,
+    /// How the in-cluster webhook gets its certificates and whether it registers itself.
+    pub webhook: WebhookInstall,
+}
+
+/// The in-cluster webhook's own settings (`--service` targets).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookInstall {
+    /// The webhook registers itself (`serve --register`), so the webhook configurations,
+    /// conversion stanzas and admission policies are not rendered; the RBAC to apply them is.
+    /// Without `tls_secret` or cert-manager, the replicas also make and share their own CA and
+    /// serving certificate through the Secret `NAME-tls` (`serve --cert-secret`).
+    pub register: bool,
+    /// An existing `kubernetes.io/tls` Secret (with `ca.crt`) to serve with, instead of `NAME-tls`.
+    pub tls_secret: Option<String>,
+    /// `serve --otlp-endpoint`.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +144,29 @@ pub fn ca_bundle_from(ca_pem: &str) -> String {
 
 pub fn render(store: &Store, options: &Options) -> Result<Vec<Value>, ManifestError> {
     let mut docs = Vec::new();
-    if let Target::Service { namespace, name } = &options.target {
-        docs.extend(install::in_cluster(store, options, namespace, name)?);
+    match &options.target {
+        Target::Service { namespace, name } => {
+            docs.extend(install::in_cluster(store, options, namespace, name)?);
+        }
+        Target::Url(_) if options.webhook.register => {
+            return Err(ManifestError::Usage(
+                "--register renders an in-cluster install; it needs --service".into(),
+            ));
+        }
+        Target::Url(_) => {}
     }
-    docs.extend(registration(store, options)?);
+    // A webhook that registers itself applies these documents at run time.
+    if !options.webhook.register {
+        docs.extend(registration(store, options)?);
+    }
     match (&options.cert_manager, &options.target) {
         (None, _) => {}
+        (Some(_), _) if options.webhook.tls_secret.is_some() => {
+            return Err(ManifestError::Usage(
+                "--cert-manager and --tls-secret are two sources of one certificate; pick one"
+                    .into(),
+            ));
+        }
         (Some(cert_manager), Target::Service { namespace, name }) => {
             if options.ca_bundle.is_some() {
                 return Err(ManifestError::Usage(

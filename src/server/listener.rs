@@ -134,8 +134,24 @@ impl Server {
         {
             tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests still running at the end of the grace period");
         }
+        flush_traces(&state).await;
         tracing::info!("shutdown complete");
     }
+}
+
+/// The spans of the last reviews are exported before the process ends; an unreachable
+/// collector holds shutdown up for at most a few seconds.
+async fn flush_traces(state: &http::AppState) {
+    if state.traces().is_none() {
+        return;
+    }
+    let state = state.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        if let Some(traces) = state.traces() {
+            traces.shutdown(Duration::from_secs(5));
+        }
+    });
+    let _ = flushed.await;
 }
 
 /// Answers go out as soon as they are written, as Go's servers and clients do. With Nagle's

@@ -27,6 +27,7 @@ use crate::certs::{CertDir, CertError, CertOutcome, Lifetimes};
 use crate::http::{AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::register::{RegisterConfig, RegisterError, Registrar};
+use crate::traces::{TraceConfig, TraceError, Traces};
 use cert_secret::{CertSecret, SecretError};
 use tls::{ReloadableCert, TlsSettings};
 
@@ -52,6 +53,8 @@ pub struct ServeConfig {
     pub register: Option<RegisterConfig>,
     /// Share the certificates with other replicas through this Secret (NAMESPACE/NAME).
     pub cert_secret: Option<String>,
+    /// Where review traces go (off unless an OTLP endpoint is set).
+    pub traces: TraceConfig,
 }
 
 impl ServeConfig {
@@ -74,6 +77,7 @@ impl ServeConfig {
             expiry_warning: Duration::from_secs(30 * 24 * 3600),
             register: None,
             cert_secret: None,
+            traces: TraceConfig::default(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub enum ServeError {
     /// Registration with the apiserver could not start.
     #[error(transparent)]
     Register(#[from] RegisterError),
+    /// The trace exporter could not be configured.
+    #[error(transparent)]
+    Traces(#[from] TraceError),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -110,6 +117,7 @@ impl ServeError {
         matches!(
             self,
             Self::Policies(_)
+                | Self::Traces(_)
                 | Self::Certs(_)
                 | Self::Tls(_)
                 | Self::Register(RegisterError::Config(_))
@@ -181,7 +189,11 @@ pub async fn bind(config: ServeConfig) -> Result<Server, ServeError> {
             addr: config.addr,
             source,
         })?;
-    let state = AppState::new(config.http.clone(), store, metrics);
+    let traces = Traces::start(&config.traces)?.map(Arc::new);
+    if traces.is_some() {
+        tracing::info!("exporting a trace span per review over OTLP");
+    }
+    let state = AppState::traced(config.http.clone(), store, metrics, traces);
     let registrar = match &config.register {
         Some(register) => Some(Registrar::connect(register.clone()).await?),
         None => None,

@@ -9,6 +9,7 @@ set -euo pipefail
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${root}/target/e2e"
@@ -78,17 +79,18 @@ build_kube_binary() {
   echo "${KUBERNETES_VERSION}+stamped" > "${bin}/${name}.version"
 }
 
+# A fresh module NAME requiring MODULE VERSION; prints its directory.
+new_module() {
+  local mod="${out}/$1-module"
+  rm -rf "${mod}" && mkdir -p "${mod}"
+  printf 'module tollgate.test/%s\n\ngo 1.26.0\n\nrequire %s\n' "$1" "$2" > "${mod}/go.mod"
+  echo "${mod}"
+}
+
 build_etcd() {
   if stamp_ok etcd "${ETCD_VERSION}"; then return; fi
-  local mod="${out}/etcd-module"
-  rm -rf "${mod}" && mkdir -p "${mod}"
-  cat > "${mod}/go.mod" <<GOMOD
-module tollgate.test/etcd
-
-go 1.26.0
-
-require go.etcd.io/etcd/server/v3 ${ETCD_VERSION}
-GOMOD
+  local mod
+  mod="$(new_module etcd "go.etcd.io/etcd/server/v3 ${ETCD_VERSION}")"
   cat > "${mod}/main.go" <<'GO'
 // etcd's own main is a thin wrapper around etcdmain; this is the same wrapper.
 package main
@@ -105,8 +107,27 @@ GO
   echo "${ETCD_VERSION}" > "${bin}/etcd.version"
 }
 
+# helm, for the chart tests (lint, template, and a server-side dry run of what it renders).
+build_helm() {
+  if stamp_ok helm "${HELM_VERSION}"; then return; fi
+  local mod
+  mod="$(new_module helm "helm.sh/helm/v4 ${HELM_VERSION}")"
+  cat > "${mod}/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "helm.sh/helm/v4/cmd/helm"
+GO
+  # helm prints the version it was stamped with (`helm version`).
+  local ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
+  (cd "${mod}" && go mod tidy && go build -ldflags "${ldflags}" -o "${bin}/helm" helm.sh/helm/v4/cmd/helm)
+  echo "${HELM_VERSION}" > "${bin}/helm.version"
+}
+
 started=$(date +%s)
 build_etcd
+build_helm
 build_kube_binary kube-apiserver
 build_kube_binary kube-controller-manager
 if [[ -d "${out}/go" ]]; then

@@ -24,7 +24,7 @@ pub struct Cluster {
     controller_manager: Option<Child>,
 }
 
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     std::env::var_os("TOLLGATE_E2E_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e/bin"))
@@ -162,6 +162,11 @@ impl Cluster {
 
     /// `None` (with the reason printed) when the harness binaries are not built.
     pub async fn start() -> Option<Cluster> {
+        Self::start_with(&[]).await
+    }
+
+    /// As `start`, with extra kube-apiserver flags.
+    pub async fn start_with(extra_apiserver_args: &[String]) -> Option<Cluster> {
         let bin = bin_dir();
         let (etcd_bin, apiserver_bin) = (bin.join("etcd"), bin.join("kube-apiserver"));
         if !etcd_bin.exists() || !apiserver_bin.exists() {
@@ -185,7 +190,7 @@ impl Cluster {
         // between: a server that exits at start-up is retried on fresh ports.
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
-            let mut cluster = Self::launch(&etcd_bin, &apiserver_bin).await;
+            let mut cluster = Self::launch(&etcd_bin, &apiserver_bin, extra_apiserver_args).await;
             match cluster.wait_ready(Duration::from_secs(120)).await {
                 Ok(()) => return Some(cluster),
                 Err(reason) if attempt < ATTEMPTS && cluster.exited() => {
@@ -200,7 +205,11 @@ impl Cluster {
     }
 
     /// etcd and kube-apiserver on fresh loopback ports in a fresh directory.
-    async fn launch(etcd_bin: &Path, apiserver_bin: &Path) -> Cluster {
+    async fn launch(
+        etcd_bin: &Path,
+        apiserver_bin: &Path,
+        extra_apiserver_args: &[String],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = |name: &str| dir.path().join(name);
         let pki = pki();
@@ -235,7 +244,7 @@ impl Cluster {
         let etcd = spawn_logged(etcd_bin, &etcd_args, &path("etcd.log"));
         write_admission_config(dir.path());
 
-        let api_args: Vec<String> = vec![
+        let mut api_args: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
             // Loopback only, secure port only.
             "--bind-address=127.0.0.1".into(),
@@ -268,6 +277,7 @@ impl Cluster {
             "--profiling=false".into(),
             "--v=1".into(),
         ];
+        api_args.extend_from_slice(extra_apiserver_args);
         let apiserver = spawn_logged(apiserver_bin, &api_args, &path("apiserver.log"));
 
         let kubeconfig = path("kubeconfig");

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod h2;
+pub mod otlp;
 pub mod reconciler;
 pub mod server;
 

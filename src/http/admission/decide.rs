@@ -5,7 +5,7 @@
 use kube::core::admission::Operation;
 use tollgate_engine::Store;
 use tollgate_engine::cel::RequestInfo;
-use tollgate_engine::evaluate;
+use tollgate_engine::evaluate::{self, PolicyOutcome};
 use tollgate_engine::policy::{OperationName, Target};
 use tollgate_engine::rollout;
 
@@ -17,12 +17,14 @@ pub enum Mode {
     Mutate,
 }
 
-/// `restorer` is the username whose restores are judged on the state they return to.
+/// `restorer` is the username whose restores are judged on the state they return to; each
+/// policy's outcome goes to `outcomes` when it is given (the review is traced).
 pub fn evaluate(
     store: &Store,
     request: Box<AdmissionRequestIn<'_>>,
     mode: Mode,
     restorer: Option<&str>,
+    outcomes: Option<&mut Vec<PolicyOutcome>>,
 ) -> AdmissionResponseOut {
     let Some(target) = target_of(&request, restorer) else {
         return AdmissionResponseOut::allowed(&request.uid);
@@ -30,7 +32,7 @@ pub fn evaluate(
     let uid: &str = &request.uid;
     match mode {
         Mode::Validate => {
-            let verdict = evaluate::validate(store, &target);
+            let verdict = evaluate::validate_noting(store, &target, outcomes);
             let response = if verdict.is_allowed() {
                 AdmissionResponseOut::allowed(uid)
             } else {
@@ -45,6 +47,9 @@ pub fn evaluate(
             // The policies are chosen on the object as received; the patch is written from a
             // defaulted copy of it.
             let defaults = evaluate::defaults_for(store, &target);
+            if let Some(outcomes) = outcomes {
+                *outcomes = defaults.outcomes();
+            }
             let Some(object) = target.object else {
                 return AdmissionResponseOut::allowed(uid);
             };

@@ -5,6 +5,7 @@ mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tollgate_engine::Store;
 
@@ -12,7 +13,7 @@ pub use decide::{Mode, evaluate};
 use wire::{AdmissionRequestIn, AdmissionResponseOut, Text, known_api_version};
 pub use wire::{AdmissionReviewIn, AdmissionReviewOut, ReviewParseError};
 
-use super::observe::ReviewTag;
+use super::observe::{ReviewNotes, ReviewTag};
 use super::review::{Answer, Review};
 use super::worker::WorkError;
 
@@ -27,7 +28,7 @@ pub fn review_body(
     let (api_version, request) = AdmissionReviewIn::from_slice(body)?;
     Ok(AdmissionReviewOut::new(
         &api_version,
-        evaluate(store, request, mode, restorer),
+        evaluate(store, request, mode, restorer, None),
     ))
 }
 
@@ -38,6 +39,8 @@ pub struct Admission {
     /// The username whose restores (`tollgate_engine::rollout::is_restore`) are judged on the
     /// state they return to: the reconciler's.
     pub restorer: Option<Arc<str>>,
+    /// Whether reviews are traced: each policy's outcome and the evaluation time are then noted.
+    pub traced: bool,
 }
 
 impl Review for Admission {
@@ -67,10 +70,20 @@ impl Review for Admission {
     }
 
     fn answer(&self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
-        answer(
-            &api_version,
-            evaluate(store, request, self.mode, self.restorer.as_deref()),
-        )
+        let restorer = self.restorer.as_deref();
+        if !self.traced {
+            return answer(
+                &api_version,
+                evaluate(store, request, self.mode, restorer, None),
+            );
+        }
+        let started = Instant::now();
+        let mut policies = Vec::new();
+        let response = evaluate(store, request, self.mode, restorer, Some(&mut policies));
+        answer(&api_version, response).noted(ReviewNotes {
+            policies,
+            evaluation: started.elapsed(),
+        })
     }
 
     fn failed(&self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
@@ -83,8 +96,8 @@ impl Review for Admission {
 
 fn answer(api_version: &str, response: AdmissionResponseOut) -> Answer {
     let decision = response.decision().as_str();
-    Answer {
-        body: AdmissionReviewOut::new(api_version, response).to_json(),
+    Answer::new(
+        AdmissionReviewOut::new(api_version, response).to_json(),
         decision,
-    }
+    )
 }

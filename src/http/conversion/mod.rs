@@ -3,6 +3,8 @@
 
 mod wire;
 
+use std::time::Instant;
+
 use kube::core::conversion::ConversionResponse;
 use kube::core::response::StatusSummary;
 use kube::core::{Status, TypeMeta};
@@ -10,13 +12,16 @@ use tollgate_engine::Store;
 
 pub use wire::{CONVERSION_KIND, ConversionParseError, review_body};
 
-use super::observe::ReviewTag;
+use super::observe::{ReviewNotes, ReviewTag};
 use super::review::{self, Answer, Review};
 use super::worker::WorkError;
 
-/// The ConversionReview, as a kind of review the HTTP layer runs.
+/// The ConversionReview, as a kind of review the HTTP layer runs; `traced` notes the
+/// conversion's duration for the review's trace.
 #[derive(Debug, Clone, Copy)]
-pub struct Conversion;
+pub struct Conversion {
+    pub traced: bool,
+}
 
 impl Review for Conversion {
     type Parsed<'a> = (TypeMeta, wire::RequestIn<'a>);
@@ -41,12 +46,17 @@ impl Review for Conversion {
     }
 
     fn answer(&self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
-        match wire::answer_body(store, &types, &request) {
-            Ok(body) => Answer {
-                body,
-                decision: "converted",
-            },
+        let started = self.traced.then(Instant::now);
+        let answer = match wire::answer_body(store, &types, &request) {
+            Ok(body) => Answer::new(body, "converted"),
             Err(failed) => answer(types, *failed),
+        };
+        match started {
+            Some(started) => answer.noted(ReviewNotes {
+                policies: Vec::new(),
+                evaluation: started.elapsed(),
+            }),
+            None => answer,
         }
     }
 
@@ -61,7 +71,7 @@ impl Review for Conversion {
 /// The answer document the server sends for `body` (benchmarks and tests).
 pub fn answer_body(store: &Store, body: &[u8]) -> Result<Vec<u8>, ConversionParseError> {
     let parsed = wire::parse(body)?;
-    Ok(Conversion.answer(store, parsed).body)
+    Ok(Conversion { traced: false }.answer(store, parsed).body)
 }
 
 fn answer(types: TypeMeta, response: ConversionResponse) -> Answer {
@@ -70,8 +80,8 @@ fn answer(types: TypeMeta, response: ConversionResponse) -> Answer {
     } else {
         "failed"
     };
-    Answer {
-        body: review::encode(&wire::into_review(types, response)),
+    Answer::new(
+        review::encode(&wire::into_review(types, response)),
         decision,
-    }
+    )
 }

@@ -1,0 +1,346 @@
+//! The Helm chart (deploy/chart) against its source: for each values profile, `helm template`
+//! renders document for document what `tollgate manifests --service NAMESPACE/NAME --register`
+//! renders with the same settings, so the two cannot drift; `helm lint` passes; and every
+//! rendered document passes a server-side dry run on the harness's kube-apiserver.
+
+// The shared harness (support::cluster) fails a test loudly on a broken step.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::cluster::{Cluster, bin_dir};
+use support::{create_document, create_namespace, documents, repo_path, tollgate_stdout};
+
+const NAMESPACE: &str = "tollgate-system";
+const RELEASE: &str = "tollgate";
+
+/// A values profile: the chart's settings, and the `tollgate manifests` flags that mean the same.
+struct Profile {
+    name: &'static str,
+    helm: &'static [&'static str],
+    manifests: &'static [&'static str],
+    /// Policies other than the shipped example, passed to both.
+    policies: Option<&'static str>,
+}
+
+const PROFILES: &[Profile] = &[
+    Profile {
+        name: "default: certificates made by the replicas",
+        helm: &[],
+        manifests: &[],
+        policies: None,
+    },
+    Profile {
+        name: "in-tree enforcement",
+        helm: &["--set", "inTree=true"],
+        manifests: &["--in-tree"],
+        policies: None,
+    },
+    Profile {
+        name: "cert-manager with its own issuer",
+        helm: &["--set", "certificates.source=cert-manager"],
+        manifests: &["--cert-manager", "tollgate-ca", "--create-issuer"],
+        policies: None,
+    },
+    Profile {
+        name: "cert-manager with an existing issuer",
+        helm: &[
+            "--set",
+            "certificates.source=cert-manager",
+            "--set",
+            "certificates.certManager.issuer=platform-ca",
+            "--set",
+            "certificates.certManager.createIssuer=false",
+        ],
+        manifests: &["--cert-manager", "platform-ca"],
+        policies: None,
+    },
+    Profile {
+        name: "a given Secret",
+        helm: &[
+            "--set",
+            "certificates.source=secret",
+            "--set",
+            "certificates.secretName=webhook-tls",
+        ],
+        manifests: &["--tls-secret", "webhook-tls"],
+        policies: None,
+    },
+    Profile {
+        name: "audit, traces, image, replicas and timeout",
+        helm: &[
+            "--set",
+            "audit.enabled=true",
+            "--set",
+            "audit.interval=15m",
+            "--set",
+            "otlpEndpoint=http://otel-collector.observability:4318",
+            "--set",
+            "image=registry.example/tollgate:0.1.0",
+            "--set",
+            "replicas=3",
+            "--set",
+            "timeoutSeconds=5",
+        ],
+        manifests: &[
+            "--audit-interval",
+            "15m",
+            "--otlp-endpoint",
+            "http://otel-collector.observability:4318",
+            "--image",
+            "registry.example/tollgate:0.1.0",
+            "--replicas",
+            "3",
+            "--timeout-seconds",
+            "5",
+        ],
+        policies: None,
+    },
+    Profile {
+        name: "other policies, through --helm-values",
+        helm: &["--set", "audit.enabled=true"],
+        manifests: &["--audit-interval", "10m"],
+        policies: Some("tests/in_tree/policies"),
+    },
+];
+
+/// The harness's helm (tests/e2e/build-binaries.sh), or `None` with the reason printed.
+fn helm() -> Option<PathBuf> {
+    let helm = bin_dir().join("helm");
+    if helm.exists() {
+        return Some(helm);
+    }
+    let reason = format!(
+        "helm absent: {} not built (run tests/e2e/build-binaries.sh)",
+        helm.display()
+    );
+    if std::env::var("TOLLGATE_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{reason}, and TOLLGATE_E2E_REQUIRED=1");
+    }
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+fn run_helm(helm: &PathBuf, args: &[&str]) -> String {
+    let output = Command::new(helm)
+        .args(args)
+        .current_dir(repo_path(""))
+        // No user configuration or repositories: the chart stands alone.
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("tollgate-helm-config"),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("tollgate-helm-cache"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("tollgate-helm-data"),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("helm runs: {e}"));
+    assert!(
+        output.status.success(),
+        "helm {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The values file `tollgate manifests --helm-values` writes for `policies`.
+fn values_file(dir: &tempfile::TempDir, policies: &str) -> PathBuf {
+    let path = dir.path().join("values.yaml");
+    let text = tollgate_stdout(["manifests", "--helm-values", "--policies", policies]);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("values: {e}"));
+    path
+}
+
+fn helm_documents(helm: &PathBuf, profile: &Profile, scratch: &tempfile::TempDir) -> Vec<Value> {
+    let mut args = vec![
+        "template",
+        RELEASE,
+        "deploy/chart",
+        "--namespace",
+        NAMESPACE,
+    ];
+    let values;
+    if let Some(policies) = profile.policies {
+        values = values_file(scratch, policies);
+        args.extend(["--values", values.to_str().unwrap_or_default()]);
+    }
+    args.extend(profile.helm);
+    documents(&run_helm(helm, &args))
+}
+
+fn manifests_documents(profile: &Profile) -> Vec<Value> {
+    let service = format!("{NAMESPACE}/{RELEASE}");
+    let mut args = vec!["manifests", "--service", &service, "--register"];
+    args.extend(["--policies", profile.policies.unwrap_or("policies")]);
+    args.extend(profile.manifests);
+    documents(&tollgate_stdout(args))
+        .into_iter()
+        // `helm install --create-namespace` makes the namespace; a chart does not own it.
+        .filter(|doc| doc["kind"] != "Namespace")
+        .collect()
+}
+
+fn by_identity(docs: Vec<Value>) -> BTreeMap<String, Value> {
+    let mut keyed = BTreeMap::new();
+    for doc in docs {
+        let key = format!(
+            "{} {}/{}",
+            doc["kind"].as_str().unwrap_or_default(),
+            doc["metadata"]["namespace"].as_str().unwrap_or("-"),
+            doc["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        assert!(
+            keyed.insert(key.clone(), doc).is_none(),
+            "{key} rendered twice"
+        );
+    }
+    keyed
+}
+
+#[test]
+fn each_profile_renders_what_tollgate_manifests_renders() {
+    let Some(helm) = helm() else { return };
+    for profile in PROFILES {
+        let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let from_chart = by_identity(helm_documents(&helm, profile, &scratch));
+        let from_manifests = by_identity(manifests_documents(profile));
+        assert_eq!(
+            from_chart.keys().collect::<Vec<_>>(),
+            from_manifests.keys().collect::<Vec<_>>(),
+            "{}: the same objects",
+            profile.name
+        );
+        for (key, expected) in &from_manifests {
+            assert_eq!(
+                from_chart.get(key),
+                Some(expected),
+                "{}: {key} differs from `tollgate manifests`",
+                profile.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_chart_lints_in_every_profile() {
+    let Some(helm) = helm() else { return };
+    for profile in PROFILES {
+        let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut args = vec!["lint", "deploy/chart", "--strict", "--namespace", NAMESPACE];
+        let values;
+        if let Some(policies) = profile.policies {
+            values = values_file(&scratch, policies);
+            args.extend(["--values", values.to_str().unwrap_or_default()]);
+        }
+        args.extend(profile.helm);
+        run_helm(&helm, &args);
+    }
+}
+
+#[test]
+fn the_default_values_are_the_shipped_policies() {
+    let chart_values = documents(
+        &std::fs::read_to_string(repo_path("deploy/chart/values.yaml"))
+            .unwrap_or_else(|e| panic!("values.yaml: {e}")),
+    );
+    let generated = documents(&tollgate_stdout(["manifests", "--helm-values"]));
+    assert_eq!(
+        chart_values[0]["fromPolicies"], generated[0]["fromPolicies"],
+        "deploy/chart/values.yaml is stale: regenerate its fromPolicies with `tollgate manifests --helm-values`"
+    );
+    // Helm reads only files inside the chart; its copy of the OpenReports CRDs is the original.
+    assert_eq!(
+        std::fs::read_to_string(repo_path("deploy/chart/files/crd-openreports.yaml")).ok(),
+        std::fs::read_to_string(repo_path("deploy/crd-openreports.yaml")).ok(),
+        "deploy/chart/files/crd-openreports.yaml differs from deploy/crd-openreports.yaml"
+    );
+}
+
+#[test]
+fn settings_that_cannot_work_are_refused_by_name() {
+    let Some(helm) = helm() else { return };
+    for (set, expected) in [
+        (
+            "certificates.source=vault",
+            "certificates.source is \"vault\"",
+        ),
+        ("certificates.source=secret", "set certificates.secretName"),
+        ("replicas=1", "replicas must be at least 2"),
+    ] {
+        let output = Command::new(&helm)
+            .args(["template", RELEASE, "deploy/chart", "--set", set])
+            .current_dir(repo_path(""))
+            .output()
+            .unwrap_or_else(|e| panic!("helm runs: {e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(expected),
+            "--set {set}: {stderr}"
+        );
+    }
+}
+
+/// cert-manager is not part of the harness: its two kinds are served by stand-in CRDs that keep
+/// any field, so the dry run checks the documents' envelope (kind, version, names, namespace).
+async fn serve_cert_manager_kinds(client: &kube::Client) {
+    for (kind, plural) in [("Issuer", "issuers"), ("Certificate", "certificates")] {
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.cert-manager.io")},
+            "spec": {
+                "group": "cert-manager.io",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        });
+        create_document(client, &crd, false).await;
+        let resource = kube::api::ApiResource {
+            group: "cert-manager.io".into(),
+            version: "v1".into(),
+            api_version: "cert-manager.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        support::until_served(
+            kind,
+            kube::Api::all_with(client.clone(), &resource),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendered_document_passes_a_server_side_dry_run() {
+    let Some(helm) = helm() else { return };
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    create_namespace(&cluster.client, NAMESPACE).await;
+    serve_cert_manager_kinds(&cluster.client).await;
+    let mut checked = 0;
+    for profile in PROFILES {
+        let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        for doc in helm_documents(&helm, profile, &scratch) {
+            create_document(&cluster.client, &doc, true).await;
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} documents were rendered");
+}
