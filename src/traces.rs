@@ -17,8 +17,6 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 use tollgate_engine::evaluate::PolicyOutcome;
 
-use crate::http::{ReviewTag, Reviewed};
-
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
@@ -124,22 +122,22 @@ pub struct ReviewSpan(Span);
 
 impl ReviewSpan {
     /// Records the answer on the span and ends it.
-    pub fn finish(mut self, status: u16, decision: &str, reviewed: Option<&Reviewed>) {
+    pub fn finish(mut self, status: u16, decision: &str, review: Option<&ReviewFacts<'_>>) {
         let span = &mut self.0;
         span.set_attribute(KeyValue::new(
             "http.response.status_code",
             i64::from(status),
         ));
         span.set_attribute(KeyValue::new("tollgate.decision", decision.to_string()));
-        if let Some(reviewed) = reviewed {
-            record_review(span, &reviewed.tag);
-            if let Some(notes) = &reviewed.notes {
+        if let Some(review) = review {
+            record_review(span, review);
+            if let Some(evaluation) = review.evaluation {
                 span.set_attribute(KeyValue::new(
                     "tollgate.evaluation.duration_ms",
-                    notes.evaluation.as_secs_f64() * 1000.0,
+                    evaluation.as_secs_f64() * 1000.0,
                 ));
-                record_policies(span, &notes.policies);
             }
+            record_policies(span, review.policies);
         }
         // A denial is the webhook working; only a failure to answer is an error.
         if status >= 500 || matches!(decision, "errored" | "failed") {
@@ -149,25 +147,39 @@ impl ReviewSpan {
     }
 }
 
-fn record_review(span: &mut Span, tag: &ReviewTag) {
-    span.set_attribute(KeyValue::new("tollgate.review.uid", tag.uid().to_string()));
+/// What a review's span records of the review itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewFacts<'a> {
+    pub uid: &'a str,
+    /// The API group (admission) or the desired apiVersion (conversion).
+    pub group: &'a str,
+    /// Empty for conversion.
+    pub kind: &'a str,
+    pub operation: &'a str,
+    /// Time spent judging, converting or defaulting.
+    pub evaluation: Option<Duration>,
+    pub policies: &'a [PolicyOutcome],
+}
+
+fn record_review(span: &mut Span, review: &ReviewFacts<'_>) {
+    span.set_attribute(KeyValue::new("tollgate.review.uid", review.uid.to_string()));
     span.set_attribute(KeyValue::new(
         "tollgate.review.operation",
-        tag.operation.to_string(),
+        review.operation.to_string(),
     ));
-    if tag.kind().is_empty() {
+    if review.kind.is_empty() {
         span.set_attribute(KeyValue::new(
             "tollgate.review.desired_api_version",
-            tag.group().to_string(),
+            review.group.to_string(),
         ));
     } else {
         span.set_attribute(KeyValue::new(
             "tollgate.review.group",
-            tag.group().to_string(),
+            review.group.to_string(),
         ));
         span.set_attribute(KeyValue::new(
             "tollgate.review.kind",
-            tag.kind().to_string(),
+            review.kind.to_string(),
         ));
     }
 }
@@ -175,6 +187,9 @@ fn record_review(span: &mut Span, tag: &ReviewTag) {
 /// The policies that judged the review: their names as one attribute (to filter on), and one
 /// event per policy with what it decided.
 fn record_policies(span: &mut Span, policies: &[PolicyOutcome]) {
+    if policies.is_empty() {
+        return;
+    }
     let names: Vec<opentelemetry::StringValue> =
         policies.iter().map(|p| p.policy.clone().into()).collect();
     span.set_attribute(KeyValue::new(

@@ -36,7 +36,6 @@ pub use conversion::{
 };
 pub use front::Front;
 pub use guard::AnonymousClient;
-pub use observe::{ReviewTag, Reviewed};
 pub use routes::Endpoint;
 pub use state::{AppState, DEFAULT_MAX_IN_FLIGHT, HttpConfig, SharedStore};
 #[doc(hidden)]

@@ -1,4 +1,5 @@
-//! One tracing span and one set of metrics per request.
+//! One tracing span and one set of metrics per request, and for a review its OpenTelemetry span
+//! when traces are on (`crate::traces`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,7 +17,7 @@ use tracing::Span;
 use super::error::DecisionTag;
 use super::routes::Endpoint;
 use super::state::AppState;
-use crate::traces::ReviewSpan;
+use crate::traces::{ReviewFacts, ReviewSpan};
 
 /// What a judged review decided, carried in its response's extensions to this layer.
 #[derive(Debug, Clone)]
@@ -219,7 +220,15 @@ fn record(
     };
     let status = response.status().as_u16();
     if let Some(trace) = trace {
-        trace.finish(status, decision, review.as_ref());
+        let facts = review.as_ref().map(|r| ReviewFacts {
+            uid: r.tag.uid(),
+            group: r.tag.group(),
+            kind: r.tag.kind(),
+            operation: r.tag.operation,
+            evaluation: r.notes.as_ref().map(|n| n.evaluation),
+            policies: r.notes.as_ref().map_or(&[], |n| n.policies.as_slice()),
+        });
+        trace.finish(status, decision, facts.as_ref());
     }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let Some(endpoint) = label else {
