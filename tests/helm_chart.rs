@@ -344,3 +344,103 @@ async fn every_rendered_document_passes_a_server_side_dry_run() {
     }
     assert!(checked > 60, "only {checked} documents were rendered");
 }
+
+/// Where the pods run is the cluster's business, not the generator's: the chart's placement and
+/// resource settings reach every Deployment's pods, and with them taken out again the documents
+/// are exactly what `tollgate manifests` renders.
+#[test]
+fn placement_and_resources_reach_every_deployment_and_change_nothing_else() {
+    let Some(helm) = helm() else { return };
+    let profile = Profile {
+        name: "placement",
+        helm: &[
+            "--set",
+            "audit.enabled=true",
+            "--set",
+            "priorityClassName=system-cluster-critical",
+            "--set",
+            "imagePullSecrets[0].name=regcred",
+            "--set",
+            "nodeSelector.role=infra",
+            "--set",
+            "tolerations[0].key=infra",
+            "--set",
+            "tolerations[0].operator=Exists",
+            "--set",
+            "affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight=1",
+            "--set",
+            "resources.webhook.limits.memory=512Mi",
+            "--set",
+            "resources.reconciler.requests.cpu=100m",
+        ],
+        manifests: &["--audit-interval", "10m"],
+        policies: None,
+    };
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut from_chart = by_identity(helm_documents(&helm, &profile, &scratch));
+    let from_manifests = by_identity(manifests_documents(&profile));
+    let deployments: Vec<String> = from_chart
+        .keys()
+        .filter(|k| k.starts_with("Deployment "))
+        .cloned()
+        .collect();
+    assert_eq!(
+        deployments.len(),
+        3,
+        "webhook, reconciler and audit: {deployments:?}"
+    );
+    for key in &deployments {
+        let Some(doc) = from_chart.get_mut(key) else {
+            continue;
+        };
+        let pod = &mut doc["spec"]["template"]["spec"];
+        assert_eq!(pod["priorityClassName"], "system-cluster-critical", "{key}");
+        assert_eq!(
+            pod["imagePullSecrets"],
+            json!([{"name": "regcred"}]),
+            "{key}"
+        );
+        assert_eq!(pod["nodeSelector"], json!({"role": "infra"}), "{key}");
+        assert_eq!(pod["tolerations"][0]["key"], "infra", "{key}");
+        assert_eq!(
+            pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+                [0]["weight"],
+            1,
+            "{key}"
+        );
+        if let Some(spec) = pod.as_object_mut() {
+            for placement in [
+                "priorityClassName",
+                "imagePullSecrets",
+                "nodeSelector",
+                "tolerations",
+                "affinity",
+            ] {
+                spec.remove(placement);
+            }
+        }
+    }
+    let resources = |key: &str| -> Value {
+        from_chart[key]["spec"]["template"]["spec"]["containers"][0]["resources"].clone()
+    };
+    let webhook = format!("Deployment {NAMESPACE}/{RELEASE}");
+    let reconciler = format!("Deployment {NAMESPACE}/{RELEASE}-reconciler");
+    assert_eq!(resources(&webhook)["limits"]["memory"], "512Mi");
+    assert_eq!(resources(&reconciler)["requests"]["cpu"], "100m");
+    for key in [&webhook, &reconciler] {
+        let container = "/spec/template/spec/containers/0/resources";
+        let generated = from_manifests[key].pointer(container).cloned();
+        if let (Some(chart), Some(generated)) = (
+            from_chart
+                .get_mut(key.as_str())
+                .and_then(|doc| doc.pointer_mut(container)),
+            generated,
+        ) {
+            *chart = generated;
+        }
+    }
+    assert_eq!(
+        from_chart, from_manifests,
+        "nothing else differs from `tollgate manifests`"
+    );
+}

@@ -7,8 +7,30 @@ app.kubernetes.io/managed-by: tollgate
 app.kubernetes.io/name: tollgate
 {{- end }}
 
-{{- define "tollgate.name" -}}
-{{ .Release.Name }}
+{{/*
+Where the pods may run: settings of the cluster, not of tollgate, so `tollgate manifests` has no
+flags for them and renders none; each is left out while empty.
+*/}}
+{{- define "tollgate.placement" -}}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Where the certificates come from: self, cert-manager or secret. */}}
@@ -119,6 +141,7 @@ spec:
     spec:
       serviceAccountName: {{ $account }}
       terminationGracePeriodSeconds: 20
+      {{- with (include "tollgate.placement" $root | trim) }}{{ . | nindent 6 }}{{ end }}
       securityContext:
         runAsNonRoot: true
         runAsUser: 65532
@@ -153,11 +176,7 @@ spec:
               port: metrics
             periodSeconds: 10
           resources:
-            requests:
-              cpu: 50m
-              memory: 64Mi
-            limits:
-              memory: 256Mi
+            {{- toYaml (index $root.Values.resources .suffix) | nindent 12 }}
           securityContext:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
