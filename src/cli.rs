@@ -46,6 +46,11 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Remove tollgate's finalizer from every managed object (before uninstalling the reconciler).
     ReleaseFinalizers(ReleaseArgs),
+    /// Delete every webhook configuration and admission policy tollgate registered (its
+    /// managed-by label), so that nothing calls a webhook that is gone (kube config from
+    /// KUBECONFIG, ~/.kube/config or in-cluster). CRD conversion stanzas are left in place: the
+    /// stored objects of other versions still need them.
+    Unregister(UnregisterArgs),
     /// Run PolicyTest suites (recursively under each DIR) and report every case; exit 0 only
     /// when all pass, 1 when any fails, 2 for unusable input.
     Test(TestArgs),
@@ -164,6 +169,14 @@ pub struct ReleaseArgs {
     /// Directory of policy files.
     #[arg(long, default_value = "policies")]
     pub policies: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnregisterArgs {
+    /// Keep deleting what a replica still shutting down registers again, until nothing has
+    /// reappeared for this many seconds (0: delete once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub settle: u64,
 }
 
 /// Where the apiserver calls tollgate: shared by `manifests` and `serve --register`.
@@ -506,6 +519,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Manifests(args) => manifests(&args),
         Command::Reconcile(args) => reconcile(&args),
         Command::ReleaseFinalizers(args) => release_finalizers(&args),
+        Command::Unregister(args) => unregister(&args),
         Command::Test(args) => policy_test(&args),
         Command::Audit(args) => audit(&args),
     }
@@ -743,6 +757,22 @@ fn release_finalizers(args: &ReleaseArgs) -> Result<(), CliError> {
     println!(
         "removed the {} finalizer from {released} object(s)",
         tollgate_reconciler::controller::FINALIZER
+    );
+    Ok(())
+}
+
+fn unregister(args: &UnregisterArgs) -> Result<(), CliError> {
+    telemetry::init(LogFormat::Text);
+    let removed = runtime()?.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        crate::register::Registrar::unregister(client, Duration::from_secs(args.settle))
+            .await
+            .map_err(|e| CliError::Runtime(e.to_string()))
+    })?;
+    println!(
+        "removed {removed} object(s) tollgate registered (webhook configurations, admission policies, bindings)"
     );
     Ok(())
 }

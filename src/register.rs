@@ -91,6 +91,58 @@ pub struct Registrar {
 /// Documents rendered for (policy-set digest, CA PEM).
 type Rendered = ((String, String), Vec<Value>);
 
+/// Deletes the admission objects that carry tollgate's `managed-by` label and are not `wanted`
+/// (kind, name), policies' bindings before policies; returns how many it deleted. A kind the
+/// apiserver does not serve holds nothing to delete.
+async fn remove_registered(
+    client: &kube::Client,
+    wanted: &BTreeSet<(String, String)>,
+) -> Result<usize, RegisterError> {
+    let selector = ListParams::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        manifests::MANAGED_BY
+    ));
+    let mut removed = 0;
+    for kind in REGISTERED_KINDS.iter().rev() {
+        let api: Api<DynamicObject> = Api::all_with(
+            client.clone(),
+            &resource("admissionregistration.k8s.io/v1", kind),
+        );
+        let found = match api.list(&selector).await {
+            Ok(found) => found,
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(source) => {
+                return Err(RegisterError::Remove {
+                    kind: kind.to_string(),
+                    name: "(list)".into(),
+                    source,
+                });
+            }
+        };
+        for object in found.items {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            if wanted.contains(&(kind.to_string(), name.clone())) {
+                continue;
+            }
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => {
+                    removed += 1;
+                    tracing::info!(kind = %kind, name = %name, "removed a registration no longer needed");
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(RegisterError::Remove {
+                        kind: kind.to_string(),
+                        name,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let plural = match kind {
@@ -248,51 +300,33 @@ impl Registrar {
         Ok(true)
     }
 
+    /// Deletes every admission object tollgate registered (`tollgate unregister`), then keeps
+    /// deleting what reappears until nothing has for `settle`: a replica still shutting down may
+    /// apply once more. Returns how many objects were deleted.
+    pub async fn unregister(
+        client: kube::Client,
+        settle: Duration,
+    ) -> Result<usize, RegisterError> {
+        let mut removed = 0;
+        let mut quiet_since = Instant::now();
+        loop {
+            let gone = remove_registered(&client, &BTreeSet::new()).await?;
+            if gone > 0 {
+                removed += gone;
+                quiet_since = Instant::now();
+            }
+            if quiet_since.elapsed() >= settle {
+                return Ok(removed);
+            }
+            tokio::time::sleep(Duration::from_secs(1).min(settle)).await;
+        }
+    }
+
     /// Deletes what tollgate registered (its `managed-by` label) and `desired` no longer holds.
     /// A kind the apiserver does not serve holds nothing to delete.
     async fn remove_unwanted(&self, desired: &[&Value]) -> Result<(), RegisterError> {
         let wanted: BTreeSet<(String, String)> = desired.iter().map(|doc| identity(doc)).collect();
-        let selector = ListParams::default().labels(&format!(
-            "app.kubernetes.io/managed-by={}",
-            manifests::MANAGED_BY
-        ));
-        for kind in REGISTERED_KINDS.iter().rev() {
-            let api: Api<DynamicObject> = Api::all_with(
-                self.client.clone(),
-                &resource("admissionregistration.k8s.io/v1", kind),
-            );
-            let found = match api.list(&selector).await {
-                Ok(found) => found,
-                Err(kube::Error::Api(status)) if status.code == 404 => continue,
-                Err(source) => {
-                    return Err(RegisterError::Remove {
-                        kind: kind.to_string(),
-                        name: "(list)".into(),
-                        source,
-                    });
-                }
-            };
-            for object in found.items {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                if wanted.contains(&(kind.to_string(), name.clone())) {
-                    continue;
-                }
-                match api.delete(&name, &Default::default()).await {
-                    Ok(_) => {
-                        tracing::info!(kind = %kind, name = %name, "removed a registration no longer needed")
-                    }
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(source) => {
-                        return Err(RegisterError::Remove {
-                            kind: kind.to_string(),
-                            name,
-                            source,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(())
+        remove_registered(&self.client, &wanted).await.map(|_| ())
     }
 
     async fn crd_exists(&self, name: &str) -> Result<bool, RegisterError> {

@@ -180,6 +180,16 @@ fn helm_documents(helm: &PathBuf, profile: &Profile, scratch: &tempfile::TempDir
     documents(&run_helm(helm, &args))
 }
 
+/// The chart's hooks (the uninstall's unregister Job and its RBAC) are the chart's own: `kubectl
+/// apply` has no uninstall step to hang them on.
+fn is_hook(doc: &Value) -> bool {
+    doc["metadata"]["annotations"].get("helm.sh/hook").is_some()
+}
+
+fn without_hooks(docs: Vec<Value>) -> Vec<Value> {
+    docs.into_iter().filter(|doc| !is_hook(doc)).collect()
+}
+
 fn manifests_documents(profile: &Profile) -> Vec<Value> {
     let service = format!("{NAMESPACE}/{RELEASE}");
     let mut args = vec!["manifests", "--service", &service, "--register"];
@@ -214,7 +224,7 @@ fn each_profile_renders_what_tollgate_manifests_renders() {
     let Some(helm) = helm() else { return };
     for profile in PROFILES {
         let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let from_chart = by_identity(helm_documents(&helm, profile, &scratch));
+        let from_chart = by_identity(without_hooks(helm_documents(&helm, profile, &scratch)));
         let from_manifests = by_identity(manifests_documents(profile));
         assert_eq!(
             from_chart.keys().collect::<Vec<_>>(),
@@ -377,7 +387,7 @@ fn placement_and_resources_reach_every_deployment_and_change_nothing_else() {
         policies: None,
     };
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let mut from_chart = by_identity(helm_documents(&helm, &profile, &scratch));
+    let mut from_chart = by_identity(without_hooks(helm_documents(&helm, &profile, &scratch)));
     let from_manifests = by_identity(manifests_documents(&profile));
     let deployments: Vec<String> = from_chart
         .keys()
@@ -442,5 +452,53 @@ fn placement_and_resources_reach_every_deployment_and_change_nothing_else() {
     assert_eq!(
         from_chart, from_manifests,
         "nothing else differs from `tollgate manifests`"
+    );
+}
+
+/// Uninstalling runs `tollgate unregister` once the release's objects are gone (post-delete),
+/// with the RBAC to list and delete exactly the admission kinds; it can be turned off.
+#[test]
+fn uninstalling_unregisters_what_the_webhook_registered() {
+    let Some(helm) = helm() else { return };
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let hooks: Vec<Value> = helm_documents(&helm, &PROFILES[0], &scratch)
+        .into_iter()
+        .filter(is_hook)
+        .collect();
+    let kinds: Vec<&str> = hooks
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"],
+        "{hooks:#?}"
+    );
+    for hook in &hooks {
+        assert_eq!(
+            hook["metadata"]["annotations"]["helm.sh/hook"],
+            "post-delete"
+        );
+    }
+    let job = &hooks[3];
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"][0], "unregister");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        65532
+    );
+    let rules = &hooks[1]["rules"][0];
+    assert_eq!(rules["verbs"], json!(["list", "delete"]));
+    assert_eq!(rules["resources"].as_array().map(Vec::len), Some(6));
+
+    let off = Profile {
+        name: "no unregister hook",
+        helm: &["--set", "unregisterOnUninstall=false"],
+        manifests: &[],
+        policies: None,
+    };
+    assert!(
+        !helm_documents(&helm, &off, &scratch).iter().any(is_hook),
+        "unregisterOnUninstall=false renders no hook"
     );
 }
