@@ -87,24 +87,55 @@ fn component(
     let account = format!("{name}-{}", component.suffix);
     let selector = json!({APP_LABEL: account});
     let meta = |object_name: &str| json!({"name": object_name, "namespace": namespace, "labels": labels()});
-    let subjects = json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}]);
-    vec![
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&account)}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": account, "labels": labels()}, "rules": component.rules}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": account, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
-               "subjects": subjects}),
-        // The Lease lives in tollgate's namespace: leader election needs nothing cluster-wide.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(&account),
-               "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                          "verbs": ["get", "create", "update"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta(&account),
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-               "subjects": subjects}),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(&account),
-               "spec": component_deployment_spec(options, name, &account, &selector, &component)}),
+    let mut docs =
+        vec![json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(&account)})];
+    docs.extend(bound_role(
+        RoleScope::Cluster,
+        &account,
+        namespace,
+        &json!(component.rules),
+    ));
+    // The Lease lives in tollgate's namespace: leader election needs nothing cluster-wide.
+    let lease = json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                        "verbs": ["get", "create", "update"]}]);
+    docs.extend(bound_role(
+        RoleScope::Namespace,
+        &account,
+        namespace,
+        &lease,
+    ));
+    docs.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(&account),
+                     "spec": component_deployment_spec(options, name, &account, &selector, &component)}));
+    docs
+}
+
+#[derive(Clone, Copy)]
+enum RoleScope {
+    Cluster,
+    Namespace,
+}
+
+/// A ClusterRole or a Role (in `namespace`) named `account` with `rules`, and its binding to the
+/// ServiceAccount `account` in `namespace`.
+fn bound_role(scope: RoleScope, account: &str, namespace: &str, rules: &Value) -> [Value; 2] {
+    let (role, binding, metadata) = match scope {
+        RoleScope::Cluster => (
+            "ClusterRole",
+            "ClusterRoleBinding",
+            json!({"name": account, "labels": labels()}),
+        ),
+        RoleScope::Namespace => (
+            "Role",
+            "RoleBinding",
+            json!({"name": account, "namespace": namespace, "labels": labels()}),
+        ),
+    };
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": role, "metadata": metadata,
+               "rules": rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding, "metadata": metadata,
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role, "name": account},
+               "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]}),
     ]
 }
 
@@ -213,27 +244,13 @@ fn registration_rbac(options: &Options, namespace: &str, name: &str) -> Vec<Valu
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
          "verbs": ["get", "list", "patch"]},
     ]);
-    let subjects = json!([{"kind": "ServiceAccount", "name": name, "namespace": namespace}]);
-    let mut docs = vec![
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": name, "labels": labels()}, "rules": rules}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": name, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-               "subjects": subjects}),
-    ];
+    let mut docs = bound_role(RoleScope::Cluster, name, namespace, &rules).to_vec();
     if makes_own_certificates(options) {
-        let meta = json!({"name": name, "namespace": namespace, "labels": labels()});
-        docs.extend([
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-                   "rules": [{"apiGroups": [""], "resources": ["secrets"],
+        let secrets = json!([{"apiGroups": [""], "resources": ["secrets"],
                               "resourceNames": [tls_secret_name(options, name)],
                               "verbs": ["get", "update"]},
-                             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]}),
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                   "subjects": subjects}),
-        ]);
+                             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}]);
+        docs.extend(bound_role(RoleScope::Namespace, name, namespace, &secrets));
     }
     docs
 }
