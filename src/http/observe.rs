@@ -33,8 +33,33 @@ pub struct Reviewed {
 pub struct ReviewNotes {
     /// Each policy that judged (or defaulted) the review, and its outcome.
     pub policies: Vec<PolicyOutcome>,
-    /// Time spent judging, converting or defaulting, reading and encoding excluded.
+    /// Time `noting` measured: judging or defaulting (the answer's encoding excluded), or
+    /// converting (each object is written into the answer as it is converted).
     pub evaluation: Duration,
+}
+
+impl ReviewNotes {
+    /// Runs `judge`; when the review is traced, also times it and hands it a list to note each
+    /// policy's outcome in. Untraced, it costs one branch.
+    pub fn noting<T>(
+        traced: bool,
+        judge: impl FnOnce(Option<&mut Vec<PolicyOutcome>>) -> T,
+    ) -> (T, Option<Self>) {
+        if !traced {
+            return (judge(None), None);
+        }
+        let started = Instant::now();
+        let mut policies = Vec::new();
+        let judged = judge(Some(&mut policies));
+        let evaluation = started.elapsed();
+        (
+            judged,
+            Some(Self {
+                policies,
+                evaluation,
+            }),
+        )
+    }
 }
 
 /// What the handler learnt from the review, handed back in `Answered` for the log line.

@@ -36,9 +36,9 @@ impl Answer {
         }
     }
 
-    pub fn noted(self, notes: ReviewNotes) -> Self {
+    pub fn noted(self, notes: Option<ReviewNotes>) -> Self {
         Self {
-            notes: Some(Box::new(notes)),
+            notes: notes.map(Box::new),
             ..self
         }
     }

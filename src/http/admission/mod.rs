@@ -5,7 +5,6 @@ mod wire;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tollgate_engine::Store;
 
@@ -70,20 +69,16 @@ impl Review for Admission {
     }
 
     fn answer(&self, store: &Store, (api_version, request): Self::Parsed<'_>) -> Answer {
-        let restorer = self.restorer.as_deref();
-        if !self.traced {
-            return answer(
-                &api_version,
-                evaluate(store, request, self.mode, restorer, None),
-            );
-        }
-        let started = Instant::now();
-        let mut policies = Vec::new();
-        let response = evaluate(store, request, self.mode, restorer, Some(&mut policies));
-        answer(&api_version, response).noted(ReviewNotes {
-            policies,
-            evaluation: started.elapsed(),
-        })
+        let (response, notes) = ReviewNotes::noting(self.traced, |outcomes| {
+            evaluate(
+                store,
+                request,
+                self.mode,
+                self.restorer.as_deref(),
+                outcomes,
+            )
+        });
+        answer(&api_version, response).noted(notes)
     }
 
     fn failed(&self, api_version: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {

@@ -3,8 +3,6 @@
 
 mod wire;
 
-use std::time::Instant;
-
 use kube::core::conversion::ConversionResponse;
 use kube::core::response::StatusSummary;
 use kube::core::{Status, TypeMeta};
@@ -46,18 +44,14 @@ impl Review for Conversion {
     }
 
     fn answer(&self, store: &Store, (types, request): Self::Parsed<'_>) -> Answer {
-        let started = self.traced.then(Instant::now);
-        let answer = match wire::answer_body(store, &types, &request) {
+        // Conversion has no policy outcomes to note, only its duration.
+        let (converted, notes) =
+            ReviewNotes::noting(self.traced, |_| wire::answer_body(store, &types, &request));
+        match converted {
             Ok(body) => Answer::new(body, "converted"),
             Err(failed) => answer(types, *failed),
-        };
-        match started {
-            Some(started) => answer.noted(ReviewNotes {
-                policies: Vec::new(),
-                evaluation: started.elapsed(),
-            }),
-            None => answer,
         }
+        .noted(notes)
     }
 
     fn failed(&self, types: &Self::Envelope, tag: &ReviewTag, error: WorkError) -> Answer {
