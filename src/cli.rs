@@ -538,9 +538,7 @@ fn audit(args: &AuditArgs) -> Result<(), CliError> {
         return audit_continuously(args, options, interval);
     }
     let summary = runtime()?.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        let client = kube_client().await?;
         let mut out = std::io::stdout().lock();
         crate::audit::run(&options, client, &mut out)
             .await
@@ -723,9 +721,7 @@ fn audit_continuously(
         metrics_addr,
     };
     runtime()?.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        let client = kube_client().await?;
         crate::audit::run_continuously(options, schedule, client, shutdown::signal())
             .await
             .map_err(|e| CliError::Usage(e.to_string()))
@@ -764,9 +760,7 @@ fn release_finalizers(args: &ReleaseArgs) -> Result<(), CliError> {
 fn unregister(args: &UnregisterArgs) -> Result<(), CliError> {
     telemetry::init(LogFormat::Text);
     let removed = runtime()?.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))?;
+        let client = kube_client().await?;
         crate::register::Registrar::unregister(client, Duration::from_secs(args.settle))
             .await
             .map_err(|e| CliError::Runtime(e.to_string()))
@@ -775,6 +769,13 @@ fn unregister(args: &UnregisterArgs) -> Result<(), CliError> {
         "removed {removed} object(s) tollgate registered (webhook configurations, admission policies, bindings)"
     );
     Ok(())
+}
+
+/// The cluster's client from KUBECONFIG, ~/.kube/config or in-cluster; none is a usage error.
+async fn kube_client() -> Result<kube::Client, CliError> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot configure a Kubernetes client: {e}")))
 }
 
 fn resolve_addr(text: &str) -> Result<SocketAddr, CliError> {
