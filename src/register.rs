@@ -21,7 +21,7 @@ use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 use tollgate_engine::Store;
 
-use crate::manifests::{self, ManifestError, Options, Target};
+use crate::manifests::{self, ManifestError, Options, REGISTERED_KINDS, Target};
 
 pub const FIELD_MANAGER: &str = "tollgate";
 
@@ -40,17 +40,6 @@ pub struct RegisterConfig {
     /// Whose restores the in-tree policies judge on the state they return to.
     pub restorer: Option<String>,
 }
-
-/// The kinds tollgate registers apart from CRDs, in the order they are applied: policies before
-/// their bindings, both before the webhook configurations that may shrink because of them.
-const REGISTERED_KINDS: &[&str] = &[
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-    "MutatingAdmissionPolicy",
-    "MutatingAdmissionPolicyBinding",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -103,7 +92,7 @@ async fn remove_registered(
         manifests::MANAGED_BY
     ));
     let mut removed = 0;
-    for kind in REGISTERED_KINDS.iter().rev() {
+    for &(kind, _) in REGISTERED_KINDS.iter().rev() {
         let api: Api<DynamicObject> = Api::all_with(
             client.clone(),
             &resource("admissionregistration.k8s.io/v1", kind),
@@ -145,11 +134,13 @@ async fn remove_registered(
 
 fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let plural = match kind {
-        "CustomResourceDefinition" => "customresourcedefinitions",
-        "ValidatingWebhookConfiguration" => "validatingwebhookconfigurations",
-        "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
-        other => return ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, other)),
+    let registered = REGISTERED_KINDS.iter().find(|(known, _)| *known == kind);
+    let plural = match (kind, registered) {
+        ("CustomResourceDefinition", _) => "customresourcedefinitions",
+        (_, Some(&(_, plural))) => plural,
+        (other, None) => {
+            return ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, other));
+        }
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
@@ -258,7 +249,7 @@ impl Registrar {
         registered.sort_by_key(|doc| {
             REGISTERED_KINDS
                 .iter()
-                .position(|k| doc["kind"] == *k)
+                .position(|(kind, _)| doc["kind"] == *kind)
                 .unwrap_or(REGISTERED_KINDS.len())
         });
         for doc in &registered {

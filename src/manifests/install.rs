@@ -226,18 +226,11 @@ fn audit_rules(store: &Store) -> Vec<Value> {
 /// configurations and CRD conversion stanzas, admission policies in-tree, and the shared
 /// certificate Secret when it makes its own.
 fn registration_rbac(options: &Options, namespace: &str, name: &str) -> Vec<Value> {
-    let mut registered = vec![
-        "validatingwebhookconfigurations",
-        "mutatingwebhookconfigurations",
-    ];
-    if options.in_tree {
-        registered.extend([
-            "validatingadmissionpolicies",
-            "validatingadmissionpolicybindings",
-            "mutatingadmissionpolicies",
-            "mutatingadmissionpolicybindings",
-        ]);
-    }
+    let registered: Vec<&str> = super::REGISTERED_KINDS
+        .iter()
+        .filter(|(kind, _)| options.in_tree || kind.ends_with("WebhookConfiguration"))
+        .map(|&(_, resource)| resource)
+        .collect();
     let rules = json!([
         {"apiGroups": ["admissionregistration.k8s.io"], "resources": registered,
          "verbs": ["get", "list", "create", "patch", "update", "delete"]},

@@ -20,6 +20,30 @@ use serde_json::{Value, json};
 use tollgate_engine::Store;
 
 pub const MANAGED_BY: &str = "tollgate";
+
+/// The admission kinds (and their resources) tollgate registers apart from CRDs, in the order
+/// they are applied: policies before their bindings, both before the webhook configurations
+/// that may shrink because of them. The admission policies only with `--in-tree`.
+pub const REGISTERED_KINDS: &[(&str, &str)] = &[
+    ("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+    ),
+    ("MutatingAdmissionPolicy", "mutatingadmissionpolicies"),
+    (
+        "MutatingAdmissionPolicyBinding",
+        "mutatingadmissionpolicybindings",
+    ),
+    (
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+    ),
+    (
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+    ),
+];
 const APP_LABEL: &str = "app.kubernetes.io/name";
 
 /// Where the apiserver sends requests.
