@@ -24,7 +24,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::routing::{MethodRouter, get, post};
-use tower_http::catch_panic::CatchPanicLayer;
 
 // The load benchmark's converting client runs at the idle policy the same way.
 pub use admission::{
@@ -64,8 +63,8 @@ fn handler(endpoint: Endpoint, state: &AppState) -> MethodRouter<AppState> {
     }
 }
 
-/// Every endpoint, with the answers for unknown paths and wrong methods, under one set of
-/// layers.
+/// Every endpoint, with the answers for unknown paths and wrong methods (`Front` puts the
+/// layers around it).
 fn router(state: AppState) -> Router {
     Endpoint::ALL
         .into_iter()
@@ -74,10 +73,6 @@ fn router(state: AppState) -> Router {
         })
         .fallback(probes::not_found)
         .method_not_allowed_fallback(probes::method_not_allowed)
-        .layer(guard::GuardLayer(state.clone()))
-        .layer(observe::ObserveLayer(state.clone()))
-        // Last resort: a panic outside evaluation still yields a JSON answer, never a dropped connection.
-        .layer(CatchPanicLayer::custom(probes::panic_response))
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@
 //! Kubernetes CEL libraries.
 
 mod cost;
+mod escape;
 mod projection;
 mod schema_rules;
 mod values;
@@ -33,7 +34,7 @@ pub use schema_rules::{Failures, SchemaRules};
 use values::Keys;
 
 pub(crate) const RULES_KEY: &str = "x-kubernetes-validations";
-pub(crate) use values::{CEL_RESERVED_WORDS, escape_field_name};
+pub(crate) use escape::{CEL_RESERVED_WORDS, escape_field_name};
 
 /// `spec.validations[]`.
 #[derive(Debug, Clone, Deserialize)]

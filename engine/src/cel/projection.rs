@@ -9,8 +9,13 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{EntryExpr, Expr};
+use kube_cel::cel::objects::Key;
+
+use super::escape::escape_field_name;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Projection {
@@ -20,7 +25,30 @@ pub enum Projection {
     /// Everything below this point may be observed.
     Whole,
     /// Only these fields (CEL names, i.e. escaped where the schema requires it).
-    Fields(BTreeMap<String, Projection>),
+    Fields(BTreeMap<String, Field>),
+}
+
+/// One observed field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The name as the key of a CEL map, made once: each conversion clones a pointer instead of
+    /// allocating the name twice over.
+    pub key: Key,
+    /// Whether no other property escapes into this name (letters, digits and single `_`s): the
+    /// property of the same name is then the only one that can be it, and is looked up directly
+    /// instead of escaping every member of the object to find it.
+    pub plain: bool,
+    pub below: Projection,
+}
+
+impl Field {
+    fn new(name: &str) -> Self {
+        Self {
+            key: Key::String(Arc::new(name.to_string())),
+            plain: matches!(escape_field_name(name), Some(std::borrow::Cow::Borrowed(_))),
+            below: Projection::Unused,
+        }
+    }
 }
 
 impl Projection {
@@ -37,7 +65,7 @@ impl Projection {
     pub fn field(&self, name: &str) -> Option<&Projection> {
         match self {
             Self::Whole => Some(&Self::Whole),
-            Self::Fields(fields) => fields.get(name),
+            Self::Fields(fields) => fields.get(name).map(|f| &f.below),
             Self::Unused => None,
         }
     }
@@ -50,11 +78,15 @@ impl Projection {
         match self {
             Self::Whole => {}
             Self::Unused => {
-                let mut child = Self::Unused;
-                child.add_path(rest);
-                *self = Self::Fields(BTreeMap::from([(head.to_string(), child)]));
+                let mut field = Field::new(head);
+                field.below.add_path(rest);
+                *self = Self::Fields(BTreeMap::from([(head.to_string(), field)]));
             }
-            Self::Fields(fields) => fields.entry(head.to_string()).or_default().add_path(rest),
+            Self::Fields(fields) => fields
+                .entry(head.to_string())
+                .or_insert_with(|| Field::new(head))
+                .below
+                .add_path(rest),
         }
     }
 }
@@ -165,7 +197,11 @@ mod tests {
         Projection::Fields(
             entries
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| {
+                    let mut field = Field::new(k);
+                    field.below = v.clone();
+                    (k.to_string(), field)
+                })
                 .collect(),
         )
     }

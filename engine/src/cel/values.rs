@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::instance::Instance;
 
+use super::escape::escape_field_name;
 use super::projection::Projection;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,24 +140,43 @@ pub fn convert(
     }
     let escape_keys = keys == Keys::Escaped && !schema.is_some_and(|s| s.is_map);
     let mut map = HashMap::new();
-    for (key, child) in value.members() {
-        let name = if escape_keys {
-            // A property CEL cannot name is not part of `self`.
-            let Some(name) = escape_field_name(key) else {
-                continue;
-            };
-            name
-        } else {
-            Cow::Borrowed(key)
-        };
-        let Some(below) = projection.field(&name) else {
-            continue;
-        };
-        let child_schema = schema.and_then(|s| s.child(key));
-        map.insert(
-            Key::String(Arc::new(name.into_owned())),
-            convert(child, child_schema, below, keys),
-        );
+    match projection {
+        // Each observed field looked up where it is: exact when no escaping can lead to it.
+        Projection::Fields(fields) if !escape_keys || fields.values().all(|f| f.plain) => {
+            map.reserve(fields.len());
+            for (name, field) in fields {
+                if let Some(child) = value.get(name) {
+                    let child_schema = schema.and_then(|s| s.child(name));
+                    map.insert(
+                        field.key.clone(),
+                        convert(child, child_schema, &field.below, keys),
+                    );
+                }
+            }
+        }
+        _ => {
+            for (member, child) in value.members() {
+                let name = if escape_keys {
+                    // A property CEL cannot name is not part of `self`.
+                    let Some(name) = escape_field_name(member) else {
+                        continue;
+                    };
+                    name
+                } else {
+                    Cow::Borrowed(member)
+                };
+                let (key, below) = match projection {
+                    Projection::Fields(fields) => match fields.get(name.as_ref()) {
+                        Some(field) => (field.key.clone(), &field.below),
+                        None => continue,
+                    },
+                    Projection::Whole => (Key::String(Arc::new(name.into_owned())), projection),
+                    Projection::Unused => continue,
+                };
+                let child_schema = schema.and_then(|s| s.child(member));
+                map.insert(key, convert(child, child_schema, below, keys));
+            }
+        }
     }
     if schema.is_some_and(|s| s.embedded_resource) {
         for (field, empty) in [
@@ -208,69 +228,6 @@ fn go_duration(text: &str) -> Option<chrono::Duration> {
     let seconds = crate::duration::go_duration_seconds(text)?;
     let nanos = seconds * 1e9;
     (nanos.abs() < i64::MAX as f64).then(|| chrono::Duration::nanoseconds(nanos as i64))
-}
-
-/// CEL's reserved words: never an identifier (a property so named is escaped, and cannot follow
-/// a `.` in an expression).
-pub(crate) const CEL_RESERVED_WORDS: &[&str] = &[
-    "true",
-    "false",
-    "null",
-    "in",
-    "as",
-    "break",
-    "const",
-    "continue",
-    "else",
-    "for",
-    "function",
-    "if",
-    "import",
-    "let",
-    "loop",
-    "package",
-    "namespace",
-    "return",
-    "var",
-    "void",
-    "while",
-];
-
-/// The apiserver's escaping of property names into CEL identifiers (k8s.io/apiserver
-/// `pkg/cel.Escape`): reserved words become `__word__`; `__`, `.`, `-` and `/` become
-/// `__underscores__`, `__dot__`, `__dash__` and `__slash__`; a single `_` stays as it is.
-/// `None` for a name CEL cannot see at all (empty, leading digit, any other character): the
-/// apiserver leaves such a property out of `self`.
-pub fn escape_field_name(name: &str) -> Option<Cow<'_, str>> {
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return None;
-    }
-    if CEL_RESERVED_WORDS.contains(&name) {
-        return Some(Cow::Owned(format!("__{name}__")));
-    }
-    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    if name.chars().all(plain) && !name.contains("__") {
-        return Some(Cow::Borrowed(name));
-    }
-    let mut escaped = String::with_capacity(name.len() * 2);
-    let mut rest = name;
-    while let Some(c) = rest.chars().next() {
-        let taken = if rest.starts_with("__") {
-            escaped.push_str("__underscores__");
-            2
-        } else {
-            match c {
-                '.' => escaped.push_str("__dot__"),
-                '-' => escaped.push_str("__dash__"),
-                '/' => escaped.push_str("__slash__"),
-                c if plain(c) => escaped.push(c),
-                _ => return None,
-            }
-            c.len_utf8()
-        };
-        rest = rest.get(taken..).unwrap_or_default();
-    }
-    Some(Cow::Owned(escaped))
 }
 
 /// A plain map of string keys, for the values tollgate builds itself (`request`).
@@ -334,20 +291,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn escapes_like_the_apiserver() {
-        let escaped = |name| escape_field_name(name).map(Cow::into_owned);
-        assert_eq!(escaped("replicas").as_deref(), Some("replicas"));
-        assert_eq!(escaped("team_name").as_deref(), Some("team_name"));
-        assert_eq!(escaped("foo-bar").as_deref(), Some("foo__dash__bar"));
-        assert_eq!(escaped("a_b.c/d").as_deref(), Some("a_b__dot__c__slash__d"));
-        assert_eq!(escaped("a__b").as_deref(), Some("a__underscores__b"));
-        assert_eq!(escaped("a___b").as_deref(), Some("a__underscores___b"));
-        assert_eq!(escaped("namespace").as_deref(), Some("__namespace__"));
-        assert_eq!(escaped("_x").as_deref(), Some("_x"));
-        for hidden in ["", "1st", "a:b", "a b", "é"] {
-            assert_eq!(escaped(hidden), None, "{hidden:?}");
+    fn converted_keys(rule: &str, value: &Value, keys: Keys) -> Vec<String> {
+        let mut wanted = Projection::Unused;
+        if let Ok(program) = kube_cel::cel::Program::compile(rule) {
+            wanted.add_uses(program.expression(), "self");
         }
+        let CelValue::Map(converted) = convert(value.into(), None, &wanted, keys) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = converted
+            .map
+            .keys()
+            .map(|k| match k {
+                Key::String(s) => s.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn plain_fields_are_read_directly_and_escaped_ones_by_escaping_the_members() {
+        let value = json!({"a_b": 1, "a-b": 2, "c": {"d": 3, "e": 4}, "in": 5, "__in__": 6});
+        // Only plain names: each looked up by name, the escaped neighbours never reached.
+        assert_eq!(
+            converted_keys("self.a_b == 1 && self.c.d == 3", &value, Keys::Escaped),
+            ["a_b", "c"]
+        );
+        // An escaped name: found by escaping the members, and the plain ones still found.
+        assert_eq!(
+            converted_keys(
+                "self.a__dash__b == 2 && self.a_b == 1",
+                &value,
+                Keys::Escaped
+            ),
+            ["a__dash__b", "a_b"]
+        );
+        // `__in__` is how CEL names the property `in`, never the property `__in__`.
+        assert_eq!(
+            converted_keys("self.__in__ == 5", &value, Keys::Escaped),
+            ["__in__"]
+        );
+        let CelValue::Map(m) = convert(
+            (&value).into(),
+            None,
+            &{
+                let mut p = Projection::Unused;
+                if let Ok(program) = kube_cel::cel::Program::compile("self.__in__ == 5") {
+                    p.add_uses(program.expression(), "self");
+                }
+                p
+            },
+            Keys::Escaped,
+        ) else {
+            panic!("not a map");
+        };
+        assert_eq!(
+            m.map.get(&Key::String(Arc::new("__in__".into()))),
+            Some(&CelValue::Int(5))
+        );
+        // Unescaped keys: every name is looked up as it is.
+        assert_eq!(
+            converted_keys("self.a_b == 1 && self.c == 2", &value, Keys::AsIs),
+            ["a_b", "c"]
+        );
     }
 
     #[test]

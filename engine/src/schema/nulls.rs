@@ -22,20 +22,33 @@ fn is_dropped(value: Instance<'_>, schema: &Value) -> bool {
 }
 
 /// Whether `value` holds a `null` that `prune` drops (so a copy is made only when it does).
-/// Asked of every object judged: the schema is looked up only for members that are `null` or
-/// hold others, never for the strings and numbers that make up most of an object.
+/// Asked of every object judged, and nearly every object holds no `null` at all: that is found
+/// by a walk that compares no names, before the schema is consulted.
 pub fn any_dropped(schema: &Value, value: Instance<'_>) -> bool {
+    holds_null(value) && any_dropped_below(schema, value)
+}
+
+fn holds_null(value: Instance<'_>) -> bool {
+    value.is_null()
+        || value.members().any(|(_, child)| holds_null(child))
+        || value.items().any(holds_null)
+}
+
+/// `any_dropped` once a `null` is known to be there: the schema is looked up only for members
+/// that are `null` or hold others, never for the strings and numbers that make up most of an
+/// object.
+fn any_dropped_below(schema: &Value, value: Instance<'_>) -> bool {
     if value.array_len().is_some() {
         return schema.get("items").is_some_and(|items| {
             value
                 .items()
-                .any(|item| holds_members(item) && any_dropped(items, item))
+                .any(|item| holds_members(item) && any_dropped_below(items, item))
         });
     }
     value.members().any(|(key, child)| {
         (child.is_null() || holds_members(child))
             && member_schema(schema, key).is_some_and(|child_schema| {
-                is_dropped(child, child_schema) || any_dropped(child_schema, child)
+                is_dropped(child, child_schema) || any_dropped_below(child_schema, child)
             })
     })
 }

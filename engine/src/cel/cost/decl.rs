@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::super::values::escape_field_name;
+use super::super::escape::escape_field_name;
 
 /// `celconfig.MaxRequestSizeBytes`: the largest request the apiserver accepts, which bounds
 /// every list, map and string that has no declared maximum.
