@@ -129,6 +129,15 @@ pub fn defaults_for<'s>(store: &'s Store, target: &Target<'_>) -> Defaults<'s> {
     )
 }
 
+/// One operation of a defaulting patch as `json_patch` writes it (`op`, `path`, `value`),
+/// borrowing its pointer and value.
+#[derive(serde::Serialize)]
+struct WireOperation<'a> {
+    op: &'static str,
+    path: &'a str,
+    value: &'a Value,
+}
+
 /// The defaulting policies of one request, in order.
 pub struct Defaults<'s>(Vec<&'s CompiledPolicy>);
 
@@ -153,13 +162,39 @@ impl Defaults<'_> {
         inserted.into_patch(object)
     }
 
-    /// The patch that adds `object`'s missing defaults, in the order `json_patch::diff` gives
-    /// its operations: empty when nothing is missing, else made from a defaulted copy.
-    pub fn patch(&self, object: Instance<'_>) -> json_patch::Patch {
+    /// The patch that adds `object`'s missing defaults, as the JSON text of the patch document:
+    /// written from a defaulted copy as each operation is found (no operation built, no default
+    /// subtree copied); `None` when nothing is missing. The operations and their order are
+    /// `apply`'s, and the text what `json_patch` would write of them.
+    pub fn patch_json(&self, object: Instance<'_>) -> serde_json::Result<Option<Vec<u8>>> {
+        use serde::ser::{SerializeSeq, Serializer};
         if self.0.iter().all(|policy| policy.has_defaults(object)) {
-            return json_patch::Patch(Vec::new());
+            return Ok(None);
         }
-        self.apply(&mut object.to_value().into_owned())
+        let mut copy = object.to_value().into_owned();
+        let inserted = self.apply_noting(&mut copy);
+        let mut text = Vec::new();
+        let mut writer = serde_json::Serializer::new(&mut text);
+        let mut operations = writer.serialize_seq(None)?;
+        let (mut written, mut failed) = (0usize, None);
+        inserted.each_operation(&copy, |operation| {
+            if failed.is_none() {
+                let wire = WireOperation {
+                    op: operation.op(),
+                    path: operation.pointer,
+                    value: operation.value,
+                };
+                match operations.serialize_element(&wire) {
+                    Ok(()) => written += 1,
+                    Err(e) => failed = Some(e),
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        operations.end()?;
+        Ok((written > 0).then_some(text))
     }
 
     /// Fills in `object`'s missing defaults and returns where they went, to hand the patch's

@@ -87,6 +87,12 @@ proptest! {
         let patch = evaluate::defaults_for(&store, &target).apply(&mut after);
         prop_assert_eq!(&patch, &json_patch::diff(&object, &after));
         prop_assert_eq!(&patch, &evaluate::default_patch(&store, &target));
+        // What the webhook sends: the same patch, written from the defaulted copy directly.
+        let written = evaluate::defaults_for(&store, &target)
+            .patch_json((&object).into())
+            .unwrap();
+        let expected = (!patch.0.is_empty()).then(|| serde_json::to_vec(&patch).unwrap());
+        prop_assert_eq!(written, expected);
         let mut patched = object.clone();
         prop_assert!(json_patch::patch(&mut patched, &patch).is_ok());
         prop_assert_eq!(patched, after);

@@ -20,9 +20,9 @@ mod schema_rules;
 mod values;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use kube_cel::KubeCelExt;
+use kube_cel::cel::common::types::CelNull;
 use kube_cel::cel::{Context, Program, Value as CelValue};
 use serde::Deserialize;
 
@@ -346,19 +346,19 @@ impl PolicyRules {
             let mut ctx = base.new_inner_scope();
             if self.object.is_used() {
                 let object = values::convert(bindings.object, None, &self.object, Keys::AsIs);
-                ctx.add_variable_from_value("object", object);
+                values::bind(&mut ctx, "object", object);
             }
             if self.old_object.is_used() {
-                let old = bindings.old_object.map_or(CelValue::Null, |o| {
-                    values::convert(o, None, &self.old_object, Keys::AsIs)
-                });
-                ctx.add_variable_from_value("oldObject", old);
+                let old = bindings.old_object.map_or_else(
+                    || Box::new(CelNull) as values::CelVal,
+                    |o| values::convert(o, None, &self.old_object, Keys::AsIs),
+                );
+                values::bind(&mut ctx, "oldObject", old);
             }
             if self.request.is_used() {
-                ctx.add_variable_from_value(
-                    "request",
-                    request_value(bindings.operation, bindings.namespace, bindings.request),
-                );
+                let request =
+                    request_value(bindings.operation, bindings.namespace, bindings.request);
+                values::bind(&mut ctx, "request", request);
             }
             f(&ctx)
         })
@@ -431,15 +431,18 @@ impl PolicyRules {
     }
 }
 
-fn request_value(operation: &str, namespace: Option<&str>, request: &RequestInfo<'_>) -> CelValue {
-    let text = |s: &str| CelValue::String(Arc::new(s.to_string()));
-    let map = values::map;
-    let groups = CelValue::List(Arc::new(request.groups.iter().map(|g| text(g)).collect()));
+fn request_value(
+    operation: &str,
+    namespace: Option<&str>,
+    request: &RequestInfo<'_>,
+) -> values::CelVal {
+    use values::{boolean, list, map, text};
+    let groups = list(request.groups.iter().map(|g| text(g)).collect());
     map(vec![
         ("operation", text(operation)),
         ("name", text(request.name)),
         ("namespace", text(namespace.unwrap_or_default())),
-        ("dryRun", CelValue::Bool(request.dry_run)),
+        ("dryRun", boolean(request.dry_run)),
         (
             "userInfo",
             map(vec![

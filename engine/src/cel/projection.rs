@@ -9,11 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
-
 use kube_cel::cel::IdedExpr;
 use kube_cel::cel::common::ast::{EntryExpr, Expr};
-use kube_cel::cel::objects::Key;
 
 use super::escape::escape_field_name;
 
@@ -31,9 +28,6 @@ pub enum Projection {
 /// One observed field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
-    /// The name as the key of a CEL map, made once: each conversion clones a pointer instead of
-    /// allocating the name twice over.
-    pub key: Key,
     /// Whether no other property escapes into this name (letters, digits and single `_`s): the
     /// property of the same name is then the only one that can be it, and is looked up directly
     /// instead of escaping every member of the object to find it.
@@ -44,7 +38,6 @@ pub struct Field {
 impl Field {
     fn new(name: &str) -> Self {
         Self {
-            key: Key::String(Arc::new(name.to_string())),
             plain: matches!(escape_field_name(name), Some(std::borrow::Cow::Borrowed(_))),
             below: Projection::Unused,
         }

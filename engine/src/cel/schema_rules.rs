@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use kube_cel::cel::objects::OptionalValue;
+use kube_cel::cel::common::types::CelOptional;
 use kube_cel::cel::{Context, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::cost::{SchemaBudget, Scope};
 use super::projection::Projection;
-use super::values::{Keys, ValueSchema, convert};
+use super::values::{Keys, ValueSchema, bind, convert};
 use super::{Expression, RULES_KEY, compile_expression};
 use crate::instance::Instance;
 use crate::path::{FieldPath, Segment, escape_pointer};
@@ -491,26 +491,22 @@ fn evaluate(node: &RuleNode, at: Pair<'_>, path: &[At<'_>], out: &mut Failures, 
     let Pair { value, old, .. } = at;
     // A transition rule without an old value (CREATE, or a field the old object lacked) is
     // not evaluated at all, as in Kubernetes; an optional `oldSelf` is bound either way.
-    let pending: Vec<&Rule> = node
-        .rules
-        .iter()
-        .filter(|rule| !(run.state_only && rule.transition))
-        .filter(|rule| rule.optional_old_self || !rule.transition || old.is_some())
-        .collect();
-    if pending.is_empty() {
+    let runs = |rule: &&Rule| {
+        !(run.state_only && rule.transition)
+            && (rule.optional_old_self || !rule.transition || old.is_some())
+    };
+    if !node.rules.iter().any(|rule| runs(&rule)) {
         return;
     }
     let mut scope = run.base.new_inner_scope();
     if node.self_projection.is_used() {
-        scope.add_variable_from_value(
-            "self",
-            convert(
-                value,
-                Some(&*node.schema),
-                &node.self_projection,
-                Keys::Escaped,
-            ),
+        let value = convert(
+            value,
+            Some(&*node.schema),
+            &node.self_projection,
+            Keys::Escaped,
         );
+        bind(&mut scope, "self", value);
     }
     let old_value = match old {
         Some(old) if node.old_projection.is_used() => Some(convert(
@@ -522,18 +518,18 @@ fn evaluate(node: &RuleNode, at: Pair<'_>, path: &[At<'_>], out: &mut Failures, 
         _ => None,
     };
     if let Some(old_value) = &old_value {
-        scope.add_variable_from_value("oldSelf", old_value.clone());
+        bind(&mut scope, "oldSelf", old_value.clone_as_boxed());
     }
-    for rule in pending {
+    for rule in node.rules.iter().filter(runs) {
         let optional_scope;
         let ctx = if rule.optional_old_self {
             // Kubernetes binds an optional here: `oldSelf.hasValue()`, `oldSelf.value()`.
             let mut inner = scope.new_inner_scope();
             let optional = match &old_value {
-                Some(v) => OptionalValue::of(v.clone()),
-                None => OptionalValue::none(),
+                Some(v) => CelOptional::of(v.clone_as_boxed()),
+                None => CelOptional::none(),
             };
-            inner.add_variable_from_value("oldSelf", CelValue::Opaque(Arc::new(optional)));
+            bind(&mut inner, "oldSelf", Box::new(optional));
             optional_scope = inner;
             &optional_scope
         } else if rule.transition && old_value.is_none() {

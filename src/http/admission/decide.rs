@@ -53,12 +53,9 @@ pub fn evaluate(
             let Some(object) = target.object else {
                 return AdmissionResponseOut::allowed(uid);
             };
-            let patch = defaults.patch(object);
-            if patch.0.is_empty() {
-                return AdmissionResponseOut::allowed(uid);
-            }
-            match serde_json::to_vec(&patch) {
-                Ok(patch) => AdmissionResponseOut::patched(uid, &patch),
+            match defaults.patch_json(object) {
+                Ok(None) => AdmissionResponseOut::allowed(uid),
+                Ok(Some(patch)) => AdmissionResponseOut::patched(uid, &patch),
                 Err(e) => AdmissionResponseOut::errored(
                     uid,
                     500,
