@@ -1,9 +1,9 @@
 //! HTTP layer. `routes` lists every endpoint once; `front` hands every request through the same
 //! layers around the axum router: `observe` (metrics and the log line), `guard` (the client
-//! check), and a panic turned into a 500. A review's handler (`review`) takes a slot among the reviews in flight,
-//! reads the body within limits (`body`) and runs `admission` or `conversion` (decode,
-//! evaluate, encode — inline or on the bounded `worker` pool); probes answer in `probes`. No
-//! policy logic here.
+//! check), and a panic turned into a 500. A review's handler (`review`) takes a slot among the
+//! reviews in flight, reads the body within limits (`body`) and runs `admission` or
+//! `conversion` (decode, evaluate, encode — inline or on the bounded `worker` pool); probes
+//! answer in `probes`. No policy logic here.
 
 mod admission;
 mod body;
