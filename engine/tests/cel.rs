@@ -163,16 +163,17 @@ fn transition_rules_run_on_update_only_unless_old_self_is_optional() {
     );
     let store = compiled(&text);
     let old = widget(json!({"size": 5}));
-    assert_eq!(
+    // The denials of an UPDATE from size 5 to `size`.
+    let resized = |store: &Store, size: i64| {
         denials(&judge(
-            &store,
-            &widget(json!({"size": 4})),
+            store,
+            &widget(json!({ "size": size })),
             Some(&old),
-            "alice"
-        )),
-        ["spec.size: size may only grow"]
-    );
-    assert!(judge(&store, &widget(json!({"size": 6})), Some(&old), "alice").is_allowed());
+            "alice",
+        ))
+    };
+    assert_eq!(resized(&store, 4), ["spec.size: size may only grow"]);
+    assert!(resized(&store, 6).is_empty());
     assert!(
         judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed(),
         "no oldSelf on CREATE: the transition rule does not run"
@@ -191,6 +192,19 @@ fn transition_rules_run_on_update_only_unless_old_self_is_optional() {
     let store = compiled(&optional);
     assert!(judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed());
     assert!(!judge(&store, &widget(json!({"size": 1})), Some(&old), "alice").is_allowed());
+
+    // Both kinds on one node: each sees the old value, the optional one wrapped.
+    let both = text.replace(
+        "message: size may only grow\n",
+        "message: size may only grow\n              \
+         - rule: \"!oldSelf.hasValue() || self <= oldSelf.value() * 2\"\n                \
+         message: size may at most double\n                optionalOldSelf: true\n",
+    );
+    let store = compiled(&both);
+    assert!(judge(&store, &widget(json!({"size": 1})), None, "alice").is_allowed());
+    assert!(resized(&store, 10).is_empty());
+    assert_eq!(resized(&store, 4), ["spec.size: size may only grow"]);
+    assert_eq!(resized(&store, 11), ["spec.size: size may at most double"]);
 }
 
 #[test]

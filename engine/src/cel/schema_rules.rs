@@ -517,22 +517,36 @@ fn evaluate(node: &RuleNode, at: Pair<'_>, path: &[At<'_>], out: &mut Failures, 
         )),
         _ => None,
     };
-    if let Some(old_value) = &old_value {
-        bind(&mut scope, "oldSelf", old_value.clone_as_boxed());
-    }
+    let has_old = old_value.is_some();
+    // The old value is moved into the scope unless an `optionalOldSelf` rule wraps it again.
+    let optional_runs = node
+        .rules
+        .iter()
+        .any(|rule| runs(&rule) && rule.optional_old_self);
+    let old_for_optional = match old_value {
+        Some(old_value) if optional_runs => {
+            bind(&mut scope, "oldSelf", old_value.clone_as_boxed());
+            Some(old_value)
+        }
+        Some(old_value) => {
+            bind(&mut scope, "oldSelf", old_value);
+            None
+        }
+        None => None,
+    };
     for rule in node.rules.iter().filter(runs) {
         let optional_scope;
         let ctx = if rule.optional_old_self {
             // Kubernetes binds an optional here: `oldSelf.hasValue()`, `oldSelf.value()`.
             let mut inner = scope.new_inner_scope();
-            let optional = match &old_value {
+            let optional = match &old_for_optional {
                 Some(v) => CelOptional::of(v.clone_as_boxed()),
                 None => CelOptional::none(),
             };
             bind(&mut inner, "oldSelf", Box::new(optional));
             optional_scope = inner;
             &optional_scope
-        } else if rule.transition && old_value.is_none() {
+        } else if rule.transition && !has_old {
             continue;
         } else {
             &scope
