@@ -141,7 +141,7 @@ pub fn convert(
         return Box::new(CelNull);
     }
     if let Some(b) = value.as_bool() {
-        return Box::new(CelBool::from(b));
+        return boolean(b);
     }
     if let Some(n) = value.as_number() {
         return number(n);
@@ -156,7 +156,7 @@ pub fn convert(
             .items()
             .map(|item| convert(item, item_schema, &Projection::Whole, keys))
             .collect();
-        return Box::new(CelList::from(items));
+        return list(items);
     }
     let escape_keys = keys == Keys::Escaped && !schema.is_some_and(|s| s.is_map);
     let mut map: HashMap<CelMapKey, CelVal> = HashMap::new();
@@ -208,7 +208,7 @@ pub fn convert(
                     if field == "metadata" {
                         Box::new(CelMap::default())
                     } else {
-                        Box::new(CelString::from(""))
+                        text("")
                     }
                 });
             }
@@ -240,7 +240,7 @@ fn string(s: &str, format: Format) -> CelVal {
             .ok()
             .map(|b| Box::new(CelBytes::from(b)) as CelVal),
     };
-    typed.unwrap_or_else(|| Box::new(CelString::from(s)))
+    typed.unwrap_or_else(|| text(s))
 }
 
 fn go_duration(text: &str) -> Option<chrono::Duration> {
